@@ -1,0 +1,33 @@
+# EnerVerse stack: one command each for set-up, tests and the main job.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export MUJOCO_GL ?= egl
+export ROS_LOG_DIR ?= $(CURDIR)/outputs/ros_log
+export EV_NO_PROGRESS ?=
+
+.PHONY: setup test test-all lint demo bench clean
+
+$(VENV)/.setup-done: pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+
+setup: $(VENV)/.setup-done
+
+# The CI suite: unit + integration tests on CPU (gpu tests skip themselves, slow ones are excluded).
+test: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+# The main job (see README): collect expert demos of the default task, video grid + summary.
+demo: setup
+	$(PY) -m sim.demo $(ARGS)
+
+bench: setup
+	$(PY) bench/sim_throughput.py
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

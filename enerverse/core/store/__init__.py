@@ -1,0 +1,27 @@
+"""Episode store: zarr v3 directory of crash-safely committed multi-view episodes (numpy + zarr only).
+
+Layout and validation rules are in :mod:`enerverse.core.store.format`; see DESIGN.md §3.
+"""
+
+from __future__ import annotations
+
+from .format import FORMAT_NAME, FORMAT_VERSION, PROVENANCES, VIEW_KINDS, StoreFormatError
+from .reader import EpisodeStore, EpisodeView
+from .sampler import WindowSampler
+from .stats import compute_stats, load_stats, save_stats
+from .writer import EpisodeWriter
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "PROVENANCES",
+    "VIEW_KINDS",
+    "EpisodeStore",
+    "EpisodeView",
+    "EpisodeWriter",
+    "StoreFormatError",
+    "WindowSampler",
+    "compute_stats",
+    "load_stats",
+    "save_stats",
+]

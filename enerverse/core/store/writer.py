@@ -1,0 +1,262 @@
+"""Crash-safe writing of one episode: temp group, validated frames, buffered appends, atomic rename."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from .format import (
+    STORED_DTYPES,
+    TMP_PREFIX,
+    check_index,
+    episode_name,
+    validate_episode_attrs,
+    validate_K,
+)
+
+SMALL_CHUNK_FRAMES = 128  # frames per chunk of state / action / T_cam_world
+CHUNK_KEY_ENCODING = {"name": "default", "separator": "."}  # flat chunk files (c.12.0.0.0.0), no dir tree
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and directory under ``root`` (so a power cut cannot expose a torn episode)."""
+    for dirpath, _dirs, files in os.walk(root, topdown=False):
+        for f in files:
+            _fsync_path(Path(dirpath) / f)
+        _fsync_path(Path(dirpath))
+
+
+def _rename_exchange(src: Path, dst: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = fn(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), rename_exchange)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(dst))
+
+
+def _frame_array(name: str, value: Any, shape: tuple[int, ...], dtype: np.dtype | None) -> np.ndarray:
+    """Check one per-frame array against the expected shape (and dtype, when fixed by frame 0)."""
+    arr = np.asarray(value)
+    if arr.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {arr.shape}")
+    if dtype is not None and arr.dtype != dtype:
+        raise ValueError(f"{name}: expected dtype {dtype} (as in frame 0), got {arr.dtype}")
+    return arr
+
+
+class EpisodeWriter:
+    """Writes one episode into ``episodes/.tmp-episode_NNNNNN-<hex>`` and commits it by renaming.
+
+    Use as a context manager: leaving the block normally commits, an exception discards the temp
+    group. Frames are validated in :meth:`add_frame`, buffered, and appended to the zarr arrays
+    every ``flush_every`` frames, so a long episode is never held in memory.
+    """
+
+    def __init__(self, episodes_dir: str | os.PathLike, index: int, *, attrs: dict[str, Any], K: Any,
+                 overwrite: bool = False, flush_every: int = 32, durable: bool = True) -> None:
+        self.index = check_index(index)
+        self.attrs: dict[str, Any] = validate_episode_attrs(attrs)
+        self.n_views = len(self.attrs["view_names"])
+        self._K = validate_K(K, self.n_views)  # [V, 3, 3]
+        if flush_every < 1:
+            raise ValueError(f"flush_every must be >= 1, got {flush_every}")
+        self.flush_every = int(flush_every)
+        self.overwrite = overwrite
+        self.durable = durable
+        self.episodes_dir = Path(episodes_dir)
+        self.final_path = self.episodes_dir / episode_name(self.index)
+        if self.final_path.exists() and not overwrite:
+            raise FileExistsError(f"episode {self.index} is already committed at {self.final_path} "
+                                  "(pass overwrite=True to replace it)")
+        self.tmp_path = self.episodes_dir / f"{TMP_PREFIX}{self.final_path.name}-{uuid.uuid4().hex}"
+        self._group = zarr.open_group(str(self.tmp_path), mode="w-", zarr_format=3,
+                                      attributes={**self.attrs, "length": None})
+        self._group.create_array("K", data=self._K, chunks=self._K.shape)
+        self._spec: dict[str, tuple[tuple[int, ...], np.dtype]] | None = None  # per key: frame shape, dtype
+        self._has_depth = False
+        self._buffer: dict[str, list[np.ndarray]] = {}
+        self._arrays: dict[str, Any] = {}
+        self.n_frames = 0
+        self.closed = False
+
+    # -- frames ---------------------------------------------------------------------------
+    def add_frame(self, *, rgb: Any, state: Any, action: Any, T_cam_world: Any, depth: Any = None) -> None:
+        """Validate and buffer one frame.
+
+        rgb uint8 [V, H, W, 3]; state float [S]; action float [A]; T_cam_world float [V, 4, 4]
+        (world -> camera); depth float [V, H, W] (metres, >= 0, no NaN) or None. Every frame must
+        match frame 0 in shapes and dtypes, and V must match ``view_names`` and ``K``.
+        """
+        self._check_open()
+        frame = self._validate_frame(rgb, state, action, T_cam_world, depth)
+        for key, value in frame.items():
+            self._buffer.setdefault(key, []).append(value)
+        self.n_frames += 1
+        if len(self._buffer["rgb"]) >= self.flush_every:
+            self.flush()
+
+    def _validate_frame(self, rgb: Any, state: Any, action: Any, T: Any, depth: Any) -> dict[str, np.ndarray]:
+        V = self.n_views
+        rgb = np.asarray(rgb)
+        if rgb.dtype != np.uint8:
+            raise ValueError(f"rgb: expected dtype uint8, got {rgb.dtype}")
+        if rgb.ndim != 4 or rgb.shape[0] != V or rgb.shape[3] != 3:
+            raise ValueError(f"rgb: expected shape [V={V}, H, W, 3] (V = len(view_names) = K.shape[0]), "
+                             f"got {rgb.shape}")
+        state, action = np.asarray(state), np.asarray(action)
+        T = np.asarray(T)
+        for name, arr, ndim in (("state", state, 1), ("action", action, 1), ("T_cam_world", T, 3)):
+            if arr.dtype.kind != "f":
+                raise ValueError(f"{name}: expected a floating dtype, got {arr.dtype}")
+            if arr.ndim != ndim or arr.size == 0:
+                raise ValueError(f"{name}: expected a non-empty {ndim}-D array, got shape {arr.shape}")
+        if depth is not None:
+            depth = np.asarray(depth)
+            if depth.dtype.kind != "f":
+                raise ValueError(f"depth: expected a floating dtype, got {depth.dtype}")
+        if self._spec is None:
+            H, W = rgb.shape[1:3]
+            spec = {"rgb": ((V, H, W, 3), rgb.dtype), "state": (state.shape, state.dtype),
+                    "action": (action.shape, action.dtype), "T_cam_world": ((V, 4, 4), T.dtype)}
+            if depth is not None:
+                spec["depth"] = ((V, H, W), depth.dtype)
+        else:
+            spec = self._spec
+            if (depth is not None) != ("depth" in spec):
+                raise ValueError("depth: every frame must have depth or none may (frame 0 "
+                                 f"{'had' if 'depth' in spec else 'had no'} depth)")
+        given = {"rgb": rgb, "state": state, "action": action, "T_cam_world": T}
+        if depth is not None:
+            given["depth"] = depth
+        out = {}
+        for key, arr in given.items():
+            shape, dtype = spec[key]
+            arr = _frame_array(key, arr, shape, dtype)
+            stored = arr.astype(STORED_DTYPES[key])  # always a copy: the caller may reuse its buffers
+            if key in ("state", "action", "T_cam_world") and not np.isfinite(stored).all():
+                raise ValueError(f"{key}: contains NaN or inf (or a value too large for float32)")
+            out[key] = stored
+        if not np.allclose(out["T_cam_world"][:, 3], [0.0, 0.0, 0.0, 1.0], atol=1e-4):
+            raise ValueError("T_cam_world: expected homogeneous [V, 4, 4] transforms with last row "
+                             f"[0, 0, 0, 1], got last rows {out['T_cam_world'][:, 3].tolist()}")
+        if "depth" in out and (np.isnan(out["depth"]).any() or (out["depth"] < 0).any()):
+            raise ValueError("depth: contains NaN or negative values")
+        self._spec = spec
+        return out
+
+    def flush(self) -> None:
+        """Append buffered frames to the zarr arrays and empty the buffer."""
+        self._check_open()
+        if not self._buffer or not self._buffer["rgb"]:
+            return
+        assert self._spec is not None
+        for key, frames in self._buffer.items():
+            if key not in self._arrays:
+                shape = self._spec[key][0]
+                per_frame = key in ("rgb", "depth")
+                chunks = (1, *shape) if per_frame else (SMALL_CHUNK_FRAMES, *shape)
+                self._arrays[key] = self._group.create_array(
+                    key, shape=(0, *shape), dtype=STORED_DTYPES[key], chunks=chunks,
+                    chunk_key_encoding=CHUNK_KEY_ENCODING)
+            self._arrays[key].append(np.stack(frames), axis=0)
+        self._buffer = {}
+
+    # -- attributes -----------------------------------------------------------------------
+    def set_attrs(self, **attrs: Any) -> None:
+        """Update episode attributes (validated at commit)."""
+        self.attrs.update(attrs)
+
+    # -- commit / abort -------------------------------------------------------------------
+    def commit(self) -> int:
+        """Flush, write attributes and atomically rename the temp group to its final name.
+
+        Returns the episode index. ValueError for an empty episode or invalid attributes;
+        FileExistsError when the index was committed meanwhile and ``overwrite`` is False.
+        """
+        self._check_open()
+        if self.n_frames == 0:
+            raise ValueError(f"episode {self.index}: cannot commit an empty episode (0 frames)")
+        attrs = validate_episode_attrs(self.attrs)
+        if len(attrs["view_names"]) != self.n_views:
+            raise ValueError(f"view_names has {len(attrs['view_names'])} entries but the frames have "
+                             f"{self.n_views} views")
+        attrs["length"] = self.n_frames
+        self.flush()
+        self._group.attrs.update(attrs)
+        if self.durable:
+            _fsync_tree(self.tmp_path)
+        if self.final_path.exists():
+            if not self.overwrite:
+                raise FileExistsError(f"episode {self.index} was committed meanwhile at {self.final_path}")
+            if _rename_exchange(self.tmp_path, self.final_path):  # tmp_path now holds the old episode
+                shutil.rmtree(self.tmp_path, ignore_errors=True)
+            else:
+                old = self.episodes_dir / f"{TMP_PREFIX}replaced-{self.final_path.name}-{uuid.uuid4().hex}"
+                os.rename(self.final_path, old)
+                os.rename(self.tmp_path, self.final_path)
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                os.rename(self.tmp_path, self.final_path)
+            except OSError as e:
+                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise FileExistsError(f"episode {self.index} was committed concurrently") from e
+                raise
+        if self.durable:
+            _fsync_path(self.episodes_dir)
+        self.attrs = attrs
+        self.closed = True
+        return self.index
+
+    def abort(self) -> None:
+        """Discard the episode: drop buffers and remove the temp group. Safe to call twice."""
+        self._buffer = {}
+        self.closed = True
+        shutil.rmtree(self.tmp_path, ignore_errors=True)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError(f"episode writer for {self.index} is already committed or aborted")
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if self.closed:
+            return False
+        if exc_type is not None:
+            self.abort()
+            return False
+        try:
+            self.commit()
+        except BaseException:
+            self.abort()
+            raise
+        return False

@@ -1,0 +1,193 @@
+"""The gymnasium environment: one task, a multi-view camera rig, Δ-EE or joint control.
+
+Observation (a dict; V views, H x W pixels):
+  rgb          uint8   [V, H, W, 3]
+  depth        float32 [V, H, W]       (only with ``depth=True``; metres along the optical axis)
+  state        float32 [15]            ee position (3), ee quaternion wxyz (4), gripper width (1), arm q (7)
+  privileged   float32 [P]             task objects for scripted experts (layout: ``Task.privileged_spec``)
+  K            float32 [V, 3, 3]       OpenCV intrinsics
+  T_cam_world  float32 [V, 4, 4]       OpenCV world->camera extrinsics (the wrist camera moves)
+Action: ``control="ee"`` [7] Δxyz (m), Δroll/pitch/yaw (rad), gripper in [0, 1] (1 = open);
+``control="joint"`` [8] seven joint positions (rad) + gripper. Episodes terminate on success and
+truncate at the task's ``max_steps``; the reward is 1.0 on success steps, else 0.0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from enerverse.core.camera import Camera
+from sim.arm import ArmController
+from sim.cameras import (
+    AnchorSpec,
+    MultiViewRenderer,
+    RigSpec,
+    camera_from_mujoco,
+    mujoco_to_opencv,
+    rig_cameras_xml,
+)
+from sim.rotations import mat_to_quat
+from sim.scene import CONTROL_HZ, PHYSICS_DT, build_scene_xml
+from sim.tasks import get_task_class
+
+STATE_DIM = 15
+EE_ACTION_DIM = 7
+JOINT_ACTION_DIM = 8
+MAX_DPOS = 0.05
+MAX_DROT = 0.3
+SETTLE_STEPS = 50
+
+
+def _validate_action(action: np.ndarray, dim: int, control: str) -> np.ndarray:
+    a = np.asarray(action, dtype=np.float64)
+    if a.shape != (dim,):
+        raise ValueError(f"expected a {control} action of shape ({dim},), got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action contains NaN or inf: {a.tolist()}")
+    return a
+
+
+class EnerVerseEnv(gym.Env):
+    """Tabletop manipulation with a 7-DoF arm and multi-view cameras (see module docstring)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": int(CONTROL_HZ)}
+
+    def __init__(self, task: str = "pick_place", views: Sequence[str] | None = None, width: int = 64,
+                 height: int = 64, depth: bool = False, control: str = "ee", max_steps: int | None = None,
+                 anchors: list[dict] | None = None, render_mode: str | None = None) -> None:
+        task_cls = get_task_class(task)
+        if control not in ("ee", "joint"):
+            raise ValueError(f"control must be 'ee' or 'joint', got {control!r}")
+        if int(width) <= 0 or int(height) <= 0:
+            raise ValueError(f"resolution must be positive, got width={width} height={height}")
+        if max_steps is not None and max_steps <= 0:
+            raise ValueError(f"max_steps must be positive, got {max_steps}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        rig = RigSpec() if anchors is None else RigSpec(anchors=[AnchorSpec(**a) for a in anchors])
+        if views is not None:
+            rig.views = tuple(views)
+        rig.validate()
+        self.rig, self.control, self.render_mode = rig, control, render_mode
+        self.width, self.height, self.use_depth = int(width), int(height), bool(depth)
+        self.task = task_cls()
+        self.max_steps = int(max_steps or task_cls.max_steps)
+        self.fps = CONTROL_HZ
+        self.n_substeps = int(round(1.0 / (CONTROL_HZ * PHYSICS_DT)))
+
+        offscreen = (max(640, len(rig.views) * self.width), max(480, self.height))
+        xml = build_scene_xml(task_cls.objects, rig_cameras_xml(rig), offscreen)
+        self.model = mujoco.MjModel.from_xml_string(xml)
+        self.data = mujoco.MjData(self.model)
+        self.arm = ArmController(self.model, self.data)
+        self.task.bind(self.model, self.data, self.arm)
+        self._base_rgba = self.model.geom_rgba.copy()
+        self.renderer = MultiViewRenderer(self.model, list(rig.views), self.width, self.height,
+                                          self.use_depth)
+        self._cam_ids = [self.model.camera(v).id for v in rig.views]
+        self._static_K = np.stack([c.K for c in self.cameras()]).astype(np.float32)
+        self._steps = 0
+
+        V, H, W = len(rig.views), self.height, self.width
+        spaces = {
+            "rgb": gym.spaces.Box(0, 255, (V, H, W, 3), np.uint8),
+            "state": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+            "privileged": gym.spaces.Box(-np.inf, np.inf, (task_cls.privileged_size(),), np.float32),
+            "K": gym.spaces.Box(0.0, np.inf, (V, 3, 3), np.float32),
+            "T_cam_world": gym.spaces.Box(-np.inf, np.inf, (V, 4, 4), np.float32),
+        }
+        if self.use_depth:
+            spaces["depth"] = gym.spaces.Box(0.0, np.inf, (V, H, W), np.float32)
+        self.observation_space = gym.spaces.Dict(spaces)
+        if control == "ee":
+            lo = np.array([-MAX_DPOS] * 3 + [-MAX_DROT] * 3 + [0.0], dtype=np.float32)
+            self.action_space = gym.spaces.Box(lo, -lo + np.array([0] * 6 + [1], dtype=np.float32))
+        else:
+            lo = np.concatenate([self.arm.lo, [0.0]]).astype(np.float32)
+            hi = np.concatenate([self.arm.hi, [1.0]]).astype(np.float32)
+            self.action_space = gym.spaces.Box(lo, hi)
+
+    # --- properties -----------------------------------------------------------------------------
+    @property
+    def instruction(self) -> str:
+        """The language instruction of the current episode."""
+        return self.task.instruction
+
+    @property
+    def view_names(self) -> list[str]:
+        return list(self.rig.views)
+
+    @property
+    def view_kinds(self) -> list[str]:
+        return [self.rig.kind(v) for v in self.rig.views]
+
+    def cameras(self) -> list[Camera]:
+        """The rig's cameras at their current poses (OpenCV convention)."""
+        return [camera_from_mujoco(self.model, self.data, v, self.width, self.height, self.rig.kind(v))
+                for v in self.rig.views]
+
+    # --- gymnasium API --------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        mujoco.mj_resetData(self.model, self.data)
+        self.model.geom_rgba[:] = self._base_rgba
+        self.arm.reset()
+        self.task.randomize(self.np_random)
+        mujoco.mj_forward(self.model, self.data)
+        for _ in range(SETTLE_STEPS):  # let objects come to rest
+            mujoco.mj_step(self.model, self.data)
+        self.arm.sync_target()
+        self._steps = 0
+        return self._obs(), self._info(False)
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        if self.control == "ee":
+            a = _validate_action(action, EE_ACTION_DIM, "ee")
+            self.arm.apply_delta_ee(np.clip(a, self.action_space.low, self.action_space.high))
+        else:
+            a = _validate_action(action, JOINT_ACTION_DIM, "joint")
+            self.arm.apply_joint(a)
+        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+        if self.control == "joint":
+            self.arm.sync_target()
+        self._steps += 1
+        self.task.after_step(self._steps)
+        success = self.task.success()
+        truncated = self._steps >= self.max_steps and not success
+        return self._obs(), float(success), success, truncated, self._info(success)
+
+    def render(self) -> np.ndarray | None:
+        """The views side by side, uint8 [H, V*W, 3] (``render_mode="rgb_array"``)."""
+        if self.render_mode != "rgb_array":
+            return None
+        rgb, _ = self.renderer.render(self.data)
+        return np.concatenate(list(rgb), axis=1)
+
+    def close(self) -> None:
+        self.renderer.close()
+
+    # --- internals ------------------------------------------------------------------------------
+    def _state(self) -> np.ndarray:
+        pos, rot = self.arm.ee_pose()
+        return np.concatenate([pos, mat_to_quat(rot), [self.arm.gripper_width()],
+                               self.data.qpos[self.arm.qadr]]).astype(np.float32)
+
+    def _extrinsics(self) -> np.ndarray:
+        return np.stack([mujoco_to_opencv(self.data.cam_xpos[c], self.data.cam_xmat[c])
+                         for c in self._cam_ids]).astype(np.float32)
+
+    def _obs(self) -> dict:
+        rgb, depth = self.renderer.render(self.data)
+        obs = {"rgb": rgb, "state": self._state(), "privileged": self.task.privileged(),
+               "K": self._static_K.copy(), "T_cam_world": self._extrinsics()}
+        if depth is not None:
+            obs["depth"] = depth
+        return obs
+
+    def _info(self, success: bool) -> dict:
+        return {"success": bool(success), "instruction": self.task.instruction, "task": self.task.name,
+                "step": self._steps, **self.task.progress()}

@@ -1,0 +1,149 @@
+"""Outputs, seeding, progress, device helpers and ev-info; plus torch-free import of enerverse.core."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from enerverse.core import outputs
+from enerverse.core.device import capabilities, pick_device
+from enerverse.core.info import main as info_main
+from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
+from enerverse.core.progress import progress
+from enerverse.core.seeding import episode_seed, seed_everything
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_output_dir_naming_and_uniqueness(tmp_path: Path) -> None:
+    a = make_output_dir("collect", root=tmp_path)
+    b = make_output_dir("collect", root=tmp_path)
+    assert a.is_dir() and b.is_dir() and a != b
+    assert a.parent == tmp_path / "collect"
+    assert re.fullmatch(r"\d{8}-\d{6}(-\d+)?", a.name) and re.fullmatch(r"\d{8}-\d{6}(-\d+)?", b.name)
+    explicit = make_output_dir("collect", out=tmp_path / "mine" / "run1", root=tmp_path)
+    assert explicit == tmp_path / "mine" / "run1" and explicit.is_dir()
+    assert make_output_dir("collect", out=explicit) == explicit  # an existing folder is fine
+    with pytest.raises(ValueError):
+        make_output_dir("a/b", root=tmp_path)
+
+
+def test_write_json_atomic_numpy(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "result.json"
+    obj = {
+        "f": np.float32(0.5),
+        "i": np.int64(3),
+        "b": np.bool_(True),
+        "arr": np.arange(3),
+        "p": tmp_path,
+        "nested": [(1, 2), {"x": np.zeros((2, 2))}],
+    }
+    write_json_atomic(path, obj)
+    data = json.loads(path.read_text())
+    assert data == {
+        "f": 0.5,
+        "i": 3,
+        "b": True,
+        "arr": [0, 1, 2],
+        "p": str(tmp_path),
+        "nested": [[1, 2], {"x": [[0.0, 0.0], [0.0, 0.0]]}],
+    }
+    write_json_atomic(path, {"v": 2})
+    assert json.loads(path.read_text()) == {"v": 2}
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"bad": object()})
+    assert json.loads(path.read_text()) == {"v": 2}  # old content survives a failed write
+    assert sorted(p.name for p in path.parent.iterdir()) == ["result.json"]
+
+
+def test_print_summary_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    line = print_summary({"success": np.float64(0.123456789), "msg": "a\nb", "n": 3})
+    out = capsys.readouterr().out
+    assert out == line + "\n" and out.count("\n") == 1
+    assert json.loads(out) == {"success": 0.123457, "msg": "a\nb", "n": 3}
+
+
+def test_seeding_determinism() -> None:
+    def draw(seed: int) -> tuple:
+        rng = seed_everything(seed)
+        out = (random.random(), np.random.rand(), rng.random())
+        torch = sys.modules.get("torch")
+        return out + ((torch.rand(1).item(),) if torch is not None else ())
+
+    assert draw(7) == draw(7)
+    assert draw(7) != draw(8)
+    assert episode_seed(3, 4) == episode_seed(3, 4) == 3 * 100_003 + 4
+    assert len({episode_seed(1, i) for i in range(1000)}) == 1000
+    assert 0 <= episode_seed(2**40, 5) < 2**32
+    with pytest.raises(ValueError):
+        episode_seed(0, -1)
+
+
+def test_progress_env_disable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EV_NO_PROGRESS", "1")
+    bar = progress(range(5), desc="x")
+    assert bar.disable and list(bar) == list(range(5))
+    monkeypatch.delenv("EV_NO_PROGRESS")
+    with progress(total=3, desc="manual", unit="ep", file=open(os.devnull, "w")) as bar2:  # noqa: SIM115
+        assert not bar2.disable and bar2.total == 3
+        bar2.update(3)
+
+
+def test_pick_device() -> None:
+    assert pick_device("cpu") == "cpu"
+    assert pick_device("auto") in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        pick_device("tpu")
+
+
+def test_capabilities_keys() -> None:
+    info = capabilities()
+    keys = (
+        "python platform cpu_count torch cuda_available cuda_device cuda_bf16 gsplat gsplat_usable rclpy "
+        "rclpy_importable mujoco mujoco_gl mujoco_render mujoco_render_ok"
+    )
+    for key in keys.split():
+        assert key in info, key
+    if not info["cuda_available"]:
+        assert info["gsplat"] == "unavailable: no CUDA" and info["gsplat_usable"] is False
+    json.dumps(info)
+
+
+def test_info_main_prints_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert info_main([]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("python")
+    assert json.loads(lines[-1])["python"]
+    assert info_main(["--bogus"]) == 2
+
+
+@pytest.mark.integration
+def test_core_imports_without_torch() -> None:
+    """enerverse.core (and its non-torch modules) import with torch blocked."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import enerverse.core, enerverse.core.config, enerverse.core.outputs, enerverse.core.seeding\n"
+        "import enerverse.core.progress, enerverse.core.device, enerverse.core.checkpoint\n"
+        "import enerverse.core.info\n"
+        "from enerverse.core.device import capabilities, pick_device\n"
+        "from enerverse.core.seeding import seed_everything\n"
+        "seed_everything(1); assert pick_device('auto') == 'cpu'\n"
+        "assert capabilities(check_render=False)['torch'] is None\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_outputs_module_has_no_torch_dependency() -> None:
+    assert "torch" not in outputs.__dict__
