@@ -22,9 +22,15 @@ test-all: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# The main job (see README): collect expert demos of the default task, video grid + summary.
+# The main job (see README): collect expert demonstrations of the default task into an episode store
+# (video grid of all views + summary.json), then evaluate the scripted expert in vectorised envs.
+DEMO_DIR ?= outputs/demo/$(shell date +%Y%m%d-%H%M%S)
+DEMO_TASK ?= pick_place
 demo: setup
-	$(PY) -m sim.demo $(ARGS)
+	$(VENV)/bin/ev-collect task=$(DEMO_TASK) episodes=8 workers=2 out=$(DEMO_DIR)/episodes \
+		run_dir=$(DEMO_DIR)/collect $(ARGS)
+	$(VENV)/bin/ev-eval task=$(DEMO_TASK) policy=expert episodes=8 num_envs=4 out=$(DEMO_DIR)/eval
+	@echo "demo outputs in $(DEMO_DIR): collect/episodes.mp4 (video grid), collect/summary.json, eval/results.json"
 
 bench: setup
 	$(PY) bench/sim_throughput.py

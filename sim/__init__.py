@@ -8,10 +8,9 @@ images used here; set either variable before importing to override.
 
 from __future__ import annotations
 
-import os
+from enerverse.core.device import headless_gl_defaults
 
-os.environ.setdefault("MUJOCO_GL", "egl")
-os.environ.setdefault("LP_NUM_THREADS", "0")
+headless_gl_defaults()
 
 from sim.registration import GYM_IDS, make_env, make_vec_env, register_envs  # noqa: E402
 

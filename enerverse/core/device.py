@@ -28,6 +28,16 @@ _TINY_MJCF = """
 _RENDER_CACHE: dict[str, Any] = {}  # the GL backend is fixed per process: probe it once
 
 
+def headless_gl_defaults() -> None:
+    """Default to headless EGL rendering and single-threaded llvmpipe, unless the user chose otherwise.
+
+    Must run before mujoco creates a GL context. ``LP_NUM_THREADS=0`` rasterises in the calling thread,
+    which is fastest for the small (64-128 px) images the stack renders on CPU (see bench/).
+    """
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("LP_NUM_THREADS", "0")
+
+
 def pick_device(pref: str = "auto") -> str:
     """Resolve a device preference to a torch device string.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .device import capabilities
+from .device import capabilities, headless_gl_defaults
 from .outputs import print_summary
 
 
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     if args:
         print(f"error: ev-info takes no arguments, got {' '.join(args)}", file=sys.stderr)
         return 2
+    headless_gl_defaults()  # report the backend the sim will actually use
     info = capabilities()
     print(format_table(info), flush=True)
     print_summary(info)

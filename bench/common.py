@@ -1,0 +1,35 @@
+"""Shared bits of the benchmarks: run metadata and where results go."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
+
+
+def run_metadata(config: dict) -> dict:
+    """Commit, machine and package versions, recorded with every benchmark result."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, check=False).stdout.strip() or None
+    except OSError:
+        commit = None
+    import mujoco
+
+    from enerverse.core.device import _cpu_count
+
+    return {"commit": commit, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.machine(),
+            "processor": platform.processor(), "cpu_count": _cpu_count(), "python": platform.python_version(),
+            "mujoco": mujoco.__version__, "device": "cpu", "config": config}
+
+
+def save_results(name: str, results: dict, out: str | None = None) -> Path:
+    """Write ``results.json`` under outputs/bench/<name>/<timestamp>/ (or ``out``)."""
+    run_dir = make_output_dir(name, out, root="outputs/bench")
+    return write_json_atomic(run_dir / "results.json", results)
+
+
+__all__ = ["run_metadata", "save_results", "print_summary"]

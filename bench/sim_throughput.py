@@ -1,0 +1,136 @@
+"""Simulation throughput: env steps per second with 1 and 3 cameras at 64x64 and 128x128.
+
+    python bench/sim_throughput.py [--steps 300] [--out DIR]
+
+Measures, in one run on one machine: single-process env steps/s (physics + IK + rendering +
+observation), the same with N parallel processes (AsyncVectorEnv), physics+IK without rendering,
+and - as the baseline for the project's tiled renderer - one ``mujoco.Renderer`` call per view.
+Prints a table, writes JSON (with commit and machine) and ends with one line of JSON headlines.
+Target from the foundation issue: >= 300 steps/s with 3 cameras at 64x64 in one process (2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import print_summary, run_metadata, save_results  # noqa: E402
+
+import sim  # noqa: E402,F401  (sets MUJOCO_GL / LP_NUM_THREADS defaults)
+from sim.env import EnerVerseEnv  # noqa: E402
+from sim.registration import make_vec_env  # noqa: E402
+
+VIEWS = {1: ["main"], 3: ["main", "anchor_left", "anchor_right"]}
+
+
+def _actions(n: int, batch: int | None = None) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    shape = (n, 7) if batch is None else (n, batch, 7)
+    a = rng.uniform(-0.01, 0.01, shape).astype(np.float32)
+    a[..., 6] = 1.0
+    return a
+
+
+def single(task: str, views: list[str], res: int, steps: int, render: bool = True) -> float:
+    """Steps/s of one env in this process (``render=False``: physics + IK only)."""
+    env = EnerVerseEnv(task, views=views, width=res, height=res)
+    env.reset(seed=0)
+    acts = _actions(steps)
+    if not render:
+        env._obs = lambda: {}  # noqa: SLF001  (physics/IK-only baseline)
+    env.step(acts[0])
+    t0 = time.perf_counter()
+    for a in acts:
+        env.step(a)
+    dt = time.perf_counter() - t0
+    env.close()
+    return steps / dt
+
+
+def per_view_renderer(task: str, views: list[str], res: int, steps: int) -> float:
+    """Baseline renderer: frames/s of one ``mujoco.Renderer.render`` call per view (all views = 1 frame)."""
+    import mujoco
+
+    env = EnerVerseEnv(task, views=views, width=res, height=res)
+    env.reset(seed=0)
+    r = mujoco.Renderer(env.model, res, res)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        for v in views:
+            r.update_scene(env.data, camera=v)
+            r.render()
+    dt = time.perf_counter() - t0
+    r.close()
+    env.close()
+    return steps / dt
+
+
+def tiled_renderer(task: str, views: list[str], res: int, steps: int) -> float:
+    """The project's tiled renderer: frames/s (all views = 1 frame)."""
+    env = EnerVerseEnv(task, views=views, width=res, height=res)
+    env.reset(seed=0)
+    env.renderer.render(env.data)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        env.renderer.render(env.data)
+    dt = time.perf_counter() - t0
+    env.close()
+    return steps / dt
+
+
+def vectorised(task: str, views: list[str], res: int, steps: int, num_envs: int) -> float:
+    """Total env steps/s of ``num_envs`` envs in separate processes."""
+    venv = make_vec_env(task, num_envs, asynchronous=True, views=views, width=res, height=res)
+    venv.reset(seed=list(range(num_envs)))
+    acts = _actions(steps, num_envs)
+    venv.step(acts[0])
+    t0 = time.perf_counter()
+    for a in acts:
+        venv.step(a)
+    dt = time.perf_counter() - t0
+    venv.close()
+    return steps * num_envs / dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--task", default="pick_place")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--num-envs", type=int, default=2)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    rows = []
+    for res in (64, 128):
+        for nv, views in VIEWS.items():
+            row = {"resolution": res, "views": nv,
+                   "single_steps_per_s": single(args.task, views, res, args.steps),
+                   "vector_steps_per_s": vectorised(args.task, views, res, args.steps, args.num_envs),
+                   "tiled_render_fps": tiled_renderer(args.task, views, res, args.steps),
+                   "per_view_render_fps": per_view_renderer(args.task, views, res, args.steps)}
+            row["tiled_vs_per_view"] = row["tiled_render_fps"] / row["per_view_render_fps"]
+            rows.append(row)
+    physics = single(args.task, ["main"], 64, args.steps, render=False)
+    print(f"{'res':>4} {'views':>5} {'steps/s 1 proc':>15} {f'steps/s {args.num_envs} procs':>16} "
+          f"{'render fps':>11} {'per-view fps':>13} {'ratio':>6}", file=sys.stderr)
+    for r in rows:
+        print(f"{r['resolution']:>4} {r['views']:>5} {r['single_steps_per_s']:>15.1f} "
+              f"{r['vector_steps_per_s']:>16.1f} {r['tiled_render_fps']:>11.1f} "
+              f"{r['per_view_render_fps']:>13.1f} {r['tiled_vs_per_view']:>6.2f}", file=sys.stderr)
+    print(f"physics + IK only: {physics:.1f} steps/s", file=sys.stderr)
+    headline = next(r for r in rows if r["resolution"] == 64 and r["views"] == 3)
+    results = {"meta": run_metadata(vars(args)), "rows": rows, "physics_ik_steps_per_s": physics,
+               "target_3cam_64px_steps_per_s": 300}
+    path = save_results("sim_throughput", results, args.out)
+    print_summary({"steps_per_s_3cam_64": headline["single_steps_per_s"],
+                   "vector_steps_per_s_3cam_64": headline["vector_steps_per_s"],
+                   "physics_ik_steps_per_s": physics, "target_met": headline["single_steps_per_s"] >= 300,
+                   "results": str(path)})
+
+
+if __name__ == "__main__":
+    main()

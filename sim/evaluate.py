@@ -1,0 +1,214 @@
+"""``ev-eval``: success rate of a policy over N seeded episodes in vectorised environments.
+
+    ev-eval task=pick_place policy=expert episodes=50 num_envs=4
+    ev-eval task=all policy=expert episodes=20            # per-task table over every project task
+
+Any policy object with ``reset()`` and ``act(obs) -> actions [B, chunk, A]`` (batched observation
+dict in, batched action chunks out) can be evaluated with :func:`evaluate`. Episode ``i`` of a task
+always uses seed ``episode_seed(seed, i)``; evaluation seeds default to a range (1000) disjoint
+from collection's (0). Writes results.json, a success plot (png) and a video grid per task.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from enerverse.core.config import ConfigError, parse_cli, save_config
+from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
+from enerverse.core.progress import progress
+from enerverse.core.seeding import episode_seed
+from sim.registration import make_vec_env
+from sim.settings import SimSettings
+from sim.tasks import TASKS
+
+
+@dataclass
+class EvalConfig(SimSettings):
+    """Settings of ``ev-eval``."""
+
+    policy: str = "expert"
+    """'expert' (the task's scripted expert); checkpoint folders arrive with the policy runtime"""
+    episodes: int = 20
+    """episodes per task"""
+    num_envs: int = 4
+    """environments stepped together"""
+    asynchronous: bool = False
+    """one process per environment (gymnasium AsyncVectorEnv)"""
+    seed: int = 1000
+    """base seed; episode i uses episode_seed(seed, i)"""
+    videos: int = 4
+    """episodes per task shown in the video grid (0: none)"""
+    out: str | None = None
+    """output folder (default: outputs/eval/<timestamp>)"""
+
+    def validate(self) -> None:
+        if self.task != "all":
+            super().validate()
+        for name in ("episodes", "num_envs"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def make_policy(spec: str, task: str):
+    """Resolve a policy spec for a task: ``expert`` only, until the policy runtime exists."""
+    if spec == "expert":
+        from sim.experts import make_expert
+
+        return make_expert(task)
+    raise ConfigError(f"policy={spec!r} is not available yet: only policy=expert can be evaluated until "
+                      "the policy runtime (EnerVerse-A checkpoints) lands")
+
+
+def evaluate(policy, task: str, episodes: int, num_envs: int = 4, seed: int = 1000,
+             asynchronous: bool = False, videos: int = 0, env_kwargs: dict | None = None,
+             show_progress: bool = True) -> dict:
+    """Run ``episodes`` seeded episodes of ``task``; returns per-episode results and frames to show.
+
+    Envs are reset together in batches of ``num_envs``; an env that finishes early is restarted and
+    its later steps are ignored until the batch ends. Result keys: task, episodes, successes, success_rate,
+    ci95, mean_length, per_episode (seed, success, length), frames (list of [T, V, H, W, 3]).
+    """
+    num_envs = min(num_envs, episodes)
+    venv = make_vec_env(task, num_envs, asynchronous=asynchronous, **(env_kwargs or {}))
+    per_episode: list[dict] = []
+    frames: list[list[np.ndarray]] = []
+    bar = progress(total=episodes, desc=f"eval {task}", unit="ep", disable=None if show_progress else True)
+    try:
+        for start in range(0, episodes, num_envs):
+            n = min(num_envs, episodes - start)
+            seeds = [episode_seed(seed, start + i) for i in range(num_envs)]
+            obs, _ = venv.reset(seed=seeds)
+            policy.reset()
+            done = np.zeros(num_envs, dtype=bool)
+            done[n:] = True  # padding envs of a last, partial batch are ignored
+            success = np.zeros(num_envs, dtype=bool)
+            length = np.zeros(num_envs, dtype=int)
+            show = [i for i in range(n) if start + i < videos]
+            clips = {i: [obs["rgb"][i]] for i in show}
+            while not done.all():
+                chunk = np.asarray(policy.act(obs))
+                if chunk.ndim != 3 or chunk.shape[0] != num_envs:
+                    raise ValueError(f"policy.act must return actions [B={num_envs}, chunk, A], "
+                                     f"got shape {chunk.shape}")
+                for a in chunk.transpose(1, 0, 2):
+                    obs, _, term, trunc, info = venv.step(a)
+                    live = ~done
+                    length[live] += 1
+                    success[live] |= np.asarray(info["success"], dtype=bool)[live]
+                    for i in show:
+                        if live[i]:
+                            clips[i].append(obs["rgb"][i])
+                    ended = np.asarray(term) | np.asarray(trunc)
+                    done |= ended
+                    bar.update(int((live & done).sum()))
+                    if done.all():
+                        break
+                    if ended.any():  # idle envs restart (results ignored) so the batch can keep stepping
+                        obs, _ = venv.reset(options={"reset_mask": ended})
+            per_episode += [{"seed": seeds[i], "success": bool(success[i]), "length": int(length[i])}
+                            for i in range(n)]
+            frames += [np.stack(clips[i]) for i in show]
+    finally:
+        bar.close()
+        venv.close()
+    k = sum(e["success"] for e in per_episode)
+    lo, hi = wilson_interval(k, episodes)
+    return {"task": task, "episodes": episodes, "successes": k, "success_rate": k / episodes,
+            "ci95": [lo, hi], "mean_length": float(np.mean([e["length"] for e in per_episode])),
+            "per_episode": per_episode, "frames": frames}
+
+
+def success_plot(rows: list[dict], path: Path) -> Path:
+    """Bar chart of success rate per task with 95% CI whiskers (png, drawn with OpenCV)."""
+    import cv2
+
+    from sim.video import write_png
+
+    W, H, pad = 120 * len(rows) + 80, 300, 40
+    img = np.full((H, W, 3), 255, np.uint8)
+    y = lambda v: int(H - pad - v * (H - 2 * pad))  # noqa: E731
+    for v in (0.0, 0.5, 1.0):
+        cv2.line(img, (50, y(v)), (W - 10, y(v)), (210, 210, 210), 1)
+        cv2.putText(img, f"{v:.1f}", (8, y(v) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (80, 80, 80), 1)
+    for i, r in enumerate(rows):
+        x = 70 + 120 * i
+        cv2.rectangle(img, (x, y(r["success_rate"])), (x + 60, y(0)), (70, 130, 200), -1)
+        lo, hi = r["ci95"]
+        cv2.line(img, (x + 30, y(lo)), (x + 30, y(hi)), (0, 0, 0), 2)
+        cv2.putText(img, r["task"][:14], (x - 10, H - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        cv2.putText(img, f"{r['success_rate']:.2f}", (x + 10, y(r["success_rate"]) - 6),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    return write_png(path, img)
+
+
+def run(cfg: EvalConfig, run_dir: Path) -> dict:
+    """Evaluate every requested task; write results.json, plot and videos; return the summary."""
+    from sim.video import grid_video, write_video
+
+    tasks = list(TASKS) if cfg.task == "all" else [cfg.task]
+    rows = []
+    for task in tasks:
+        t0 = time.perf_counter()
+        res = evaluate(make_policy(cfg.policy, task), task, cfg.episodes, cfg.num_envs, cfg.seed,
+                       cfg.asynchronous, cfg.videos, cfg.env_kwargs())
+        res["seconds"] = time.perf_counter() - t0
+        if res["frames"]:
+            H = res["frames"][0].shape[2]
+            labels = [f"s{e['seed']} {'ok' if e['success'] else 'fail'}" for e in res["per_episode"]]
+            vid = grid_video(res["frames"], list(cfg.views), labels[:len(res["frames"])], max(1, 128 // H))
+            res["video"] = str(write_video(run_dir / f"{task.replace('/', '_')}.mp4", vid, 20))
+        del res["frames"]
+        rows.append(res)
+    total = sum(r["episodes"] for r in rows)
+    k = sum(r["successes"] for r in rows)
+    lo, hi = wilson_interval(k, total)
+    print("\n" + format_table(rows), file=sys.stderr)
+    success_plot(rows, run_dir / "success.png")
+    write_json_atomic(run_dir / "results.json", {"policy": cfg.policy, "tasks": rows})
+    return {"task": cfg.task, "policy": cfg.policy, "success_rate": k / total, "ci95": [lo, hi],
+            "episodes": total, "per_task": {r["task"]: r["success_rate"] for r in rows},
+            "run_dir": str(run_dir)}
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text per-task table."""
+    lines = [f"{'task':<28} {'episodes':>8} {'success':>8} {'95% CI':>15} {'mean len':>9}"]
+    for r in rows:
+        lo, hi = r["ci95"]
+        lines.append(f"{r['task']:<28} {r['episodes']:>8} {r['success_rate']:>8.3f} "
+                     f"{f'[{lo:.2f}, {hi:.2f}]':>15} {r['mean_length']:>9.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``ev-eval``."""
+    cfg = parse_cli(EvalConfig, argv, prog="ev-eval")
+    run_dir = make_output_dir("eval", cfg.out)
+    save_config(cfg, run_dir / "config.json")
+    try:
+        summary = run(cfg, run_dir)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print_summary(summary)
+
+
+if __name__ == "__main__":
+    main()

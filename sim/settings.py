@@ -1,0 +1,43 @@
+"""Config schemas of the sim entry points (hydra structured configs, validated on load)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from enerverse.core.config import ConfigError
+from sim.cameras import DEFAULT_VIEWS, RigSpec
+from sim.tasks import get_task_class
+
+
+@dataclass
+class SimSettings:
+    """Which task and camera rig an environment runs."""
+
+    task: str = "pick_place"
+    """task name (reach, push, pick_place, stack, long_horizon, memory) or metaworld/<name>-v3"""
+    views: list[str] = field(default_factory=lambda: list(DEFAULT_VIEWS))
+    """camera views: main, wrist, anchor_left, anchor_right"""
+    resolution: int = 64
+    """square image size in pixels"""
+    depth: bool = False
+    """also render z-depth per view"""
+    max_steps: int | None = None
+    """episode step limit (default: the task's own)"""
+
+    def validate(self) -> None:
+        """Fail early, with the valid choices, on a bad task, camera or resolution."""
+        if self.resolution <= 0:
+            raise ConfigError(f"resolution must be a positive number of pixels, got {self.resolution}")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ConfigError(f"max_steps must be positive, got {self.max_steps}")
+        try:
+            if not self.task.startswith("metaworld/"):
+                get_task_class(self.task)
+                RigSpec(views=tuple(self.views)).validate()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    def env_kwargs(self) -> dict:
+        """Keyword arguments for :func:`sim.make_env`."""
+        return {"views": list(self.views), "width": self.resolution, "height": self.resolution,
+                "depth": self.depth, "max_steps": self.max_steps}
