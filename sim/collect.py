@@ -3,6 +3,7 @@
     ev-collect task=pick_place episodes=50 out=data/pick_place views=[main,anchor_left,anchor_right] \
         resolution=64 workers=2 seed=0
     ev-collect out=data/pick_place episodes=100 resume=true     # continue an interrupted run
+    ev-collect out=data/pick_place episodes=100 --resume        # the same
 
 Episode ``i`` always uses seed ``episode_seed(seed, i)``, so a resumed or parallel run produces the
 same episodes as a single uninterrupted one. Every episode is committed atomically: killing the run
@@ -144,7 +145,9 @@ def write_store_video(store: EpisodeStore, path: Path, n: int) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``ev-collect``."""
-    cfg = parse_cli(CollectConfig, argv, prog="ev-collect")
+    args = list(sys.argv[1:] if argv is None else argv)
+    args = ["resume=true" if a == "--resume" else a for a in args]  # the flag spelling works too
+    cfg = parse_cli(CollectConfig, args, prog="ev-collect")
     run_dir = make_output_dir("collect", cfg.run_dir)
     store_path = Path(cfg.out) if cfg.out else run_dir / "episodes"
     save_config(cfg, run_dir / "config.json")

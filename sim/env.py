@@ -42,7 +42,23 @@ MAX_DROT = 0.3
 SETTLE_STEPS = 50
 
 
-def _validate_action(action: np.ndarray, dim: int, control: str) -> np.ndarray:
+def make_rig(views: Sequence[str] | None, anchors: list[dict] | None, width: int, height: int,
+             max_steps: int | None, render_mode: str | None) -> RigSpec:
+    """Check the constructor arguments every env shares; return the validated camera rig."""
+    if int(width) <= 0 or int(height) <= 0:
+        raise ValueError(f"resolution must be positive, got width={width} height={height}")
+    if max_steps is not None and max_steps <= 0:
+        raise ValueError(f"max_steps must be positive, got {max_steps}")
+    if render_mode not in (None, "rgb_array"):
+        raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+    rig = RigSpec() if anchors is None else RigSpec(anchors=[AnchorSpec(**a) for a in anchors])
+    if views is not None:
+        rig.views = tuple(views)
+    rig.validate()
+    return rig
+
+
+def validate_action(action: np.ndarray, dim: int, control: str) -> np.ndarray:
     a = np.asarray(action, dtype=np.float64)
     if a.shape != (dim,):
         raise ValueError(f"expected a {control} action of shape ({dim},), got shape {a.shape}")
@@ -62,16 +78,7 @@ class EnerVerseEnv(gym.Env):
         task_cls = get_task_class(task)
         if control not in ("ee", "joint"):
             raise ValueError(f"control must be 'ee' or 'joint', got {control!r}")
-        if int(width) <= 0 or int(height) <= 0:
-            raise ValueError(f"resolution must be positive, got width={width} height={height}")
-        if max_steps is not None and max_steps <= 0:
-            raise ValueError(f"max_steps must be positive, got {max_steps}")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        rig = RigSpec() if anchors is None else RigSpec(anchors=[AnchorSpec(**a) for a in anchors])
-        if views is not None:
-            rig.views = tuple(views)
-        rig.validate()
+        rig = make_rig(views, anchors, width, height, max_steps, render_mode)
         self.rig, self.control, self.render_mode = rig, control, render_mode
         self.width, self.height, self.use_depth = int(width), int(height), bool(depth)
         self.task = task_cls()
@@ -146,10 +153,10 @@ class EnerVerseEnv(gym.Env):
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         if self.control == "ee":
-            a = _validate_action(action, EE_ACTION_DIM, "ee")
+            a = validate_action(action, EE_ACTION_DIM, "ee")
             self.arm.apply_delta_ee(np.clip(a, self.action_space.low, self.action_space.high))
         else:
-            a = _validate_action(action, JOINT_ACTION_DIM, "joint")
+            a = validate_action(action, JOINT_ACTION_DIM, "joint")
             self.arm.apply_joint(a)
         mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
         if self.control == "joint":

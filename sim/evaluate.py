@@ -171,7 +171,7 @@ def run(cfg: EvalConfig, run_dir: Path) -> dict:
         res["seconds"] = time.perf_counter() - t0
         if res["frames"]:
             H = res["frames"][0].shape[2]
-            labels = [f"s{e['seed']} {'ok' if e['success'] else 'fail'}" for e in res["per_episode"]]
+            labels = [f"ep{j} {'ok' if e['success'] else 'fail'}" for j, e in enumerate(res["per_episode"])]
             vid = grid_video(res["frames"], list(cfg.views), labels[:len(res["frames"])], max(1, 128 // H))
             res["video"] = str(write_video(run_dir / f"{task.replace('/', '_')}.mp4", vid, 20))
         del res["frames"]

@@ -14,8 +14,11 @@ in [0, 1] (1 = open). It becomes Meta-World's [4] action: ``clip(Δxyz / action_
 gripper effort ``1 - 2 g`` (-1 open .. +1 close). The reward is 1.0 on success steps (Meta-World's
 shaped reward is ``info["dense_reward"]``); episodes terminate on success and truncate at ``max_steps``.
 
-Views ``main`` and the anchors are free MuJoCo cameras (lookat/distance/azimuth/elevation, always
-upright) placed from OpenCV poses; ``wrist`` is Meta-World's hand-mounted ``gripperPOV`` camera.
+Views ``main`` (front-right of the table looking back at the robot, :data:`MW_MAIN_EYE` ->
+:data:`MW_MAIN_TARGET`) and the anchors (default: main rotated ±30° about z through
+:data:`MW_WORKSPACE_CENTER`) are free MuJoCo cameras (lookat/distance/azimuth/elevation, always upright)
+placed from OpenCV poses; they use ``model.vis.global_.fovy``, set per view to the view's fovy (50° by
+default, as in the project's rig). ``wrist`` is Meta-World's hand-mounted ``gripperPOV`` camera.
 Episode ``seed`` k uses goal ``k % 50`` of ``metaworld.MT1(task, seed=k // 50).train_tasks``.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,11 +35,11 @@ import mujoco
 import numpy as np
 
 from enerverse.core.camera import Camera, intrinsics_from_fovy, invert_se3, look_at, rotate_about_z
-from sim.cameras import MAIN_FOVY, AnchorSpec, RigSpec, mujoco_to_opencv
-from sim.env import EE_ACTION_DIM, MAX_DROT, _validate_action
+from sim.cameras import MAIN_FOVY, mujoco_to_opencv
+from sim.env import EE_ACTION_DIM, MAX_DROT, make_rig, validate_action
 
-MW_MAIN_EYE = np.array([0.75, 1.25, 0.7])  # front-right of the table, looking back at the robot
-MW_MAIN_TARGET = np.array([0.0, 0.62, 0.12])
+MW_MAIN_EYE = np.array([0.8, 1.3, 0.75])  # front-right of the table, looking back at the robot
+MW_MAIN_TARGET = np.array([0.0, 0.62, 0.15])
 MW_WORKSPACE_CENTER = np.array([0.0, 0.65, 0.1])  # pivot of the anchor rule
 MW_WRIST_CAMERA = "gripperPOV"
 N_GOALS = 50  # goals per MT1 benchmark (metaworld._N_GOALS)
@@ -107,16 +111,7 @@ class MetaWorldEnv(gym.Env):
         self.task_name = check_task_name(task_name)
         if control != "ee":
             raise ValueError(f"Meta-World supports only control='ee', got {control!r}")
-        if int(width) <= 0 or int(height) <= 0:
-            raise ValueError(f"resolution must be positive, got width={width} height={height}")
-        if max_steps is not None and max_steps <= 0:
-            raise ValueError(f"max_steps must be positive, got {max_steps}")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        rig = RigSpec() if anchors is None else RigSpec(anchors=[AnchorSpec(**a) for a in anchors])
-        if views is not None:
-            rig.views = tuple(views)
-        rig.validate()
+        rig = make_rig(views, anchors, width, height, max_steps, render_mode)
         self.rig, self.control, self.render_mode = rig, control, render_mode
         self.width, self.height, self.use_depth = int(width), int(height), bool(depth)
 
@@ -126,7 +121,8 @@ class MetaWorldEnv(gym.Env):
         self.action_scale = float(self._mw.action_scale)
         self.fps = 1.0 / (self._mw.frame_skip * self._mw.model.opt.timestep)
         self.model, self.data = self._mw.model, self._mw.data
-        self.model.vis.quality.shadowsize = 0
+        q = self.model.vis.quality  # the project's render quality: ~2x faster on software GL
+        q.shadowsize, q.offsamples, q.numslices, q.numstacks, q.numquads = 0, 0, 12, 6, 1
         g = self.model.vis.global_
         g.offwidth, g.offheight = max(g.offwidth, self.width), max(g.offheight, self.height)
         self._renderer: mujoco.Renderer | None = None  # GL is created lazily (after any fork)
@@ -137,7 +133,8 @@ class MetaWorldEnv(gym.Env):
         for v in rig.views:  # (name, camera, fovy, static T_cam_world or None if it moves)
             if v == "wrist":
                 cam = mujoco.MjvCamera()
-                cam.type, cam.fixedcamid = mujoco.mjtCamera.mjCAMERA_FIXED, self.model.camera(MW_WRIST_CAMERA).id
+                cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
+                cam.fixedcamid = self.model.camera(MW_WRIST_CAMERA).id
                 self._views.append((v, cam, float(self.model.cam_fovy[cam.fixedcamid]), None))
                 continue
             a = anchors_by_name.get(v)
@@ -148,7 +145,7 @@ class MetaWorldEnv(gym.Env):
             else:
                 T, fovy = look_at(np.asarray(a.eye, float), np.asarray(a.target, float)), a.fovy
             self._views.append((v, free_camera_from_opencv(T), float(fovy), T))
-        self._K = np.stack([intrinsics_from_fovy(f, self.width, self.height) for *_, f, _ in self._views])
+        self._K = np.stack([intrinsics_from_fovy(f, self.width, self.height) for _, _, f, _ in self._views])
         self._steps = 0
         self._episode = 0
 
@@ -199,7 +196,7 @@ class MetaWorldEnv(gym.Env):
         return self._obs(), self._info(False, 0.0)
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
-        a = _validate_action(action, EE_ACTION_DIM, "ee")
+        a = validate_action(action, EE_ACTION_DIM, "ee")
         self._obs39, dense, _, _, mw_info = self._mw.step(to_metaworld_action(a, self.action_scale))
         self._steps += 1
         success = bool(mw_info["success"])
@@ -304,6 +301,8 @@ class MetaWorldExpert:
         """Actions [B, 1, 7] for a batched observation dict (``privileged`` [B, 39])."""
         priv = np.asarray(obs["privileged"], dtype=np.float64)
         out = np.empty((len(priv), 1, EE_ACTION_DIM), dtype=np.float32)
-        for b, o in enumerate(priv):
-            out[b, 0] = from_metaworld_action(self.policy.get_action(o), self.action_scale)
+        with warnings.catch_warnings():  # "Constant(s) may be too high": we clip, as the env does
+            warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
+            for b, o in enumerate(priv):
+                out[b, 0] = from_metaworld_action(self.policy.get_action(o), self.action_scale)
         return out
