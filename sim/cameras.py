@@ -28,12 +28,14 @@ DEFAULT_VIEWS = ("main", "anchor_left", "anchor_right")
 @dataclass
 class AnchorSpec:
     """A Free Anchor View: either ``yaw_deg`` about z through the workspace centre (rule), or an
-    explicit ``eye``/``target`` pair (world coordinates, metres)."""
+    explicit ``eye``/``target`` pair (world coordinates, metres) with an optional ``up`` vector."""
 
     name: str
     yaw_deg: float | None = None
     eye: list[float] | None = None
     target: list[float] | None = None
+    up: list[float] | None = None
+    """world direction that appears up in the image (default +z; needed for straight-down views)"""
     fovy: float = MAIN_FOVY
 
     def __post_init__(self) -> None:
@@ -80,7 +82,7 @@ def anchor_pose(spec: AnchorSpec) -> np.ndarray:
     """World->camera T [4,4] (OpenCV) of an anchor view."""
     if spec.yaw_deg is not None:
         return rotate_about_z(main_camera_pose(), spec.yaw_deg, WORKSPACE_CENTER)
-    return look_at(np.asarray(spec.eye), np.asarray(spec.target))
+    return look_at(np.asarray(spec.eye), np.asarray(spec.target), spec.up or (0.0, 0.0, 1.0))
 
 
 def opencv_to_mujoco_xml(name: str, T_cam_world: np.ndarray, fovy: float) -> str:

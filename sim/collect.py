@@ -148,10 +148,12 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     args = ["resume=true" if a == "--resume" else a for a in args]  # the flag spelling works too
     cfg = parse_cli(CollectConfig, args, prog="ev-collect")
-    run_dir = make_output_dir("collect", cfg.run_dir)
-    store_path = Path(cfg.out) if cfg.out else run_dir / "episodes"
-    save_config(cfg, run_dir / "config.json")
     try:
+        if cfg.out:  # refuse a bad store before anything is written
+            open_store_for_collection(Path(cfg.out), cfg.resume)
+        run_dir = make_output_dir("collect", cfg.run_dir)
+        store_path = Path(cfg.out) if cfg.out else run_dir / "episodes"
+        save_config(cfg, run_dir / "config.json")
         summary = collect(cfg, run_dir, store_path)
     except (ConfigError, StoreFormatError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -54,6 +54,8 @@ def make_rig(views: Sequence[str] | None, anchors: list[dict] | None, width: int
     rig = RigSpec() if anchors is None else RigSpec(anchors=[AnchorSpec(**a) for a in anchors])
     if views is not None:
         rig.views = tuple(views)
+    elif anchors is not None:  # explicit anchors replace the rule-based ones in the default views
+        rig.views = ("main", *(a.name for a in rig.anchors))
     rig.validate()
     return rig
 

@@ -1,0 +1,332 @@
+"""ev-collect and ev-eval: stores they write, resume, crash safety, summaries, config errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sim  # noqa: F401  (headless GL defaults)
+from enerverse.core.camera import intrinsics_from_fovy, look_at
+from enerverse.core.seeding import episode_seed
+from enerverse.core.store import EpisodeStore
+from sim import collect as collect_mod
+from sim import evaluate as evaluate_mod
+from sim.cameras import MAIN_EYE, MAIN_FOVY, MAIN_TARGET
+from sim.env import STATE_DIM, EnerVerseEnv
+from sim.evaluate import evaluate, wilson_interval
+from sim.experts import make_expert
+
+SMALL = ["resolution=32", "views=[main]"]
+EPISODE_DIR = re.compile(r"^episode_\d{6}$")
+
+
+def _command(script: str, module: str) -> list[str]:
+    exe = Path(sys.executable).parent / script
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", module]
+
+
+def run_entry(script: str, args: list[str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    module = {"ev-collect": "sim.collect", "ev-eval": "sim.evaluate"}[script]
+    return subprocess.run(_command(script, module) + args, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def last_json(stdout: str) -> dict:
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    assert lines, "nothing printed on stdout"
+    return json.loads(lines[-1])
+
+
+def episode_hashes(store: Path, index: int) -> dict[str, str]:
+    root = store / "episodes" / f"episode_{index:06d}"
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def committed(store: Path) -> list[str]:
+    d = store / "episodes"
+    return sorted(e.name for e in d.iterdir() if EPISODE_DIR.match(e.name)) if d.is_dir() else []
+
+
+def check_episode_reads_back(ep, views: int = 1, res: int = 32) -> None:
+    T = ep.length
+    assert T >= 2
+    names = ep.keys()
+    assert {"rgb", "state", "action", "T_cam_world", "K"} <= set(names)
+    arrays = {k: ep.load(k) for k in names}
+    assert arrays["rgb"].shape == (T, views, res, res, 3) and arrays["rgb"].dtype == np.uint8
+    assert arrays["action"].shape == (T, 7) and arrays["action"].dtype == np.float32
+    assert arrays["state"].shape == (T, STATE_DIM)
+    assert arrays["T_cam_world"].shape == (T, views, 4, 4)
+    assert arrays["K"].shape == (views, 3, 3)
+    for a in arrays.values():
+        assert np.all(np.isfinite(a))
+    assert isinstance(ep.attrs["success"], bool)
+
+
+# --- ev-collect -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    cwd = tmp_path_factory.mktemp("collect")
+    store = cwd / "store"
+    proc = run_entry("ev-collect", ["episodes=2", *SMALL, f"out={store}", "video_episodes=1"], cwd)
+    return proc, store, cwd
+
+
+@pytest.mark.integration
+def test_collect_writes_a_readable_store(collected) -> None:
+    proc, store_path, cwd = collected
+    assert proc.returncode == 0, proc.stderr
+    summary = last_json(proc.stdout)
+    assert summary["episodes"] == 2 and summary["success_rate"] == 1.0
+    assert summary["task"] == "pick_place" and summary["collected_now"] == 2
+    store = EpisodeStore.open(store_path)
+    assert store.indices() == [0, 1] and store.incomplete() == []
+    K_main = intrinsics_from_fovy(MAIN_FOVY, 32, 32)
+    T_main = look_at(MAIN_EYE, MAIN_TARGET)
+    for i in (0, 1):
+        ep = store.episode(i)
+        check_episode_reads_back(ep)
+        a = ep.attrs
+        assert a["success"] is True and a["task"] == "pick_place" and a["provenance"] == "sim"
+        assert a["seed"] == episode_seed(0, i) and a["view_names"] == ["main"] and a["view_kinds"] == ["real"]
+        assert a["fps"] == 20.0 and a["instruction"].startswith("put the ")
+        T_cw = ep.load("T_cam_world")
+        np.testing.assert_allclose(T_cw, np.broadcast_to(T_main, T_cw.shape[:2] + (4, 4)), atol=1e-5)
+        np.testing.assert_allclose(ep.load("K")[0], K_main, rtol=1e-6)
+        action = ep.load("action")
+        np.testing.assert_array_equal(action[-1, :6], 0.0)  # the final frame holds still
+        assert ep.load("rgb")[0].std() > 0  # not a blank image
+    # run folder: config, summary, video (relative to the working directory)
+    run_dir = cwd / summary["run_dir"]
+    assert (run_dir / "config.json").is_file() and (run_dir / "summary.json").is_file()
+    assert json.loads((run_dir / "config.json").read_text())["episodes"] == 2
+    assert Path(cwd / summary["video"]).is_file()
+
+
+@pytest.mark.integration
+def test_collected_episode_is_reproducible_from_its_seed(collected) -> None:
+    _, store_path, _ = collected
+    ep = EpisodeStore.open(store_path).episode(1)
+    env = EnerVerseEnv("pick_place", views=["main"], width=32, height=32)
+    try:
+        obs, info = env.reset(seed=ep.attrs["seed"])
+        assert info["instruction"] == ep.attrs["instruction"]
+        np.testing.assert_allclose(ep.load("state", 0), obs["state"], atol=1e-6)
+        np.testing.assert_array_equal(ep.load("rgb", 0), obs["rgb"])
+        # replaying the stored actions reproduces the stored states
+        states, actions = ep.load("state"), ep.load("action")
+        for t in range(5):
+            obs, *_ = env.step(actions[t])
+            np.testing.assert_allclose(obs["state"], states[t + 1], atol=1e-5)
+    finally:
+        env.close()
+
+
+@pytest.mark.integration
+def test_collect_refuses_an_existing_store_without_resume(collected, tmp_path: Path) -> None:
+    _, src, _ = collected
+    store = tmp_path / "store"
+    shutil.copytree(src, store)
+    before = {i: episode_hashes(store, i) for i in (0, 1)}
+    proc = run_entry("ev-collect", ["episodes=3", *SMALL, f"out={store}"], tmp_path)
+    assert proc.returncode == 2
+    assert "resume=true" in proc.stderr and "2 episodes" in proc.stderr
+    assert committed(store) == ["episode_000000", "episode_000001"]
+    assert {i: episode_hashes(store, i) for i in (0, 1)} == before
+
+
+@pytest.mark.integration
+def test_collect_resume_adds_only_the_missing_episode(collected, tmp_path: Path) -> None:
+    _, src, _ = collected
+    store = tmp_path / "store"
+    shutil.copytree(src, store)
+    before = {i: episode_hashes(store, i) for i in (0, 1)}
+    assert all(before.values())
+    proc = run_entry("ev-collect", ["episodes=3", *SMALL, f"out={store}", "resume=true", "video_episodes=0"],
+                     tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = last_json(proc.stdout)
+    assert summary["episodes"] == 3 and summary["collected_now"] == 1
+    assert "success_rate" in summary
+    assert committed(store) == ["episode_000000", "episode_000001", "episode_000002"]
+    assert {i: episode_hashes(store, i) for i in (0, 1)} == before  # byte-identical
+    ep2 = EpisodeStore.open(store).episode(2)
+    check_episode_reads_back(ep2)
+    assert ep2.attrs["seed"] == episode_seed(0, 2)
+
+
+@pytest.mark.integration
+def test_collect_survives_sigkill_and_resumes(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    args = ["episodes=50", "workers=1", *SMALL, f"out={store}", "video_episodes=0"]
+    module_cmd = _command("ev-collect", "sim.collect")
+    with open(tmp_path / "stdout.txt", "w") as out, open(tmp_path / "stderr.txt", "w") as err:
+        proc = subprocess.Popen(module_cmd + args, cwd=tmp_path, stdout=out, stderr=err)
+        try:
+            deadline = time.monotonic() + 90
+            while len(committed(store)) < 2:
+                if proc.poll() is not None:
+                    pytest.fail(f"ev-collect exited early: {(tmp_path / 'stderr.txt').read_text()}")
+                assert time.monotonic() < deadline, "no 2 episodes committed within 90 s"
+                time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    s = EpisodeStore.open(store)
+    n = len(s)
+    assert n >= 2 and s.indices() == list(range(n))  # one worker: committed in order
+    for ep in s.episodes():
+        check_episode_reads_back(ep)
+    proc = run_entry("ev-collect", [f"episodes={n + 1}", "workers=1", *SMALL, f"out={store}", "resume=true",
+                                    "video_episodes=0"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = last_json(proc.stdout)
+    assert summary["episodes"] == n + 1 and summary["collected_now"] == 1
+    s = EpisodeStore.open(store)
+    assert s.indices() == list(range(n + 1))
+    assert s.incomplete() == []  # leftovers of the killed writer were cleaned up
+    check_episode_reads_back(s.episode(n))
+
+
+# --- ev-eval --------------------------------------------------------------------------------------------
+@pytest.mark.integration
+def test_eval_expert_writes_results(tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    proc = run_entry("ev-eval", ["task=pick_place", "policy=expert", "episodes=2", "num_envs=2", *SMALL,
+                                 f"out={out}", "videos=1"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = last_json(proc.stdout)
+    assert summary["task"] == "pick_place" and summary["episodes"] == 2
+    assert summary["success_rate"] == 1.0
+    lo, hi = summary["ci95"]
+    assert (lo, hi) == pytest.approx(wilson_interval(2, 2), abs=1e-5)
+    results = json.loads((out / "results.json").read_text())
+    assert results["policy"] == "expert"
+    (row,) = results["tasks"]
+    assert row["task"] == "pick_place" and row["successes"] == 2
+    assert [e["seed"] for e in row["per_episode"]] == [episode_seed(1000, 0), episode_seed(1000, 1)]
+    assert (out / "success.png").is_file() and (out / "config.json").is_file()
+    assert (out / "pick_place.mp4").is_file()
+    assert not (tmp_path / "outputs").exists()  # out= was honoured
+
+
+class _Noop:
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs: dict) -> np.ndarray:
+        a = np.zeros((len(obs["state"]), 2, 7), dtype=np.float32)
+        a[..., 6] = 1.0
+        return a
+
+
+@pytest.mark.integration
+def test_evaluate_any_policy_with_partial_batches() -> None:
+    kw = {"views": ["main"], "width": 16, "height": 16, "max_steps": 12}
+    res = evaluate(_Noop(), "reach", episodes=3, num_envs=2, seed=5, env_kwargs=kw, show_progress=False)
+    assert res["episodes"] == 3 and res["successes"] == 0 and res["success_rate"] == 0.0
+    assert [e["seed"] for e in res["per_episode"]] == [episode_seed(5, i) for i in range(3)]
+    assert all(e["length"] == 12 for e in res["per_episode"])
+    assert res["ci95"] == list(wilson_interval(0, 3))
+
+
+@pytest.mark.integration
+def test_evaluate_expert_in_process_counts_each_episode_once() -> None:
+    kw = {"views": ["main"], "width": 16, "height": 16}
+    res = evaluate(make_expert("reach"), "reach", episodes=3, num_envs=2, seed=0, videos=2, env_kwargs=kw,
+                   show_progress=False)
+    assert res["successes"] == 3
+    assert len(res["frames"]) == 2 and res["frames"][0].shape[1:] == (1, 16, 16, 3)
+    for e, clip in zip(res["per_episode"], res["frames"]):
+        assert clip.shape[0] == e["length"] + 1  # reset frame + one per step
+
+
+def test_evaluate_rejects_badly_shaped_policy_output() -> None:
+    class Bad(_Noop):
+        def act(self, obs: dict) -> np.ndarray:
+            return np.zeros((len(obs["state"]), 7), dtype=np.float32)
+
+    with pytest.raises(ValueError, match=r"policy.act must return actions \[B=2, chunk, A\]"):
+        evaluate(Bad(), "reach", episodes=2, num_envs=2, show_progress=False,
+                 env_kwargs={"views": ["main"], "width": 16, "height": 16})
+
+
+@pytest.mark.parametrize(
+    "k,n,expected",
+    [(0, 10, (0.0, 0.27753)), (10, 10, (0.72247, 1.0)), (5, 10, (0.23659, 0.76341)),
+     (1, 2, (0.09453, 0.90547)), (0, 0, (0.0, 1.0))],
+)
+def test_wilson_interval_known_values(k: int, n: int, expected: tuple[float, float]) -> None:
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(expected[0], abs=1e-4) and hi == pytest.approx(expected[1], abs=1e-4)
+    if n:
+        assert lo <= k / n <= hi
+
+
+def test_wilson_interval_narrows_with_more_episodes() -> None:
+    w10 = np.diff(wilson_interval(5, 10))[0]
+    w100 = np.diff(wilson_interval(50, 100))[0]
+    assert w100 < w10
+    assert np.diff(wilson_interval(50, 100, z=2.576))[0] > w100  # 99% is wider than 95%
+    assert math.isclose(sum(wilson_interval(3, 10)) / 2, (3 + 1.96**2 / 2) / (10 + 1.96**2), rel_tol=1e-9)
+
+
+# --- config errors (in process: parsing fails before any simulation) ------------------------------------
+@pytest.mark.parametrize("main", [collect_mod.main, evaluate_mod.main], ids=["ev-collect", "ev-eval"])
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["episdoes=2"], ["unknown config key 'episdoes'", "valid keys", "episodes", "resolution",
+                          "did you mean 'episodes'"]),
+        (["task=nope"], ["unknown task 'nope'", "valid tasks", "reach", "push", "pick_place", "stack",
+                         "long_horizon", "memory"]),
+        (["resolution=-1"], ["resolution", "-1"]),
+        (["resolution=abc"], ["resolution"]),
+        (["views=[main,fisheye]"], ["unknown camera 'fisheye'", "valid views"]),
+        (["episodes=0"], ["episodes must be positive"]),
+        (["--episodes", "2"], ["key=value"]),
+    ],
+)
+def test_entry_point_config_errors_exit_2(main, args: list[str], fragments: list[str], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    for frag in fragments:
+        assert frag in err, err
+    assert not (tmp_path / "outputs").exists()  # nothing is written for a bad config
+
+
+def test_eval_unknown_policy_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        evaluate_mod.main(["policy=ckpt/foo", "episodes=1", "num_envs=1", *SMALL, f"out={tmp_path / 'e'}"])
+    assert exc.value.code == 2
+    assert "policy='ckpt/foo'" in capsys.readouterr().err
+
+
+def test_collect_help_lists_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        collect_mod.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for key in ("episodes", "resume", "workers", "views", "resolution", "task"):
+        assert key in out
