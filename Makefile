@@ -24,7 +24,8 @@ lint: setup
 
 # The main job (see README): collect expert demonstrations of the default task into an episode store
 # (video grid of all views + summary.json), then evaluate the scripted expert in vectorised envs.
-DEMO_DIR ?= outputs/demo/$(shell date +%Y%m%d-%H%M%S)
+STAMP := $(shell date +%Y%m%d-%H%M%S)
+DEMO_DIR ?= outputs/demo/$(STAMP)
 DEMO_TASK ?= pick_place
 demo: setup
 	$(VENV)/bin/ev-collect task=$(DEMO_TASK) episodes=8 workers=2 out=$(DEMO_DIR)/episodes \
