@@ -15,6 +15,7 @@ import pytest
 from enerverse.core.config import (
     ConfigError,
     config_to_dict,
+    format_help,
     load_config,
     parse_cli,
     register_config,
@@ -169,3 +170,20 @@ def test_config_to_dict_and_save(tmp_path: Path) -> None:
     assert d["mode"] == "slow" and d["task"] == {"name": "reach", "horizon": 50, "noise": 0.0}
     path = save_config(cfg, tmp_path / "config.json")
     assert json.loads(path.read_text()) == d
+
+
+@dataclass
+class _Base:
+    size: int = 8
+    """image size in pixels"""
+
+
+@dataclass
+class _Child(_Base):
+    steps: int = 3
+    """number of steps"""
+
+
+def test_help_documents_inherited_fields() -> None:
+    text = format_help(_Child, "prog")
+    assert "image size in pixels" in text and "number of steps" in text

@@ -236,7 +236,17 @@ def load_config(
 
 
 def _field_docs(schema: type) -> dict[str, str]:
-    """Attribute docstrings (a string literal right after a field) read from the class source."""
+    """Attribute docstrings (a string literal right after a field) read from the class source,
+    including inherited dataclass fields (a subclass's docstring wins)."""
+    docs: dict[str, str] = {}
+    for base in reversed(schema.__mro__[1:]):
+        if dataclasses.is_dataclass(base):
+            docs.update(_own_field_docs(base))
+    docs.update(_own_field_docs(schema))
+    return docs
+
+
+def _own_field_docs(schema: type) -> dict[str, str]:
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(schema)))
     except (OSError, TypeError, SyntaxError):
