@@ -154,3 +154,13 @@ def test_bad_arguments(store: EpisodeStore, kw: dict) -> None:
 
 def test_empty_store_has_no_windows(tmp_path: Path) -> None:
     assert len(WindowSampler(EpisodeStore.create(tmp_path / "s"))) == 0
+
+
+def test_consecutive_memory_is_the_frames_right_before_c(store: EpisodeStore) -> None:
+    s = WindowSampler(store, n_memory=4, mode="consecutive")
+    for i in range(len(s)):
+        w = s.window(i)
+        c = w["c"]
+        if c >= 3:
+            assert w["memory_idx"].tolist() == [c - 3, c - 2, c - 1, c]
+            assert w["memory_mask"].all()

@@ -3,7 +3,8 @@
 A window is anchored at the current frame ``c`` of one episode and never crosses episodes:
 
 * ``memory_idx`` [n_memory]: n_memory - 1 history frames from [0, c - 1] (train: random without
-  replacement, sorted, seeded by (seed, epoch, window index); eval: spread evenly), then ``c``.
+  replacement, sorted, seeded by (seed, epoch, window index); eval: spread evenly; consecutive: the
+  frames right before ``c``, the non-sparse ablation), then ``c``.
   A history shorter than n_memory - 1 is padded at the front with frame 0 (``memory_mask`` False).
 * ``chunk_idx`` [chunk]: c + 1 .. c + chunk clipped to T - 1 (``chunk_mask`` False past the end).
 * ``action_idx`` [action_horizon]: c .. c + action_horizon - 1 clipped (``action_mask``).
@@ -20,7 +21,7 @@ import numpy as np
 
 from .reader import EpisodeStore, EpisodeView
 
-MODES = ("train", "eval")
+MODES = ("train", "eval", "consecutive")
 FRAME_GATHER_KEYS = ("rgb", "depth", "T_cam_world")  # gathered at memory + chunk frames
 
 
@@ -44,6 +45,8 @@ def memory_indices(c: int, n_memory: int, mode: str, rng: np.random.Generator | 
         if rng is None:
             raise ValueError("train mode needs an rng")
         hist = np.sort(rng.choice(c, size=k, replace=False)).astype(np.int64)
+    elif mode == "consecutive":
+        hist = np.arange(c - k, c, dtype=np.int64)
     else:  # evenly spread over [0, c - 1]; distinct because the step (c - 1) / (k - 1) >= 1
         hist = np.floor(np.linspace(0, c - 1, k) + 0.5).astype(np.int64)  # round half up
     return np.concatenate([hist, [c]]).astype(np.int64), np.ones(n_memory, bool)

@@ -1,0 +1,280 @@
+"""A small, exact-resume training loop shared by the generator and the policy.
+
+- AdamW with linear warm-up then constant (or cosine) learning rate, gradient-norm clipping, EMA.
+- Checkpoints every ``ckpt_every`` steps as ``<run_dir>/step_XXXXXXXX/`` (config.json +
+  model.safetensors (EMA weights under ``ema.``) + train_state.pt), resumed exactly: model, EMA,
+  optimizer, scheduler, step, RNG states and the data position.
+- A non-finite loss stops training with the step and batch that caused it; the last good checkpoint
+  stays the newest one.
+- Data-parallel under ``torchrun`` (``WORLD_SIZE`` > 1): DDP with gloo on CPU, nccl on CUDA; only rank 0
+  writes. bf16 autocast on CUDA.
+- tqdm progress and TensorBoard scalars.
+
+Import this module only where torch is available (``enerverse.core`` itself stays torch-free).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from enerverse.core.checkpoint import (
+    capture_rng_state,
+    checkpoint_dir,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from enerverse.core.outputs import to_jsonable
+from enerverse.core.progress import progress
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; the message names the step and the batch."""
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings of one training stage."""
+
+    steps: int = 100
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 10
+    schedule: str = "constant"
+    """constant | cosine (after warm-up)"""
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    """0 disables EMA"""
+    ckpt_every: int = 100
+    log_every: int = 10
+    keep_checkpoints: int = 2
+
+
+def distributed_info() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from torchrun's environment (single process: 0, 0, 1)."""
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1))
+
+
+def init_distributed(device: str) -> bool:
+    """Initialise the process group when launched by torchrun; returns True when distributed."""
+    import torch.distributed as dist
+
+    _, _, world = distributed_info()
+    if world <= 1 or dist.is_initialized():
+        return world > 1
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return True
+
+
+class Trainer:
+    """Runs ``loss_fn(model, batch) -> (loss, metrics)`` over an iterator factory with exact resume."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[nn.Module, Any], tuple[torch.Tensor, dict]],
+        settings: TrainSettings,
+        run_dir: str | Path,
+        config: dict,
+        device: str = "cpu",
+        params: list[nn.Parameter] | None = None,
+        name: str = "train",
+    ) -> None:
+        self.s, self.loss_fn, self.device, self.name = settings, loss_fn, device, name
+        self.config = json.loads(json.dumps(to_jsonable(config)))  # as it reads back from config.json
+        self.run_dir = Path(run_dir)
+        self.rank, self.local_rank, self.world = distributed_info()
+        self.distributed = init_distributed(device)
+        self.model = model.to(device)
+        params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
+        self.ema = copy.deepcopy(model).eval().requires_grad_(False) if settings.ema_decay > 0 else None
+        self.ddp = None
+        if self.distributed:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.local_rank] if device.startswith("cuda") else None
+            )
+        self.step = 0
+        self.data_state: dict = {"epoch": 0, "index": 0}
+        self._tb = None
+
+    def _lr_factor(self, step: int) -> float:
+        if step < self.s.warmup_steps:
+            return (step + 1) / self.s.warmup_steps
+        if self.s.schedule == "cosine":
+            frac = (step - self.s.warmup_steps) / max(1, self.s.steps - self.s.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+        return 1.0
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    def state_dict_for_save(self) -> dict[str, torch.Tensor]:
+        sd = dict(self.model.state_dict())
+        if self.ema is not None:
+            sd.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        return sd
+
+    def save(self) -> Path | None:
+        """Write a checkpoint for the current step (rank 0 only) and prune old ones."""
+        if self.rank != 0:
+            return None
+        path = checkpoint_dir(self.run_dir, self.step)
+        state = {
+            "step": self.step,
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "rng": capture_rng_state(),
+            "data": dict(self.data_state),
+            "stage": self.name,
+        }
+        save_checkpoint(path, self.config, self.state_dict_for_save(), state)
+        old = sorted(p for p in self.run_dir.glob("step_*") if p.is_dir() and p != path)
+        for p in old[: max(0, len(old) - self.s.keep_checkpoints + 1)]:
+            shutil.rmtree(p, ignore_errors=True)
+        return path
+
+    def resume(self) -> bool:
+        """Load the newest checkpoint of ``run_dir`` if there is one; True when resumed."""
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        ck = load_checkpoint(path, map_location=self.device)
+        ts = ck.train_state or {}
+        if ts.get("stage") not in (None, self.name):
+            return False  # a checkpoint of another stage: start this one fresh
+        if ck.config != self.config:
+            keys = set(ck.config) | set(self.config)
+            diff = sorted(k for k in keys if ck.config.get(k) != self.config.get(k))
+            raise ValueError(
+                f"checkpoint {path} was written with another config (differs in {diff}); "
+                "use a new run directory or the same settings"
+            )
+        model_sd = {k: v for k, v in ck.state_dict.items() if not k.startswith("ema.")}
+        self.model.load_state_dict(model_sd)
+        if self.ema is not None:
+            self.ema.load_state_dict({k[4:]: v for k, v in ck.state_dict.items() if k.startswith("ema.")})
+        self.opt.load_state_dict(ts["optimizer"])
+        self.sched.load_state_dict(ts["scheduler"])
+        restore_rng_state(ts["rng"])
+        self.step = int(ts["step"])
+        self.data_state = dict(ts["data"])
+        return True
+
+    # --- loop -------------------------------------------------------------------------------------
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        d = self.s.ema_decay
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.model.parameters()):
+                e.lerp_(p.detach(), 1 - d)
+            for e, b in zip(self.ema.buffers(), self.model.buffers()):
+                e.copy_(b)
+
+    def log(self, metrics: dict) -> None:
+        """TensorBoard scalars (rank 0)."""
+        if self.rank != 0:
+            return
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.run_dir / "tb"))
+        for k, v in metrics.items():
+            self._tb.add_scalar(f"{self.name}/{k}", v, self.step)
+
+    def fit(
+        self, batches: Callable[[dict], Iterator[Any]], on_step: Callable[[Trainer], None] | None = None
+    ) -> list[float]:
+        """Train until ``settings.steps``. ``batches(data_state)`` yields batches from the stored position
+        and must advance ``data_state`` ("epoch", "index") as it goes, so resume continues exactly."""
+        losses: list[float] = []
+        bar = progress(
+            total=self.s.steps,
+            initial=self.step,
+            desc=self.name,
+            unit="step",
+            disable=True if self.rank != 0 else None,
+        )
+        it = batches(self.data_state)
+        net = self.ddp or self.model
+        self.model.train()
+        while self.step < self.s.steps:
+            batch = next(it)
+            autocast = (
+                torch.autocast("cuda", dtype=torch.bfloat16)
+                if self.device.startswith("cuda")
+                else torch.autocast("cpu", enabled=False)
+            )
+            with autocast:
+                loss, metrics = self.loss_fn(net, batch)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"non-finite loss {value} at step {self.step + 1} (batch at data position "
+                    f"{self.data_state}); the last good checkpoint is {latest_checkpoint(self.run_dir)}"
+                )
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip)
+            self.opt.step()
+            self.sched.step()
+            self._update_ema()
+            self.step += 1
+            losses.append(value)
+            bar.update(1)
+            if self.step % self.s.log_every == 0 or self.step == self.s.steps:
+                bar.set_postfix(loss=f"{value:.4f}")
+                self.log(
+                    {
+                        **metrics,
+                        "loss": value,
+                        "grad_norm": float(gnorm),
+                        "lr": self.sched.get_last_lr()[0],
+                    }
+                )
+            if self.step % self.s.ckpt_every == 0 or self.step == self.s.steps:
+                self.save()
+            if on_step is not None:
+                on_step(self)
+        bar.close()
+        if self._tb is not None:
+            self._tb.flush()
+        return losses
+
+
+def epoch_batches(
+    n_items: int, batch_size: int, seed: int, data_state: dict, get_batch: Callable[[list[int], int], Any]
+) -> Iterator[Any]:
+    """Batches over ``n_items`` in a per-epoch seeded order, resumable from ``data_state``.
+
+    ``data_state`` ("epoch", "index") is advanced before each yield, so a checkpoint written after a
+    step resumes at the next batch. Under DDP each rank takes every ``world``-th item of the order.
+    ``get_batch(item_indices, epoch)`` builds a batch. Incomplete last batches are dropped.
+    """
+    rank, _, world = distributed_info()
+    if n_items < batch_size * world:
+        raise ValueError(f"{n_items} training items cannot fill one batch of {batch_size} x {world} ranks")
+    while True:
+        epoch = int(data_state["epoch"])
+        order = torch.randperm(n_items, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        order = order[rank::world]
+        n_batches = len(order) // batch_size
+        while data_state["index"] < n_batches:
+            i = int(data_state["index"])
+            data_state["index"] = i + 1
+            yield get_batch(order[i * batch_size : (i + 1) * batch_size], epoch)
+        data_state["epoch"] = epoch + 1
+        data_state["index"] = 0

@@ -1,0 +1,313 @@
+"""EnerVerse-G: chunkwise multi-view future-space generation with sparse memory and an EoS frame.
+
+Modes (one model):
+- training loss: v-prediction on the M chunk frames given (possibly corrupted) sparse-memory frames;
+- full generation: chunk after chunk until the EoS frame appears (:meth:`generate`);
+- sparse-view generation: observed views stay clean (t = 0), only missing views are denoised;
+- feature extraction: one forward at the noisiest timestep, middle-block features for the policy head.
+
+Frames are images in [-1, 1] laid out [B, V, T, 3, H, W]; latents are [B, C, V, T, h, w]; ray maps
+[B, 6, V, T, h, w] at latent resolution (origin + unit direction, OpenCV cameras, world frame).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from enerverse.codec import build_codec
+from enerverse.core.camera import ray_map
+from enerverse.denoiser import Denoiser
+from enerverse.diffusion import Diffusion, memory_corruption_levels
+from enerverse.presets import GeneratorConfig
+from enerverse.text import build_text_encoder
+
+EOS_VALUE = -1.0  # the EoS frame is a constant black image appended after every training episode
+_TEXT_ENCODERS: dict[tuple, nn.Module] = {}  # (kind, path) -> frozen instruction encoder
+
+
+def ray_maps(K: np.ndarray, T_cam_world: np.ndarray, size: int, latent: int) -> Tensor:
+    """Ray maps [6, V, T, h, w] for K [V,3,3] and T_cam_world [V,T,4,4] of size x size images."""
+    V, T = T_cam_world.shape[:2]
+    out = np.empty((6, V, T, latent, latent), np.float32)
+    for v in range(V):
+        for t in range(T):
+            out[:, v, t] = ray_map(K[v], T_cam_world[v, t], size, size, latent, latent)
+    return torch.from_numpy(out)
+
+
+@dataclass
+class GenerationResult:
+    """Output of :meth:`EnerVerseGenerator.generate`."""
+
+    frames: Tensor  # [V, T_gen, 3, H, W] in [-1, 1], generated frames only (EoS frames excluded)
+    latents: Tensor  # [C, V, T_gen, h, w]
+    eos_frame: int | None  # index in ``frames`` where EoS was detected (None: max_chunks reached)
+    chunks: int
+
+
+class EnerVerseGenerator(nn.Module):
+    """Codec + instruction encoder + multi-view video denoiser + diffusion schedule."""
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        c = cfg.codec
+        codec_kw = (
+            {"path": c.path}
+            if c.kind == "diffusers_kl"
+            else {"channels": c.channels, "latent_channels": c.latent_channels, "factor": c.factor}
+        )
+        self.codec = build_codec(c.kind, **codec_kw)
+        # the frozen instruction encoder is shared through a cache, not registered as a submodule: its
+        # weights come from their own package/folder, stay out of checkpoints and are never copied (EMA)
+        self._text_key = (cfg.text_encoder, cfg.text_model_path)
+        cfg.denoiser.text_dim = self.text.dim
+        self.denoiser = Denoiser(cfg.denoiser, c.latent_channels)
+        self.diffusion = Diffusion(cfg.diffusion)
+        self.latent_size = cfg.resolution // c.factor
+
+    @property
+    def text(self) -> nn.Module:
+        """The frozen instruction encoder (``texts -> (tokens [B, L, D], mask [B, L])``)."""
+        kind, path = self._text_key
+        if self._text_key not in _TEXT_ENCODERS:
+            _TEXT_ENCODERS[self._text_key] = build_text_encoder(
+                kind, **({"model_path": path} if kind == "hf" else {})
+            )
+        return _TEXT_ENCODERS[self._text_key]
+
+    # --- helpers ----------------------------------------------------------------------------------
+    def check_frames(self, frames: Tensor) -> None:
+        """Validate frames [B, V, T, 3, H, W] against the config."""
+        V, R = self.cfg.num_views, self.cfg.resolution
+        if frames.ndim != 6 or frames.shape[1] != V or frames.shape[3:] != (3, R, R):
+            raise ValueError(f"expected frames [B, V={V}, T, 3, {R}, {R}], got {tuple(frames.shape)}")
+
+    def encode(self, frames: Tensor) -> Tensor:
+        """Frames [B, V, T, 3, H, W] -> latents [B, C, V, T, h, w]."""
+        B, V, T = frames.shape[:3]
+        z = self.codec.encode(frames.reshape(B * V * T, *frames.shape[3:]))
+        return z.reshape(B, V, T, *z.shape[1:]).permute(0, 3, 1, 2, 4, 5)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Latents [B, C, V, T, h, w] -> frames [B, V, T, 3, H, W]."""
+        B, C, V, T = z.shape[:4]
+        x = self.codec.decode(z.permute(0, 2, 3, 1, 4, 5).reshape(B * V * T, C, *z.shape[4:]))
+        return x.reshape(B, V, T, *x.shape[1:])
+
+    @torch.no_grad()
+    def eos_latent(self) -> Tensor:
+        """Latent [C, h, w] of the EoS frame."""
+        R = self.cfg.resolution
+        img = torch.full((1, 3, R, R), EOS_VALUE, device=self.device)
+        return self.codec.encode(img)[0]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.parameters()).device
+
+    def text_tokens(self, instructions: list[str], drop: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Tokens [B, L, D] and mask [B, L]; rows in ``drop`` [B] (bool) get the null token (CFG)."""
+        tok, mask = self.text(instructions)
+        tok, mask = tok.to(self.device), mask.to(self.device)
+        if drop is not None and drop.any():
+            null = self.denoiser.null_text.expand(len(instructions), 1, -1)
+            tok = torch.where(drop[:, None, None], F.pad(null, (0, 0, 0, tok.shape[1] - 1)), tok)
+            keep_first = torch.zeros_like(mask)
+            keep_first[:, 0] = True
+            mask = torch.where(drop[:, None], keep_first, mask)
+        return tok, mask
+
+    # --- training ---------------------------------------------------------------------------------
+    def training_loss(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+        """v-prediction loss on chunk frames.
+
+        batch: ``frames`` [B,V,T,3,H,W] (memory then chunk; chunk frames past an episode's end are the
+        EoS frame), ``rays`` [B,6,V,T,h,w], ``pos`` [B,T] (frame index minus the current frame),
+        ``instruction`` list[str].
+        """
+        frames = batch["frames"].to(self.device)
+        self.check_frames(frames)
+        m = self.cfg.memory.n_memory
+        B, V, T = frames.shape[:3]
+        with torch.no_grad():
+            z0 = self.encode(frames)
+        N = self.diffusion.num_train_timesteps
+        t_chunk = torch.randint(0, N, (B,), generator=generator).to(self.device)
+        t_mem = memory_corruption_levels(B, m, self.cfg.memory, N, generator).to(self.device)
+        t = torch.cat([t_mem, t_chunk[:, None].expand(B, T - m)], dim=1)[:, None].expand(B, V, T)
+        noise = torch.randn(z0.shape, generator=generator).to(self.device)
+        x_t = self.diffusion.add_noise(z0, noise, t)
+        t_in = t.clone()
+        t_in[:, :, :m] = 0  # memory frames enter with the timestep-0 embedding
+        drop = torch.rand(B, generator=generator).to(self.device) < self.cfg.diffusion.uncond_prob
+        tok, mask = self.text_tokens(batch["instruction"], drop)
+        v = self.denoiser(x_t, batch["rays"].to(self.device), t_in, batch["pos"].to(self.device), tok, mask)
+        target = self.diffusion.velocity(z0, noise, t)
+        loss = F.mse_loss(v[:, :, :, m:], target[:, :, :, m:])
+        return loss, {"loss": float(loss.detach())}
+
+    # --- inference --------------------------------------------------------------------------------
+    def _velocity(
+        self,
+        x: Tensor,
+        rays: Tensor,
+        t: Tensor,
+        pos: Tensor,
+        text: tuple[Tensor, Tensor],
+        null_text: tuple[Tensor, Tensor] | None,
+        guidance: float,
+    ) -> Tensor:
+        """v for x [B,C,V,T,h,w]; with guidance != 1, classifier-free guidance against the null text."""
+        if null_text is None or guidance == 1.0:
+            return self.denoiser(x, rays, t, pos, *text)
+        v = self.denoiser(
+            torch.cat([x, x]),
+            torch.cat([rays, rays]),
+            torch.cat([t, t]),
+            torch.cat([pos, pos]),
+            torch.cat([text[0], null_text[0]]),
+            torch.cat([text[1], null_text[1]]),
+        )
+        vc, vu = v.chunk(2)
+        return vu + guidance * (vc - vu)
+
+    @torch.no_grad()
+    def sample_chunk(
+        self,
+        memory: Tensor,
+        rays: Tensor,
+        pos: Tensor,
+        instructions: list[str],
+        steps: int | None = None,
+        seed: int | None = None,
+        observed: Tensor | None = None,
+        guidance: float | None = None,
+    ) -> Tensor:
+        """Denoise one chunk: memory latents [B,C,V,m,h,w] -> chunk latents [B,C,V,M,h,w].
+
+        ``rays`` [B,6,V,m+M,h,w] and ``pos`` [B,m+M] cover memory then chunk frames. ``observed``
+        [B,C,V,M,h,w] with NaN for missing views enables sparse-view mode: observed views are kept
+        clean at t = 0 and only the missing views are denoised.
+        """
+        B, C, V, m = memory.shape[:4]
+        M = pos.shape[1] - m
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        shape = (B, C, V, M, *memory.shape[4:])
+        x = torch.randn(shape, generator=g).to(self.device)
+        known = None  # [B, 1, V, 1, 1, 1]: views given in ``observed`` (sparse-view mode)
+        if observed is not None:
+            known = ~torch.isnan(observed[:, :1, :, :1, :1, :1]).reshape(B, 1, V, 1, 1, 1)
+        sched = self.diffusion.sampler(steps)
+        guidance = self.cfg.diffusion.guidance_scale if guidance is None else guidance
+        text = self.text_tokens(instructions)
+        null = (
+            self.text_tokens(instructions, torch.ones(B, dtype=torch.bool, device=self.device))
+            if guidance != 1.0
+            else None
+        )
+        for step_t in sched.timesteps:
+            if known is not None:
+                x = torch.where(known, torch.nan_to_num(observed), x)
+            t = torch.zeros(B, V, m + M, dtype=torch.long, device=self.device)
+            t[:, :, m:] = int(step_t)
+            if known is not None:
+                t[:, :, m:] = torch.where(known[:, 0, :, 0, 0, 0][:, :, None], 0, t[:, :, m:])
+            v = self._velocity(torch.cat([memory, x], dim=3), rays, t, pos, text, null, guidance)[:, :, :, m:]
+            x = sched.step(v, step_t, x, generator=g).prev_sample
+        if known is not None:
+            x = torch.where(known, torch.nan_to_num(observed), x)
+        return x
+
+    @torch.no_grad()
+    def extract_features(
+        self, memory: Tensor, rays: Tensor, pos: Tensor, instructions: list[str], seed: int | None = None
+    ) -> Tensor:
+        """Middle-block features [B, V, m+M, C_mid, h', w'] from one forward at the noisiest timestep."""
+        B, C, V, m = memory.shape[:4]
+        M = pos.shape[1] - m
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        noise = torch.randn((B, C, V, M, *memory.shape[4:]), generator=g).to(self.device)
+        t = torch.zeros(B, V, m + M, dtype=torch.long, device=self.device)
+        t[:, :, m:] = self.diffusion.num_train_timesteps - 1
+        tok, mask = self.text_tokens(instructions)
+        x = torch.cat([memory, noise], dim=3)
+        _, feats = self.denoiser(x, rays, t, pos, tok, mask, return_features=True)
+        return feats
+
+    def eos_distance(self, z: Tensor) -> Tensor:
+        """Mean L1 distance of latent frames [C, V, T, h, w] to the EoS latent, per frame -> [T]."""
+        eos = self.eos_latent()[:, None, None]
+        return (z - eos).abs().mean(dim=(0, 1, 3, 4))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        context: Tensor,
+        K: np.ndarray,
+        T_cam_world: np.ndarray,
+        instruction: str,
+        max_chunks: int = 10,
+        steps: int | None = None,
+        seed: int = 0,
+    ) -> GenerationResult:
+        """Generate chunk after chunk from context frames [V, Tc, 3, H, W] until EoS or ``max_chunks``.
+
+        Cameras: K [V,3,3] and T_cam_world [V,4,4] (static rig; future frames reuse it). Memory per chunk
+        is bounded: 3 frames spread over the whole history + the latest frame.
+        """
+        chunks = list(self.iter_chunks(context, K, T_cam_world, instruction, max_chunks, steps, seed))
+        z = torch.cat([c for c, _ in chunks], dim=2) if chunks else torch.empty(0)
+        eos = next((i for i, (_, e) in enumerate(chunks) if e is not None), None)
+        eos_frame = None if eos is None else eos * self.cfg.memory.chunk + chunks[eos][1]
+        if eos_frame is not None:
+            z = z[:, :, :eos_frame]
+        frames = self.decode(z[None])[0] if z.numel() else torch.empty(0)
+        return GenerationResult(frames=frames, latents=z, eos_frame=eos_frame, chunks=len(chunks))
+
+    def iter_chunks(
+        self,
+        context: Tensor,
+        K: np.ndarray,
+        T_cam_world: np.ndarray,
+        instruction: str,
+        max_chunks: int,
+        steps: int | None,
+        seed: int,
+    ) -> Iterator[tuple[Tensor, int | None]]:
+        """Yield (chunk latents [C, V, M, h, w], index of the first EoS frame in it or None)."""
+        self.check_frames(context[None])
+        m, M = self.cfg.memory.n_memory, self.cfg.memory.chunk
+        V = self.cfg.num_views
+        history = list(self.encode(context[None].to(self.device))[0].unbind(dim=2))  # [C, V, h, w] each
+        cams = np.broadcast_to(np.asarray(T_cam_world)[:, None], (V, m + M, 4, 4))
+        rays = ray_maps(np.asarray(K), cams, self.cfg.resolution, self.latent_size)[None].to(self.device)
+        for k in range(max_chunks):
+            n = len(history)
+            idx = inference_memory(n, m)
+            memory = torch.stack([history[i] for i in idx], dim=2)[None]
+            pos = torch.tensor(
+                [[i - (n - 1) for i in idx] + list(range(1, M + 1))], dtype=torch.float32, device=self.device
+            )
+            z = self.sample_chunk(memory, rays, pos, [instruction], steps, seed + k)[0]
+            hits = (self.eos_distance(z) < self.cfg.eos_threshold).nonzero()
+            first = int(hits[0]) if len(hits) else None
+            yield z, first
+            if first is not None:
+                return
+            history.extend(z.unbind(dim=2))
+
+
+def inference_memory(n: int, m: int) -> list[int]:
+    """Memory frame indices for a history of ``n`` frames: m-1 spread over it + the latest."""
+    if n <= m:
+        return [0] * (m - n) + list(range(n))
+    spread = np.floor(np.linspace(0, n - 2, m - 1) + 0.5).astype(int).tolist()
+    return spread + [n - 1]

@@ -1,0 +1,71 @@
+"""Generator checkpoints (the final, EMA model) and train/held-out episode splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from enerverse.core.checkpoint import load_checkpoint, save_checkpoint
+from enerverse.core.config import config_to_dict
+from enerverse.core.store import EpisodeStore
+from enerverse.presets import CodecConfig, DenoiserConfig, DiffusionConfig, GeneratorConfig, MemoryConfig
+
+FORMAT = "enerverse-generator"
+VERSION = 1
+
+
+def generator_config_from_dict(d: dict) -> GeneratorConfig:
+    """Rebuild a GeneratorConfig from its JSON form (unknown keys are an error)."""
+    try:
+        return GeneratorConfig(
+            **{
+                **d,
+                "codec": CodecConfig(**d["codec"]),
+                "denoiser": DenoiserConfig(**d["denoiser"]),
+                "diffusion": DiffusionConfig(**d["diffusion"]),
+                "memory": MemoryConfig(**d["memory"]),
+            }
+        )
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"not a generator config this version understands: {e}") from None
+
+
+def save_generator(model, cfg: GeneratorConfig, folder: str | Path, extra: dict | None = None) -> Path:
+    """Write ``folder`` (config.json with format/version + model.safetensors) atomically."""
+    config = {"format": FORMAT, "version": VERSION, "generator": config_to_dict(cfg), **(extra or {})}
+    return save_checkpoint(folder, config, dict(model.state_dict()))
+
+
+def load_generator(folder: str | Path, device: str = "cpu"):
+    """Load a generator checkpoint folder written by :func:`save_generator` (weights only, no pickle)."""
+    from enerverse.generator import EnerVerseGenerator
+
+    ck = load_checkpoint(folder, map_location=device)
+    if ck.config.get("format") != FORMAT or ck.config.get("version") != VERSION:
+        raise ValueError(
+            f"{folder} is not an EnerVerse-G checkpoint of version {VERSION} "
+            f"(found format={ck.config.get('format')!r}, version={ck.config.get('version')!r})"
+        )
+    cfg = generator_config_from_dict(ck.config["generator"])
+    model = EnerVerseGenerator(cfg)
+    missing, unexpected = model.load_state_dict(ck.state_dict, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{folder} does not match its own config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return model.to(device).eval()
+
+
+def split_episodes(
+    store: EpisodeStore, holdout: float, seed: int, task: str | None = None
+) -> tuple[list[int], list[int]]:
+    """Deterministic split of the (task's) episodes into training and held-out indices."""
+    eps = [i for i in store.indices() if task is None or store.episode(i).attrs.get("task") == task]
+    if not eps:
+        raise ValueError(f"the store {store.path} has no episodes" + (f" of task {task!r}" if task else ""))
+    order = np.random.default_rng(seed).permutation(eps).tolist()
+    n_held = int(round(holdout * len(eps)))
+    if holdout > 0 and len(eps) > 1:
+        n_held = max(1, n_held)
+    return sorted(order[n_held:]), sorted(order[:n_held])

@@ -1,0 +1,172 @@
+"""Generator configuration (structured configs) and the named size presets.
+
+Presets (DESIGN.md §3 "Sizes"): ``tiny`` for unit tests (seconds on CPU), ``small`` for the CPU demo
+at 64x64, ``base`` for one GPU at 256x256 through a pretrained-style f8 KL codec, ``paper`` with the
+UNet width/depth of the paper (320 channels, multipliers 1-2-4-4; config only until a GPU run).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass, field
+
+from enerverse.core.config import ConfigError
+
+
+@dataclass
+class CodecConfig:
+    """Latent codec: the project's conv autoencoder, or a diffusers AutoencoderKL from a local folder."""
+
+    kind: str = "conv"
+    """conv | diffusers_kl"""
+    channels: int = 32
+    """base width of the conv autoencoder"""
+    latent_channels: int = 4
+    factor: int = 8
+    """spatial downsampling (64x64 -> 8x8 at f8)"""
+    path: str | None = None
+    """local diffusers AutoencoderKL folder (kind=diffusers_kl)"""
+
+
+@dataclass
+class DenoiserConfig:
+    """The multi-view video denoiser (U-shaped; see enerverse.denoiser)."""
+
+    width: int = 64
+    """channels at the first level"""
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2])
+    num_res_blocks: int = 1
+    attention_levels: list[int] = field(default_factory=lambda: [0, 1])
+    """levels (0 = full latent resolution) that get spatial/temporal/cross attention"""
+    head_channels: int = 32
+    temporal_kernel: int = 3
+    text_dim: int = 384
+    """instruction token width (384 for all-MiniLM-L6-v2)"""
+    num_domains: int = 0
+    """optional domain embeddings added to the timestep embedding (0: off)"""
+    max_frame_offset: int = 512
+    """relative frame positions are embedded up to this distance"""
+    dropout: float = 0.0
+
+
+@dataclass
+class DiffusionConfig:
+    """v-prediction diffusion with the paper's linear beta schedule and trailing-spaced DDIM."""
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    sample_steps: int = 10
+    """DDIM steps per chunk at inference"""
+    guidance_scale: float = 1.0
+    """classifier-free guidance on the instruction (1.0: off)"""
+    uncond_prob: float = 0.1
+    """instruction dropout in training, enabling guidance"""
+
+
+@dataclass
+class MemoryConfig:
+    """Sparse memory across chunks (or consecutive context for the ablation)."""
+
+    chunk: int = 8
+    """M future frames predicted per chunk"""
+    n_memory: int = 4
+    """clean context frames: 3 sampled from the history + the latest"""
+    mode: str = "sparse"
+    """sparse | consecutive"""
+    corruption: bool = True
+    """cosine-scheduled noise on memory frames in training, growing toward the present"""
+    max_corruption_div: int = 20
+    min_corruption_div: int = 3
+
+
+@dataclass
+class GeneratorConfig:
+    """Everything that defines a generator checkpoint."""
+
+    preset: str = "tiny"
+    resolution: int = 64
+    num_views: int = 3
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    text_encoder: str = "minilm"
+    """minilm (offline all-MiniLM-L6-v2) | hashing (tests) | hf (needs text_model_path)"""
+    text_model_path: str | None = None
+    eos_threshold: float = 0.15
+    """generation stops when the mean L1 distance of a latent frame to the EoS latent is below this"""
+
+    def validate(self) -> None:
+        """Check values that would otherwise fail deep inside the model."""
+        if self.resolution % self.codec.factor:
+            raise ConfigError(
+                f"resolution {self.resolution} must be divisible by codec.factor {self.codec.factor}"
+            )
+        if self.num_views <= 0:
+            raise ConfigError(f"num_views must be positive, got {self.num_views}")
+        if self.memory.mode not in ("sparse", "consecutive"):
+            raise ConfigError(f"memory.mode must be 'sparse' or 'consecutive', got {self.memory.mode!r}")
+        d = self.denoiser
+        if d.width % d.head_channels:
+            raise ConfigError(
+                f"denoiser.width {d.width} must be a multiple of head_channels {d.head_channels}"
+            )
+        latent = self.resolution // self.codec.factor
+        if latent % (2 ** (len(d.channel_mult) - 1)):
+            raise ConfigError(f"latent size {latent} cannot be halved {len(d.channel_mult) - 1} times")
+
+
+PRESETS: dict[str, GeneratorConfig] = {
+    "tiny": GeneratorConfig(
+        preset="tiny",
+        resolution=32,
+        num_views=2,
+        codec=CodecConfig(channels=16, latent_channels=4, factor=8),
+        denoiser=DenoiserConfig(width=32, channel_mult=[1, 2], num_res_blocks=1, head_channels=16),
+        memory=MemoryConfig(chunk=4, n_memory=2),
+        text_encoder="hashing",
+    ),
+    "small": GeneratorConfig(
+        preset="small",
+        resolution=64,
+        num_views=3,
+        codec=CodecConfig(channels=32, latent_channels=4, factor=8),
+        denoiser=DenoiserConfig(width=96, channel_mult=[1, 2], num_res_blocks=2, head_channels=32),
+    ),
+    "base": GeneratorConfig(
+        preset="base",
+        resolution=256,
+        num_views=3,
+        codec=CodecConfig(kind="diffusers_kl", latent_channels=4, factor=8),
+        denoiser=DenoiserConfig(
+            width=192, channel_mult=[1, 2, 4], num_res_blocks=2, head_channels=64, attention_levels=[1, 2]
+        ),
+    ),
+    "paper": GeneratorConfig(
+        preset="paper",
+        resolution=320,
+        num_views=3,
+        codec=CodecConfig(kind="diffusers_kl", latent_channels=4, factor=8),
+        denoiser=DenoiserConfig(
+            width=320,
+            channel_mult=[1, 2, 4, 4],
+            num_res_blocks=2,
+            head_channels=64,
+            attention_levels=[0, 1, 2],
+            text_dim=384,
+        ),
+    ),
+}
+
+
+def get_preset(name: str) -> GeneratorConfig:
+    """A fresh copy of preset ``name``; ConfigError listing the valid names otherwise."""
+    if name not in PRESETS:
+        hint = difflib.get_close_matches(name, list(PRESETS), n=1)
+        raise ConfigError(
+            f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}"
+            + (f"; did you mean {hint[0]!r}?" if hint else "")
+        )
+    return copy.deepcopy(PRESETS[name])

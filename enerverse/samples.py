@@ -1,0 +1,71 @@
+"""Sample grids written during training and evaluation: real vs generated futures, every view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """Frames [..., 3, H, W] in [-1, 1] -> uint8 [..., H, W, 3]."""
+    x = ((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
+@torch.no_grad()
+def predict_window(
+    model, item: dict, seed: int = 0, steps: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generate the chunk of one dataset item from its real memory frames.
+
+    Returns (real, generated) frames, each [V, M, 3, H, W] in [-1, 1].
+    """
+    m = model.cfg.memory.n_memory
+    frames = item["frames"][None].to(model.device)  # [1, V, m+M, 3, H, W]
+    memory = model.encode(frames[:, :, :m])
+    z = model.sample_chunk(
+        memory,
+        item["rays"][None].to(model.device),
+        item["pos"][None].to(model.device),
+        [item["instruction"]],
+        steps=steps,
+        seed=seed,
+    )
+    return frames[0, :, m:], model.decode(z)[0]
+
+
+def write_sample_grid(model, dataset, path: str | Path, seed: int = 0, n: int = 2) -> Path:
+    """Rows: real and generated futures of ``n`` held-out windows; columns: views. Writes mp4 + png."""
+    import cv2
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    rows = []
+    picks = np.linspace(0, len(dataset) - 1, n).round().astype(int) if len(dataset) else []
+    for i in picks:
+        real, gen = predict_window(model, dataset[int(i)], seed=seed)
+        rows += [to_uint8(real), to_uint8(gen)]  # each [V, M, H, W, 3]
+    model.train(was_training)
+    if not rows:
+        return path
+    V, M, H, W = rows[0].shape[:4]
+    video = np.stack(
+        [np.concatenate([np.concatenate(list(r[:, t]), axis=1) for r in rows], axis=0) for t in range(M)]
+    )  # [M, rows*H, V*W, 3]
+    scale = max(1, 128 // H)
+    video = video.repeat(scale, axis=1).repeat(scale, axis=2)
+    cv2.imwrite(
+        str(path.with_suffix(".png")),
+        cv2.cvtColor(np.concatenate(list(video[[0, -1]]), axis=1), cv2.COLOR_RGB2BGR),
+    )
+    writer = cv2.VideoWriter(
+        str(path.with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"), 4.0, (video.shape[2], video.shape[1])
+    )
+    for f in video:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path.with_suffix(".png")

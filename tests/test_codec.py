@@ -1,0 +1,185 @@
+"""Latent codecs (enerverse.codec): shapes, overfit, calibration, state_dict, errors, diffusers adapter."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from enerverse.codec import (
+    ConvAutoencoder,
+    DiffusersKLCodec,
+    LatentCodec,
+    build_codec,
+    psnr,
+    train_codec,
+)
+
+
+def coloured_squares(n: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """n images [n, 3, size, size] in [-1, 1]: a flat background with two coloured squares each."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, 3, 1, 1, generator=g) * 2 - 1).expand(n, 3, size, size).clone()
+    for i in range(n):
+        for _ in range(2):
+            side = int(torch.randint(6, 14, (1,), generator=g))
+            r, c = torch.randint(0, size - side, (2,), generator=g).tolist()
+            x[i, :, r : r + side, c : c + side] = torch.rand(3, 1, 1, generator=g) * 2 - 1
+    return x
+
+
+@pytest.mark.parametrize("factor", [4, 8, 16])
+def test_conv_autoencoder_shapes(factor: int) -> None:
+    codec = ConvAutoencoder(channels=4, latent_channels=3, factor=factor)
+    assert isinstance(codec, LatentCodec) and codec.factor == factor
+    x = torch.rand(2, 3, 32, 64) * 2 - 1
+    with torch.no_grad():
+        z = codec.encode(x)
+        y = codec.decode(z)
+    assert z.shape == (2, 3, 32 // factor, 64 // factor)
+    assert y.shape == x.shape
+    assert y.min() >= -1.0 and y.max() <= 1.0
+
+
+def test_default_is_f8_with_4_channels() -> None:
+    codec = build_codec("conv", channels=4)
+    with torch.no_grad():
+        z = codec.encode(torch.zeros(1, 3, 64, 64))
+    assert z.shape == (1, 4, 8, 8)
+
+
+def test_tiny_autoencoder_overfits_coloured_squares() -> None:
+    torch.manual_seed(0)
+    x = coloured_squares()
+    codec = ConvAutoencoder(channels=8, latent_channels=4, factor=4)
+    with torch.no_grad():
+        before = psnr(codec.decode(codec.encode(x)), x).mean().item()
+    start = time.perf_counter()
+    losses = train_codec(codec, [x], steps=150, lr=5e-3, log_every=50, progress=False, calibrate_batches=0)
+    elapsed = time.perf_counter() - start
+    with torch.no_grad():
+        after = psnr(codec.decode(codec.encode(x)), x).mean().item()
+    assert len(losses) == 150
+    assert losses[0] / min(losses[-10:]) > 4.0, (losses[0], losses[-10:])
+    assert after > 18.0 and after > before + 6.0, (before, after)
+    assert not codec.training
+    print(f"overfit: loss {losses[0]:.3f} -> {losses[-1]:.3f}, psnr {before:.1f} -> {after:.1f} dB, "
+          f"{elapsed:.1f}s")
+
+
+def test_calibrate_gives_unit_std_and_keeps_reconstruction() -> None:
+    torch.manual_seed(0)
+    codec = ConvAutoencoder(channels=4, factor=4)
+    x = coloured_squares(n=4)
+    with torch.no_grad():
+        codec.encoder[-1].weight.mul_(7.0)  # make the raw latents far from unit std
+        recon_before = codec.decode(codec.encode(x))
+    scale = codec.calibrate([x[:2], x[2:]])
+    with torch.no_grad():
+        z = codec.encode(x)
+        recon_after = codec.decode(z)
+    assert scale == pytest.approx(codec.scale.item())
+    assert z.std().item() == pytest.approx(1.0, abs=0.02)
+    torch.testing.assert_close(recon_after, recon_before, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="at least one batch"):
+        codec.calibrate([])
+
+
+def test_state_dict_round_trip_includes_scale() -> None:
+    torch.manual_seed(0)
+    a = ConvAutoencoder(channels=4, factor=4)
+    a.calibrate([coloured_squares(n=2)])
+    sd = a.state_dict()
+    assert "scale" in sd and sd["scale"].item() != 1.0
+    b = ConvAutoencoder(channels=4, factor=4)
+    b.load_state_dict(sd)
+    assert b.scale.item() == a.scale.item()
+    x = coloured_squares(n=2, seed=1)
+    with torch.no_grad():
+        torch.testing.assert_close(b.encode(x), a.encode(x))
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    codec = ConvAutoencoder(channels=4, factor=8)
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
+        codec.encode(torch.zeros(1, 4, 32, 32))
+    with pytest.raises(ValueError, match="divisible by the codec factor 8"):
+        codec.encode(torch.zeros(1, 3, 36, 32))
+    with pytest.raises(ValueError, match=r"\[N, 4, h, w\]"):
+        codec.decode(torch.zeros(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="power of 2"):
+        ConvAutoencoder(factor=6)
+    with pytest.raises(ValueError, match="conv, diffusers_kl"):
+        build_codec("vqgan")
+    with pytest.raises(ValueError, match="equal shapes"):
+        psnr(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 5))
+
+
+def test_psnr_values() -> None:
+    x = torch.zeros(2, 3, 4, 4)
+    y = x.clone()
+    y[1] += 0.2  # mse 0.04 -> 10 log10(4 / 0.04) = 20 dB
+    p = psnr(x, y)
+    assert p.shape == (2,)
+    assert p[1].item() == pytest.approx(20.0, abs=1e-4) and p[0].item() > 90
+
+
+def test_train_codec_rejects_non_finite_loss_and_empty_data() -> None:
+    codec = ConvAutoencoder(channels=4, factor=4)
+    bad = torch.full((1, 3, 8, 8), float("nan"))
+    with pytest.raises(RuntimeError, match="non-finite codec loss .* at step 0"):
+        train_codec(codec, [bad], steps=2, progress=False)
+    with pytest.raises(ValueError, match="no batches"):
+        train_codec(codec, [], steps=1, progress=False)
+
+
+def _save_tiny_kl(folder: Path) -> None:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+        layers_per_block=1,
+    )
+    vae.save_pretrained(folder)
+
+
+def test_diffusers_kl_adapter_round_trip_and_frozen(tmp_path: Path) -> None:
+    pytest.importorskip("diffusers")
+    _save_tiny_kl(tmp_path / "vae")
+    codec = build_codec("diffusers_kl", path=tmp_path / "vae")
+    assert isinstance(codec, DiffusersKLCodec)
+    assert codec.factor == 2 and codec.latent_channels == 4
+    assert codec.scaling_factor == pytest.approx(0.18215)
+    x = coloured_squares(n=2)
+    with torch.no_grad():
+        z = codec.encode(x)
+        y = codec.decode(z)
+        mean = codec.vae.encode(x).latent_dist.mean
+    assert z.shape == (2, 4, 16, 16) and z.dtype == torch.float32
+    torch.testing.assert_close(z, mean * codec.scaling_factor)
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    # frozen: no trainable parameters, stays in eval mode, cannot be trained
+    assert not any(p.requires_grad for p in codec.parameters())
+    codec.train()
+    assert not codec.vae.training
+    with pytest.raises(TypeError):
+        train_codec(codec, [x], steps=1, progress=False)  # type: ignore[arg-type]
+    # sampling from the posterior differs from the mean but has the same shape
+    sampled = DiffusersKLCodec(tmp_path / "vae", sample=True)
+    with torch.no_grad():
+        zs = sampled.encode(x, generator=torch.Generator().manual_seed(0))
+    assert zs.shape == z.shape and not torch.equal(zs, z)
+
+
+def test_diffusers_kl_missing_folder(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        DiffusersKLCodec(missing)
