@@ -11,6 +11,7 @@ One contract, :class:`LatentCodec`, with two implementations:
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 from collections.abc import Iterable, Iterator
@@ -213,8 +214,9 @@ class DiffusersKLCodec(LatentCodec):
             )
         from diffusers import AutoencoderKL
 
+        extra = {} if importlib.util.find_spec("accelerate") else {"low_cpu_mem_usage": False}
         self.vae = AutoencoderKL.from_pretrained(
-            str(folder), subfolder=subfolder, local_files_only=True, torch_dtype=dtype
+            str(folder), subfolder=subfolder, local_files_only=True, torch_dtype=dtype, **extra
         )
         self.vae.requires_grad_(False).eval().to(device)
         cfg = self.vae.config

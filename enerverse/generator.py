@@ -117,7 +117,7 @@ class EnerVerseGenerator(nn.Module):
         """Tokens [B, L, D] and mask [B, L]; rows in ``drop`` [B] (bool) get the null token (CFG)."""
         tok, mask = self.text(instructions)
         tok, mask = tok.to(self.device), mask.to(self.device)
-        if drop is not None and drop.any():
+        if drop is not None:  # always through torch.where, so null_text takes part in every step (DDP)
             null = self.denoiser.null_text.expand(len(instructions), 1, -1)
             tok = torch.where(drop[:, None, None], F.pad(null, (0, 0, 0, tok.shape[1] - 1)), tok)
             keep_first = torch.zeros_like(mask)
@@ -126,6 +126,10 @@ class EnerVerseGenerator(nn.Module):
         return tok, mask
 
     # --- training ---------------------------------------------------------------------------------
+    def forward(self, batch: dict) -> tuple[Tensor, dict]:
+        """The training loss (so that DDP wraps it): see :meth:`training_loss`."""
+        return self.training_loss(batch)
+
     def training_loss(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
         """v-prediction loss on chunk frames.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 import zlib
 from collections import OrderedDict
 from pathlib import Path
@@ -115,6 +116,7 @@ class InstructionEncoder(nn.Module):
         self.max_length = max_length
         self.cache_size = cache_size
         self._cache: OrderedDict[str, Tensor] = OrderedDict()
+        self._lock = threading.Lock()  # the policy runtime may encode from a background thread
         self.model_calls = 0  # forward passes of the transformer (cache misses come in batches)
 
     @property
@@ -153,6 +155,10 @@ class InstructionEncoder(nn.Module):
 
     def _lookup(self, texts: list[str]) -> list[Tensor]:
         """Tokens [L_i, dim] per text from the cache, encoding all misses in one batch."""
+        with self._lock:
+            return self._lookup_locked(texts)
+
+    def _lookup_locked(self, texts: list[str]) -> list[Tensor]:
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         fresh = dict(zip(missing, self._encode_uncached(missing))) if missing else {}
         rows = []

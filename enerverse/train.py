@@ -26,7 +26,7 @@ from enerverse.core.device import pick_device
 from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
 from enerverse.core.seeding import seed_everything
 from enerverse.core.store import EpisodeStore, StoreFormatError
-from enerverse.core.trainer import Trainer, TrainSettings, distributed_info, epoch_batches
+from enerverse.core.trainer import LossModule, Trainer, TrainSettings, distributed_info, epoch_batches
 from enerverse.data import GeneratorWindows, collate
 from enerverse.io import save_generator, split_episodes
 from enerverse.presets import PRESETS, GeneratorConfig, get_preset
@@ -139,11 +139,6 @@ def run_identity(cfg: TrainGeneratorConfig) -> dict:
     }
 
 
-def _codec_loss(model, x: torch.Tensor):
-    codec = model.module if hasattr(model, "module") else model
-    return codec.loss(x.to(next(codec.parameters()).device))
-
-
 def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
     """Both stages; returns the summary dict."""
     from enerverse.generator import EnerVerseGenerator
@@ -172,7 +167,9 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
     )
 
     if cfg.generator.codec.kind == "conv" and cfg.codec.steps > 0:  # --- stage 1: codec
-        ct = Trainer(gen.codec, _codec_loss, cfg.codec, run_dir / "codec", identity, device, name="codec")
+        ct = Trainer(
+            LossModule(gen.codec, "loss"), cfg.codec, run_dir / "codec", identity, device, name="codec"
+        )
         ct.resume()
         if ct.step < cfg.codec.steps:
             losses = ct.fit(lambda st: frame_batches(store, train_eps, cfg, st))
@@ -189,10 +186,6 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
         data.set_epoch(epoch)
         return collate([data[i] for i in items])
 
-    def loss_fn(model, batch):
-        g = model.module if hasattr(model, "module") else model
-        return g.training_loss(batch)
-
     deadline = None if cfg.max_minutes is None else t_start + 60 * cfg.max_minutes
 
     def on_step(tr: Trainer) -> None:
@@ -204,7 +197,6 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
 
     gt = Trainer(
         gen,
-        loss_fn,
         cfg.train,
         run_dir / "generator",
         identity,

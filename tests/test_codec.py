@@ -50,7 +50,16 @@ def test_default_is_f8_with_4_channels() -> None:
     assert z.shape == (1, 4, 8, 8)
 
 
-def test_tiny_autoencoder_overfits_coloured_squares() -> None:
+@pytest.fixture
+def one_thread():
+    """Tiny convs run as fast on one thread, and leave the other core to parallel work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_tiny_autoencoder_overfits_coloured_squares(one_thread: None) -> None:
     torch.manual_seed(0)
     x = coloured_squares()
     codec = ConvAutoencoder(channels=8, latent_channels=4, factor=4)

@@ -40,6 +40,28 @@ from enerverse.core.outputs import to_jsonable
 from enerverse.core.progress import progress
 
 
+def to_device(batch: Any, device: str) -> Any:
+    """Move the tensors of a batch (a tensor, or dict/list of them) to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple) and batch and isinstance(batch[0], torch.Tensor):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+class LossModule(nn.Module):
+    """``LossModule(model, "loss")(batch)`` calls ``model.loss(batch)``: a forward for the Trainer/DDP."""
+
+    def __init__(self, model: nn.Module, method: str) -> None:
+        super().__init__()
+        self.model, self.method = model, method
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, dict]:
+        return getattr(self.model, self.method)(batch)
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss; the message names the step and the batch."""
 
@@ -80,12 +102,15 @@ def init_distributed(device: str) -> bool:
 
 
 class Trainer:
-    """Runs ``loss_fn(model, batch) -> (loss, metrics)`` over an iterator factory with exact resume."""
+    """Trains ``model(batch) -> (loss, metrics)`` over an iterator factory with exact resume.
+
+    The loss must come from ``model``'s forward so that DDP can synchronise gradients; wrap a method
+    with :class:`LossModule` when a model's forward does something else.
+    """
 
     def __init__(
         self,
         model: nn.Module,
-        loss_fn: Callable[[nn.Module, Any], tuple[torch.Tensor, dict]],
         settings: TrainSettings,
         run_dir: str | Path,
         config: dict,
@@ -93,7 +118,7 @@ class Trainer:
         params: list[nn.Parameter] | None = None,
         name: str = "train",
     ) -> None:
-        self.s, self.loss_fn, self.device, self.name = settings, loss_fn, device, name
+        self.s, self.device, self.name = settings, device, name
         self.config = json.loads(json.dumps(to_jsonable(config)))  # as it reads back from config.json
         self.run_dir = Path(run_dir)
         self.rank, self.local_rank, self.world = distributed_info()
@@ -212,14 +237,14 @@ class Trainer:
         net = self.ddp or self.model
         self.model.train()
         while self.step < self.s.steps:
-            batch = next(it)
+            batch = to_device(next(it), self.device)
             autocast = (
                 torch.autocast("cuda", dtype=torch.bfloat16)
                 if self.device.startswith("cuda")
                 else torch.autocast("cpu", enabled=False)
             )
             with autocast:
-                loss, metrics = self.loss_fn(net, batch)
+                loss, metrics = net(batch)
             value = loss.item()
             if not math.isfinite(value):
                 raise NonFiniteLossError(

@@ -1,0 +1,258 @@
+"""EnerVerse-G: shapes per mode, camera conditioning, learning, determinism, EoS, exact resume, DDP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from enerverse.core.camera import intrinsics_from_fovy, look_at, rotate_about_z
+from enerverse.core.config import ConfigError
+from enerverse.core.trainer import Trainer, TrainSettings, epoch_batches
+from enerverse.generator import EnerVerseGenerator, inference_memory, ray_maps
+from enerverse.presets import get_preset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cams(V: int, T: int) -> np.ndarray:
+    main = look_at([1.3, 0.0, 0.75], [0.42, 0.0, 0.08])
+    return np.stack([np.stack([rotate_about_z(main, 30.0 * v, [0.5, 0.0, 0.0])] * T) for v in range(V)])
+
+
+def _batch(g: EnerVerseGenerator, B: int = 2, seed: int = 0) -> dict:
+    cfg = g.cfg
+    V, R, m, M = cfg.num_views, cfg.resolution, cfg.memory.n_memory, cfg.memory.chunk
+    T = m + M
+    gen = torch.Generator().manual_seed(seed)
+    K = np.stack([intrinsics_from_fovy(50.0, R, R)] * V)
+    rays = ray_maps(K, _cams(V, T), R, g.latent_size)
+    pos = torch.tensor([list(range(-m + 1, 1)) + list(range(1, M + 1))] * B, dtype=torch.float32)
+    return {
+        "frames": torch.rand(B, V, T, 3, R, R, generator=gen) * 2 - 1,
+        "rays": rays[None].expand(B, *rays.shape).clone(),
+        "pos": pos,
+        "instruction": ["put the red cube on the plate", "push the cube"][:B],
+        "K": K,
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny() -> EnerVerseGenerator:
+    torch.manual_seed(0)
+    return EnerVerseGenerator(get_preset("tiny")).eval()
+
+
+def test_shapes_of_every_mode(tiny: EnerVerseGenerator) -> None:
+    b = _batch(tiny)
+    cfg = tiny.cfg
+    V, m, M, C, h = (
+        cfg.num_views,
+        cfg.memory.n_memory,
+        cfg.memory.chunk,
+        cfg.codec.latent_channels,
+        tiny.latent_size,
+    )
+    z = tiny.encode(b["frames"])
+    assert z.shape == (2, C, V, m + M, h, h)
+    assert tiny.decode(z).shape == b["frames"].shape
+    loss, _ = tiny.training_loss(b)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    chunk = tiny.sample_chunk(z[:, :, :, :m], b["rays"], b["pos"], b["instruction"], steps=2, seed=0)
+    assert chunk.shape == (2, C, V, M, h, h)
+    feats = tiny.extract_features(z[:, :, :, :m], b["rays"], b["pos"], b["instruction"], seed=0)
+    assert feats.shape == (2, V, m + M, tiny.denoiser.feature_dim, h // 2, h // 2)
+    res = tiny.generate(b["frames"][0, :, :3], b["K"], _cams(V, 1)[:, 0], "push", max_chunks=2, steps=2)
+    assert res.frames.shape[:2] == (V, res.latents.shape[2]) and res.chunks in (1, 2)
+
+
+def test_sparse_view_mode_keeps_observed_views(tiny: EnerVerseGenerator) -> None:
+    b = _batch(tiny, B=1)
+    m = tiny.cfg.memory.n_memory
+    z = tiny.encode(b["frames"])
+    observed = z[:, :, :, m:].clone()
+    observed[:, :, 1] = float("nan")  # view 1 is missing, view 0 observed
+    out = tiny.sample_chunk(
+        z[:, :, :, :m], b["rays"], b["pos"], b["instruction"], steps=2, seed=1, observed=observed
+    )
+    torch.testing.assert_close(out[:, :, 0], z[:, :, 0, m:])
+    assert torch.isfinite(out).all() and not torch.allclose(out[:, :, 1], z[:, :, 1, m:])
+
+
+def test_ray_map_conditions_the_output() -> None:
+    torch.manual_seed(0)
+    g = EnerVerseGenerator(get_preset("tiny"))
+    for p in g.denoiser.conv_out.parameters():  # zero-initialised output: give it weights to see inputs
+        torch.nn.init.normal_(p, std=0.1)
+    b = _batch(g, B=1)
+    m = g.cfg.memory.n_memory
+    z = g.encode(b["frames"])
+    t = torch.full((1, m + g.cfg.memory.chunk), 500)
+    tok, mask = g.text_tokens(b["instruction"])
+    v1 = g.denoiser(z, b["rays"], t, b["pos"], tok, mask)
+    rays2 = b["rays"].clone()
+    rays2[:, 3:] = -rays2[:, 3:]  # other viewing directions
+    v2 = g.denoiser(z, rays2, t, b["pos"], tok, mask)
+    assert (v1 - v2).abs().mean() > 1e-3
+
+
+def test_sampling_is_deterministic_with_a_seed(tiny: EnerVerseGenerator) -> None:
+    b = _batch(tiny, B=1)
+    m = tiny.cfg.memory.n_memory
+    mem = tiny.encode(b["frames"])[:, :, :, :m]
+    a = tiny.sample_chunk(mem, b["rays"], b["pos"], b["instruction"], steps=3, seed=7)
+    c = tiny.sample_chunk(mem, b["rays"], b["pos"], b["instruction"], steps=3, seed=7)
+    d = tiny.sample_chunk(mem, b["rays"], b["pos"], b["instruction"], steps=3, seed=8)
+    torch.testing.assert_close(a, c)
+    assert not torch.allclose(a, d)
+
+
+def test_loss_falls_on_a_tiny_overfit_set() -> None:
+    torch.manual_seed(0)
+    g = EnerVerseGenerator(get_preset("tiny"))
+    g.codec.requires_grad_(False)
+    b = _batch(g, B=2)
+    opt = torch.optim.AdamW(g.denoiser.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(60):
+        gen.manual_seed(0)  # the same noise and timesteps each step: a fixed regression target
+        loss, _ = g.training_loss(b, generator=gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+def test_eos_stops_generation_where_the_eos_frame_appears(tiny: EnerVerseGenerator, monkeypatch) -> None:
+    cfg = tiny.cfg
+    V, M, C, h = cfg.num_views, cfg.memory.chunk, cfg.codec.latent_channels, tiny.latent_size
+    eos = tiny.eos_latent()
+    away = eos + 3.0
+    calls = {"n": 0}
+
+    def fake_chunk(memory, rays, pos, instructions, steps=None, seed=None, observed=None, guidance=None):
+        calls["n"] += 1
+        z = away[:, None, None].expand(C, V, M, h, h).clone()
+        if calls["n"] == 3:
+            z[:, :, 2:] = eos[:, None, None]  # EoS appears at frame 2 of the third chunk
+        return z[None]
+
+    monkeypatch.setattr(tiny, "sample_chunk", fake_chunk)
+    b = _batch(tiny, B=1)
+    res = tiny.generate(b["frames"][0, :, :2], b["K"], _cams(V, 1)[:, 0], "x", max_chunks=10)
+    assert calls["n"] == 3 and res.chunks == 3
+    assert res.eos_frame == 2 * M + 2 and res.frames.shape[1] == 2 * M + 2
+
+
+def test_inference_memory_is_bounded_and_ends_with_the_latest() -> None:
+    assert inference_memory(2, 4) == [0, 0, 0, 1]
+    idx = inference_memory(100, 4)
+    assert len(idx) == 4 and idx[-1] == 99 and idx[0] == 0 and idx == sorted(idx)
+
+
+def test_bad_inputs_get_clear_errors(tiny: EnerVerseGenerator) -> None:
+    b = _batch(tiny, B=1)
+    with pytest.raises(ValueError, match="expected frames"):
+        tiny.check_frames(b["frames"][:, :1])  # one view instead of two
+    with pytest.raises(ValueError, match="ray map must have shape"):
+        tiny.denoiser(
+            tiny.encode(b["frames"]),
+            b["rays"][:, :, :, :2],
+            torch.zeros(1, 6),
+            b["pos"],
+            *tiny.text_tokens(["x"]),
+        )
+    with pytest.raises(ConfigError, match="unknown preset"):
+        get_preset("tinny")
+    cfg = get_preset("tiny")
+    cfg.resolution = 36
+    with pytest.raises(ConfigError, match="divisible"):
+        EnerVerseGenerator(cfg)
+
+
+def _trainer(run_dir: Path, steps: int) -> tuple[Trainer, EnerVerseGenerator]:
+    torch.manual_seed(0)
+    g = EnerVerseGenerator(get_preset("tiny"))
+    s = TrainSettings(steps=steps, lr=1e-3, warmup_steps=2, ckpt_every=2, log_every=100, ema_decay=0.9)
+    tr = Trainer(g, s, run_dir, {"test": 1}, "cpu", params=list(g.denoiser.parameters()), name="generator")
+    return tr, g
+
+
+def _batches(g: EnerVerseGenerator):
+    items = [_batch(g, B=1, seed=i) for i in range(6)]
+
+    def get(idx: list[int], epoch: int) -> dict:
+        return {
+            "frames": torch.cat([items[i]["frames"] for i in idx]),
+            "rays": torch.cat([items[i]["rays"] for i in idx]),
+            "pos": torch.cat([items[i]["pos"] for i in idx]),
+            "instruction": [items[i]["instruction"][0] for i in idx],
+        }
+
+    return lambda st: epoch_batches(len(items), 2, 0, st, get)
+
+
+def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tmp_path: Path) -> None:
+    full, g_full = _trainer(tmp_path / "full", 4)
+    losses_full = full.fit(_batches(g_full))
+    first, g1 = _trainer(tmp_path / "split", 2)
+    first.fit(_batches(g1))
+    second, g2 = _trainer(tmp_path / "split", 4)
+    assert second.resume() and second.step == 2
+    losses_rest = second.fit(_batches(g2))
+    np.testing.assert_allclose(losses_rest, losses_full[2:], rtol=1e-5)
+    for (k, a), b in zip(g_full.state_dict().items(), g2.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+
+
+def test_resume_refuses_a_checkpoint_from_another_config(tmp_path: Path) -> None:
+    tr, g = _trainer(tmp_path, 2)
+    tr.fit(_batches(g))
+    other = Trainer(g, tr.s, tmp_path, {"test": 2}, "cpu", name="generator")
+    with pytest.raises(ValueError, match="another config"):
+        other.resume()
+
+
+@pytest.mark.integration
+def test_ddp_with_two_cpu_processes_runs_a_step(tmp_path: Path) -> None:
+    script = tmp_path / "ddp_step.py"
+    script.write_text(
+        "import torch, sys\n"
+        "sys.path.insert(0, {!r})\n"
+        "from tests.test_generator import _trainer, _batches\n"
+        "from pathlib import Path\n"
+        "tr, g = _trainer(Path({!r}), 1)\n"
+        "assert tr.distributed and tr.world == 2\n"
+        "tr.fit(_batches(g))\n"
+        "w = next(g.denoiser.parameters()).detach().clone()\n"
+        "torch.distributed.all_reduce(w)\n"
+        "assert torch.allclose(w / 2, next(g.denoiser.parameters()))  # replicas stay in sync\n"
+        "print('rank', tr.rank, 'ok')\n".format(str(REPO), str(tmp_path / "run"))
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("ok") == 2
