@@ -2,8 +2,9 @@
 # One-command set-up: Debian packages for headless rendering, a venv in .venv, the pinned CPU torch
 # wheel (unless a CUDA torch is wanted), and the project with its extras. Safe to re-run.
 #   EXTRAS   extras to install (default: dev,metaworld,ros); add gs,distributed on GPU/cluster hosts
-#   TORCH    torch requirement (default: torch==2.13.0, the CPU wheel on these machines);
+#   TORCH    torch requirement (default: torch==2.13.0, CPU build);
 #            set TORCH=skip to keep a torch that is already installed in the venv (e.g. a CUDA build)
+#   TORCH_CPU_INDEX  where CPU wheels come from when the default index only has CUDA builds
 #   PYTHON   interpreter for the venv (default: python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,11 +28,22 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip"
 
-# 3. torch first, so nothing later pulls a CUDA build by accident
+# 3. torch first, so nothing later pulls a CUDA build by accident. A plain `pip install torch` gives
+#    the CPU wheel only where the pip configuration provides one (as on this project's machines); on
+#    plain PyPI it would download the multi-GB CUDA build, so there the CPU index is used instead.
+TORCH_CPU_INDEX=${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
 if [ "$TORCH" != "skip" ]; then
   if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
-    echo "[setup] installing $TORCH"
-    $PIP install -q "$TORCH"
+    resolved=$($PIP install --dry-run --no-deps --quiet --report - "$TORCH" 2>/dev/null \
+      | "$VENV/bin/python" -c "import json,sys; print(json.load(sys.stdin)['install'][0]['metadata']['version'])" \
+      2>/dev/null || true)
+    if [[ "$resolved" == *+cpu* ]]; then
+      echo "[setup] installing $TORCH ($resolved)"
+      $PIP install -q "$TORCH"
+    else
+      echo "[setup] installing $TORCH from the CPU wheel index $TORCH_CPU_INDEX (default index offers '$resolved')"
+      $PIP install -q --index-url "$TORCH_CPU_INDEX" "$TORCH"
+    fi
   fi
 fi
 

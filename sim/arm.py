@@ -41,6 +41,7 @@ class ArmController:
         self.target_pos = np.zeros(3)
         self.target_rot = np.eye(3)
         self.q_cmd = HOME_QPOS.copy()
+        self.gripper_cmd = 1.0
 
     # --- state ----------------------------------------------------------------------------------
     def ee_pose(self, data: mujoco.MjData | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +61,7 @@ class ArmController:
         self.q_cmd = np.array(qpos, dtype=np.float64)
         self.data.ctrl[self.act] = self.q_cmd
         self.data.ctrl[self.fact] = opening * FINGER_OPEN
+        self.gripper_cmd = float(opening)
         mujoco.mj_kinematics(self.model, self.data)
         self.target_pos, self.target_rot = self.ee_pose()
 
@@ -108,7 +110,8 @@ class ArmController:
 
     def set_gripper(self, opening: float) -> None:
         """Finger servo targets from an opening in [0, 1] (1 = open)."""
-        self.data.ctrl[self.fact] = float(np.clip(opening, 0.0, 1.0)) * FINGER_OPEN
+        self.gripper_cmd = float(np.clip(opening, 0.0, 1.0))
+        self.data.ctrl[self.fact] = self.gripper_cmd * FINGER_OPEN
 
     def sync_target(self) -> None:
         """Re-seat the Δ-EE target on the measured pose (after joint-space control)."""

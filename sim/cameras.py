@@ -159,7 +159,8 @@ class MultiViewRenderer:
         self._ctx = True
 
     def render(self, data: mujoco.MjData) -> tuple[np.ndarray, np.ndarray | None]:
-        """RGB uint8 [V, H, W, 3] and depth float32 [V, H, W] (metres along the optical axis) or None."""
+        """RGB uint8 [V, H, W, 3] and depth float32 [V, H, W] (metres along the optical axis; +inf where
+        no surface was hit) or None."""
         if self._ctx is None:
             self._setup()
         self._gl.make_current()
@@ -175,7 +176,9 @@ class MultiViewRenderer:
             return rgb, None
         extent = self.model.stat.extent
         near, far = self.model.vis.map.znear * extent, self.model.vis.map.zfar * extent
-        z = near / (1.0 - self._z[::-1] * (1.0 - near / far))  # z-buffer -> metric depth
+        zbuf = self._z[::-1]
+        z = near / (1.0 - zbuf * (1.0 - near / far))  # z-buffer -> metric depth
+        z[zbuf >= 1.0] = np.inf  # nothing hit (background): no depth, rather than the far plane
         return rgb, z.reshape(H, V, W).transpose(1, 0, 2).astype(np.float32)
 
     def close(self) -> None:

@@ -58,59 +58,96 @@ class CollectConfig(SimSettings):
 _WORKER: dict = {}
 
 
-def _init_worker(cfg: CollectConfig, store_path: str) -> None:
+def _die_with_parent() -> None:
+    """Pool workers must not outlive a killed parent (they would keep writing into the store)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _init_worker(cfg: CollectConfig, store_path: str, in_pool: bool = True) -> None:
     from sim.experts import make_expert
     from sim.registration import make_env
 
+    if in_pool:
+        _die_with_parent()
     _WORKER["env"] = make_env(cfg.task, **cfg.env_kwargs())
     _WORKER["policy"] = make_expert(cfg.task)
     _WORKER["store"] = EpisodeStore.open(store_path)
 
 
-def _collect_one(job: tuple[int, int]) -> dict:
+def _collect_one(job: tuple[int, int]) -> dict | None:
     from sim.rollout import record_episode
 
     index, seed = job
+    store = _WORKER["store"]
+    if store.has_episode(index):  # committed meanwhile (e.g. by a worker of an interrupted run)
+        return None
     t0 = time.perf_counter()
-    res = record_episode(_WORKER["env"], _WORKER["policy"], _WORKER["store"], index, seed, collector="expert")
+    try:
+        res = record_episode(_WORKER["env"], _WORKER["policy"], store, index, seed, collector="expert")
+    except FileExistsError:
+        return None
     res["seconds"] = time.perf_counter() - t0
     return res
 
 
-def open_store_for_collection(path: Path, resume: bool) -> EpisodeStore:
-    """Create the store, or reopen it for ``resume`` (dropping temp folders of killed writers)."""
+def collection_settings(cfg: CollectConfig) -> dict:
+    """What every episode of one store shares; recorded in the store and checked on resume."""
+    return {"task": cfg.task, "views": list(cfg.views), "resolution": cfg.resolution, "depth": cfg.depth,
+            "max_steps": cfg.max_steps, "seed": cfg.seed}
+
+
+def open_store_for_collection(path: Path, cfg: CollectConfig) -> EpisodeStore:
+    """Create the store, or reopen it for ``resume`` after checking it was collected with the same
+    settings (temp folders of dead writers are dropped)."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"out={path} is a file; expected an episode store folder (new or existing)")
+    settings = collection_settings(cfg)
     if path.exists() and any(path.iterdir()):
         store = EpisodeStore.open(path)
-        if len(store) and not resume:
+        if len(store) and not cfg.resume:
             raise ConfigError(f"{path} already holds {len(store)} episodes; pass resume=true to continue it "
                               "or choose another out=")
+        before = store.root_attrs.get("collection")
+        if before is not None and before != settings:
+            diff = {k: (before.get(k), settings[k]) for k in settings if before.get(k) != settings[k]}
+            raise ConfigError(f"{path} was collected with other settings; resume with the same ones. "
+                              f"Differences (store, now): {diff}")
         store.cleanup_incomplete()
         return store
-    return EpisodeStore.create(path)
+    return EpisodeStore.create(path, attrs={"collection": settings})
 
 
 def collect(cfg: CollectConfig, run_dir: Path, store_path: Path) -> dict:
     """Fill ``store_path`` with expert episodes 0..episodes-1; returns the summary dict."""
-    store = open_store_for_collection(store_path, cfg.resume)
+    store = open_store_for_collection(store_path, cfg)
     todo = [i for i in range(cfg.episodes) if not store.has_episode(i)]
     jobs = [(i, episode_seed(cfg.seed, i)) for i in todo]
     results: list[dict] = []
     t0 = time.perf_counter()
     bar = progress(total=len(jobs), desc=f"collect {cfg.task}", unit="ep")
-    if cfg.workers == 1 or len(jobs) <= 1:
-        _init_worker(cfg, str(store_path))
-        for job in jobs:
-            results.append(_collect_one(job))
-            bar.update(1)
+    def record(res: dict | None) -> None:
+        bar.update(1)
+        if res is not None:
+            results.append(res)
             bar.set_postfix(success=f"{np.mean([r['success'] for r in results]):.2f}")
-        _WORKER["env"].close()
+
+    if cfg.workers == 1 or len(jobs) <= 1:
+        _init_worker(cfg, str(store_path), in_pool=False)
+        try:
+            for job in jobs:
+                record(_collect_one(job))
+        finally:
+            _WORKER["env"].close()
     else:
         ctx = mp.get_context("spawn")
         with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg, str(store_path))) as pool:
             for res in pool.imap_unordered(_collect_one, jobs):
-                results.append(res)
-                bar.update(1)
-                bar.set_postfix(success=f"{np.mean([r['success'] for r in results]):.2f}")
+                record(res)
     bar.close()
     wall = time.perf_counter() - t0
     store = EpisodeStore.open(store_path)
@@ -150,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_cli(CollectConfig, args, prog="ev-collect")
     try:
         if cfg.out:  # refuse a bad store before anything is written
-            open_store_for_collection(Path(cfg.out), cfg.resume)
+            open_store_for_collection(Path(cfg.out), cfg)
         run_dir = make_output_dir("collect", cfg.run_dir)
         store_path = Path(cfg.out) if cfg.out else run_dir / "episodes"
         save_config(cfg, run_dir / "config.json")

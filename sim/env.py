@@ -14,6 +14,7 @@ truncate at the task's ``max_steps``; the reward is 1.0 on success steps, else 0
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import gymnasium as gym
@@ -42,6 +43,17 @@ MAX_DROT = 0.3
 SETTLE_STEPS = 50
 
 
+def anchor_from_dict(d: dict) -> AnchorSpec:
+    """An AnchorSpec from a config dict, with the valid keys named on a bad one."""
+    valid = [f.name for f in dataclasses.fields(AnchorSpec)]
+    bad = [k for k in d if k not in valid]
+    if bad:
+        raise ValueError(f"unknown anchor key(s) {bad}; valid keys: {', '.join(valid)}")
+    if d.get("name") in ("main", "wrist"):
+        raise ValueError(f"anchor name {d['name']!r} is taken by a built-in camera; choose another name")
+    return AnchorSpec(**d)
+
+
 def make_rig(views: Sequence[str] | None, anchors: list[dict] | None, width: int, height: int,
              max_steps: int | None, render_mode: str | None) -> RigSpec:
     """Check the constructor arguments every env shares; return the validated camera rig."""
@@ -51,7 +63,7 @@ def make_rig(views: Sequence[str] | None, anchors: list[dict] | None, width: int
         raise ValueError(f"max_steps must be positive, got {max_steps}")
     if render_mode not in (None, "rgb_array"):
         raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-    rig = RigSpec() if anchors is None else RigSpec(anchors=[AnchorSpec(**a) for a in anchors])
+    rig = RigSpec() if anchors is None else RigSpec(anchors=[anchor_from_dict(a) for a in anchors])
     if views is not None:
         rig.views = tuple(views)
     elif anchors is not None:  # explicit anchors replace the rule-based ones in the default views
@@ -156,9 +168,12 @@ class EnerVerseEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         if self.control == "ee":
             a = validate_action(action, EE_ACTION_DIM, "ee")
-            self.arm.apply_delta_ee(np.clip(a, self.action_space.low, self.action_space.high))
         else:
             a = validate_action(action, JOINT_ACTION_DIM, "joint")
+        a = np.clip(a, self.action_space.low, self.action_space.high)  # the action actually applied
+        if self.control == "ee":
+            self.arm.apply_delta_ee(a)
+        else:
             self.arm.apply_joint(a)
         mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
         if self.control == "joint":
@@ -167,7 +182,16 @@ class EnerVerseEnv(gym.Env):
         self.task.after_step(self._steps)
         success = self.task.success()
         truncated = self._steps >= self.max_steps and not success
-        return self._obs(), float(success), success, truncated, self._info(success)
+        info = self._info(success)
+        info["applied_action"] = a.astype(np.float32)
+        return self._obs(), float(success), success, truncated, info
+
+    def hold_action(self) -> np.ndarray:
+        """The action that keeps the arm where it is (zero Δ-EE, or the current joint targets)."""
+        g = self.arm.gripper_cmd
+        if self.control == "ee":
+            return np.array([0, 0, 0, 0, 0, 0, g], dtype=np.float32)
+        return np.concatenate([self.arm.q_cmd, [g]]).astype(np.float32)
 
     def render(self) -> np.ndarray | None:
         """The views side by side, uint8 [H, V*W, 3] (``render_mode="rgb_array"``)."""

@@ -11,6 +11,7 @@ from collection's (0). Writes results.json, a success plot (png) and a video gri
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -48,11 +49,21 @@ class EvalConfig(SimSettings):
     """output folder (default: outputs/eval/<timestamp>)"""
 
     def validate(self) -> None:
-        if self.task != "all":
+        if self.task == "all":  # every project task must accept the settings
+            for task in TASKS:
+                dataclasses.replace(self, task=task).validate()
+            return
+        try:
             super().validate()
+        except ConfigError as e:
+            if "unknown" in str(e) and "task" in str(e):
+                raise ConfigError(f"{e} (or task=all for every project task)") from None
+            raise
         for name in ("episodes", "num_envs"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.policy != "expert":
+            make_policy(self.policy, self.task)  # raises the explanation
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

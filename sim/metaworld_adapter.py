@@ -143,7 +143,8 @@ class MetaWorldEnv(gym.Env):
             elif a.yaw_deg is not None:
                 T, fovy = rotate_about_z(main_T, a.yaw_deg, MW_WORKSPACE_CENTER), a.fovy
             else:
-                T, fovy = look_at(np.asarray(a.eye, float), np.asarray(a.target, float)), a.fovy
+                up = np.asarray(a.up or (0.0, 0.0, 1.0), float)
+                T, fovy = look_at(np.asarray(a.eye, float), np.asarray(a.target, float), up), a.fovy
             self._views.append((v, free_camera_from_opencv(T), float(fovy), T))
         self._K = np.stack([intrinsics_from_fovy(f, self.width, self.height) for _, _, f, _ in self._views])
         self._steps = 0
@@ -187,6 +188,7 @@ class MetaWorldEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         """Episode ``seed`` k: goal ``k % 50`` of ``MT1(task, seed=k // 50)``; no seed draws k in [0, 50)."""
         super().reset(seed=seed)
+        self._last_grip = 1.0
         k = int(seed) if seed is not None else int(self.np_random.integers(N_GOALS))
         if k < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
@@ -197,11 +199,19 @@ class MetaWorldEnv(gym.Env):
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         a = validate_action(action, EE_ACTION_DIM, "ee")
+        a = np.clip(a, self.action_space.low, self.action_space.high)  # what Meta-World can execute
         self._obs39, dense, _, _, mw_info = self._mw.step(to_metaworld_action(a, self.action_scale))
         self._steps += 1
         success = bool(mw_info["success"])
         truncated = self._steps >= self.max_steps and not success
-        return self._obs(), float(success), success, truncated, self._info(success, float(dense))
+        info = self._info(success, float(dense))
+        info["applied_action"] = a.astype(np.float32)
+        self._last_grip = float(a[6])
+        return self._obs(), float(success), success, truncated, info
+
+    def hold_action(self) -> np.ndarray:
+        """Zero motion with the gripper as last commanded (the final frame of a recorded episode)."""
+        return np.array([0, 0, 0, 0, 0, 0, self._last_grip], dtype=np.float32)
 
     def render(self) -> np.ndarray | None:
         """The views side by side, uint8 [H, V*W, 3] (``render_mode="rgb_array"``)."""
@@ -259,7 +269,8 @@ class MetaWorldEnv(gym.Env):
         return obs
 
     def _info(self, success: bool, dense_reward: float) -> dict:
-        return {"success": bool(success), "instruction": self.instruction, "task": self.task_name,
+        return {"success": bool(success), "instruction": self.instruction,
+                "task": f"metaworld/{self.task_name}",
                 "step": self._steps, "seed": self._episode, "dense_reward": dense_reward}
 
 
@@ -284,14 +295,16 @@ class MetaWorldExpert:
     environment would) are mapped back to our 7-D convention with :func:`from_metaworld_action`.
     """
 
-    def __init__(self, task_name: str = "pick-place-v3", action_scale: float = 1.0 / 100) -> None:
+    def __init__(self, task_name: str = "pick-place-v3", action_scale: float | None = None) -> None:
         from metaworld.policies import ENV_POLICY_MAP
 
         self.task_name = check_task_name(task_name)
         if self.task_name not in ENV_POLICY_MAP:
             raise ValueError(f"Meta-World has no scripted policy for {self.task_name!r}")
         self.policy = ENV_POLICY_MAP[self.task_name]()
-        self.action_scale = float(action_scale)
+        # Meta-World sets action_scale = 1/100 in SawyerXYZEnv.__init__ (an instance attribute, so it
+        # cannot be read without building an env); MetaWorldEnv.action_scale reads the live value
+        self.action_scale = float(1.0 / 100 if action_scale is None else action_scale)
         self.chunk = 1
 
     def reset(self) -> None:

@@ -9,6 +9,16 @@ from sim.cameras import DEFAULT_VIEWS, RigSpec
 from sim.tasks import get_task_class
 
 
+def check_task(task: str) -> None:
+    """Raise ValueError (valid names listed) for an unknown project or Meta-World task."""
+    if task.startswith("metaworld/"):
+        from sim.metaworld_adapter import check_task_name  # ImportError names the extra to install
+
+        check_task_name(task.split("/", 1)[1])
+    else:
+        get_task_class(task)
+
+
 @dataclass
 class SimSettings:
     """Which task and camera rig an environment runs."""
@@ -31,10 +41,9 @@ class SimSettings:
         if self.max_steps is not None and self.max_steps <= 0:
             raise ConfigError(f"max_steps must be positive, got {self.max_steps}")
         try:
-            if not self.task.startswith("metaworld/"):
-                get_task_class(self.task)
-                RigSpec(views=tuple(self.views)).validate()
-        except ValueError as e:
+            check_task(self.task)
+            RigSpec(views=tuple(self.views)).validate()
+        except (ValueError, ImportError) as e:
             raise ConfigError(str(e)) from None
 
     def env_kwargs(self) -> dict:

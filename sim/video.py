@@ -9,14 +9,12 @@ import numpy as np
 
 
 def label(img: np.ndarray, text: str) -> np.ndarray:
-    """Draw ``text`` in the top-left corner of an RGB image [H, W, 3] (returns a copy)."""
+    """Draw ``text`` on a dark box in the top-left corner of an RGB image [H, W, 3] (returns a copy)."""
     out = np.ascontiguousarray(img).copy()
-    scale = max(out.shape[0] / 256.0, 0.3)
-    thick = max(int(round(scale)), 1)
-    cv2.putText(out, text, (2, int(12 * scale) + 2), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.45, (0, 0, 0),
-                thick + 1, cv2.LINE_AA)
-    cv2.putText(out, text, (2, int(12 * scale) + 2), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.45, (255, 255, 255),
-                thick, cv2.LINE_AA)
+    scale = max(out.shape[0] / 320.0, 0.35)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(out, (0, 0), (min(tw + 4, out.shape[1] - 1), th + base + 3), (0, 0, 0), -1)
+    cv2.putText(out, text, (2, th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
 

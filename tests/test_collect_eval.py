@@ -38,8 +38,9 @@ def _command(script: str, module: str) -> list[str]:
 
 def run_entry(script: str, args: list[str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
     module = {"ev-collect": "sim.collect", "ev-eval": "sim.evaluate"}[script]
-    return subprocess.run(_command(script, module) + args, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        _command(script, module) + args, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def last_json(stdout: str) -> dict:
@@ -50,8 +51,11 @@ def last_json(stdout: str) -> dict:
 
 def episode_hashes(store: Path, index: int) -> dict[str, str]:
     root = store / "episodes" / f"episode_{index:06d}"
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def committed(store: Path) -> list[str]:
@@ -72,6 +76,11 @@ def check_episode_reads_back(ep, views: int = 1, res: int = 32) -> None:
     assert arrays["K"].shape == (views, 3, 3)
     for a in arrays.values():
         assert np.all(np.isfinite(a))
+    # no torn (zero-filled) frames: every pose is rigid and every image has content
+    np.testing.assert_array_equal(
+        arrays["T_cam_world"][:, :, 3], np.broadcast_to([0, 0, 0, 1], (T, views, 4))
+    )
+    assert (arrays["rgb"].reshape(T, -1).max(axis=1) > 0).all()
     assert isinstance(ep.attrs["success"], bool)
 
 
@@ -154,8 +163,9 @@ def test_collect_resume_adds_only_the_missing_episode(collected, tmp_path: Path)
     shutil.copytree(src, store)
     before = {i: episode_hashes(store, i) for i in (0, 1)}
     assert all(before.values())
-    proc = run_entry("ev-collect", ["episodes=3", *SMALL, f"out={store}", "resume=true", "video_episodes=0"],
-                     tmp_path)
+    proc = run_entry(
+        "ev-collect", ["episodes=3", *SMALL, f"out={store}", "resume=true", "video_episodes=0"], tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     summary = last_json(proc.stdout)
     assert summary["episodes"] == 3 and summary["collected_now"] == 1
@@ -168,9 +178,10 @@ def test_collect_resume_adds_only_the_missing_episode(collected, tmp_path: Path)
 
 
 @pytest.mark.integration
-def test_collect_survives_sigkill_and_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_collect_survives_sigkill_and_resumes(tmp_path: Path, workers: int) -> None:
     store = tmp_path / "store"
-    args = ["episodes=50", "workers=1", *SMALL, f"out={store}", "video_episodes=0"]
+    args = ["episodes=50", f"workers={workers}", *SMALL, f"out={store}", "video_episodes=0"]
     module_cmd = _command("ev-collect", "sim.collect")
     with open(tmp_path / "stdout.txt", "w") as out, open(tmp_path / "stderr.txt", "w") as err:
         proc = subprocess.Popen(module_cmd + args, cwd=tmp_path, stdout=out, stderr=err)
@@ -186,27 +197,61 @@ def test_collect_survives_sigkill_and_resumes(tmp_path: Path) -> None:
             proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     s = EpisodeStore.open(store)
-    n = len(s)
-    assert n >= 2 and s.indices() == list(range(n))  # one worker: committed in order
+    n = max(s.indices()) + 1
+    assert len(s) >= 2
+    if workers == 1:
+        assert s.indices() == list(range(n))  # one worker: committed in order
     for ep in s.episodes():
         check_episode_reads_back(ep)
-    proc = run_entry("ev-collect", [f"episodes={n + 1}", "workers=1", *SMALL, f"out={store}", "resume=true",
-                                    "video_episodes=0"], tmp_path)
+    # resume at once (pool workers of the killed run must not keep writing into the store)
+    proc = run_entry(
+        "ev-collect",
+        [f"episodes={n + 1}", f"workers={workers}", *SMALL, f"out={store}", "--resume", "video_episodes=0"],
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = last_json(proc.stdout)
-    assert summary["episodes"] == n + 1 and summary["collected_now"] == 1
+    assert summary["episodes"] == n + 1
     s = EpisodeStore.open(store)
     assert s.indices() == list(range(n + 1))
-    assert s.incomplete() == []  # leftovers of the killed writer were cleaned up
-    check_episode_reads_back(s.episode(n))
+    assert s.incomplete() == []  # leftovers of the killed writers were cleaned up
+    for ep in s.episodes():  # every committed episode is complete
+        check_episode_reads_back(ep)
+
+
+@pytest.mark.integration
+def test_collect_resume_refuses_other_settings(collected, tmp_path: Path) -> None:
+    _, store, _ = collected
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy)
+    proc = run_entry(
+        "ev-collect", ["episodes=3", "resolution=48", "views=[main]", f"out={copy}", "resume=true"], tmp_path
+    )
+    assert proc.returncode == 2
+    assert "other settings" in proc.stderr and "resolution" in proc.stderr
+    assert len(EpisodeStore.open(copy)) == len(EpisodeStore.open(store))
+
+
+def test_collect_into_a_file_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SystemExit) as exc:
+        collect_mod.main([f"out={tmp_path / 'f'}", *SMALL])
+    assert exc.value.code == 2 and "is a file" in capsys.readouterr().err
+    assert not (tmp_path / "outputs").exists()
 
 
 # --- ev-eval --------------------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_eval_expert_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    proc = run_entry("ev-eval", ["task=pick_place", "policy=expert", "episodes=2", "num_envs=2", *SMALL,
-                                 f"out={out}", "videos=1"], tmp_path)
+    proc = run_entry(
+        "ev-eval",
+        ["task=pick_place", "policy=expert", "episodes=2", "num_envs=2", *SMALL, f"out={out}", "videos=1"],
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = last_json(proc.stdout)
     assert summary["task"] == "pick_place" and summary["episodes"] == 2
@@ -246,8 +291,16 @@ def test_evaluate_any_policy_with_partial_batches() -> None:
 @pytest.mark.integration
 def test_evaluate_expert_in_process_counts_each_episode_once() -> None:
     kw = {"views": ["main"], "width": 16, "height": 16}
-    res = evaluate(make_expert("reach"), "reach", episodes=3, num_envs=2, seed=0, videos=2, env_kwargs=kw,
-                   show_progress=False)
+    res = evaluate(
+        make_expert("reach"),
+        "reach",
+        episodes=3,
+        num_envs=2,
+        seed=0,
+        videos=2,
+        env_kwargs=kw,
+        show_progress=False,
+    )
     assert res["successes"] == 3
     assert len(res["frames"]) == 2 and res["frames"][0].shape[1:] == (1, 16, 16, 3)
     for e, clip in zip(res["per_episode"], res["frames"]):
@@ -260,14 +313,25 @@ def test_evaluate_rejects_badly_shaped_policy_output() -> None:
             return np.zeros((len(obs["state"]), 7), dtype=np.float32)
 
     with pytest.raises(ValueError, match=r"policy.act must return actions \[B=2, chunk, A\]"):
-        evaluate(Bad(), "reach", episodes=2, num_envs=2, show_progress=False,
-                 env_kwargs={"views": ["main"], "width": 16, "height": 16})
+        evaluate(
+            Bad(),
+            "reach",
+            episodes=2,
+            num_envs=2,
+            show_progress=False,
+            env_kwargs={"views": ["main"], "width": 16, "height": 16},
+        )
 
 
 @pytest.mark.parametrize(
     "k,n,expected",
-    [(0, 10, (0.0, 0.27753)), (10, 10, (0.72247, 1.0)), (5, 10, (0.23659, 0.76341)),
-     (1, 2, (0.09453, 0.90547)), (0, 0, (0.0, 1.0))],
+    [
+        (0, 10, (0.0, 0.27753)),
+        (10, 10, (0.72247, 1.0)),
+        (5, 10, (0.23659, 0.76341)),
+        (1, 2, (0.09453, 0.90547)),
+        (0, 0, (0.0, 1.0)),
+    ],
 )
 def test_wilson_interval_known_values(k: int, n: int, expected: tuple[float, float]) -> None:
     lo, hi = wilson_interval(k, n)
@@ -289,20 +353,45 @@ def test_wilson_interval_narrows_with_more_episodes() -> None:
 @pytest.mark.parametrize(
     "args,fragments",
     [
-        (["episdoes=2"], ["unknown config key 'episdoes'", "valid keys", "episodes", "resolution",
-                          "did you mean 'episodes'"]),
-        (["task=nope"], ["unknown task 'nope'", "valid tasks", "reach", "push", "pick_place", "stack",
-                         "long_horizon", "memory"]),
+        (
+            ["episdoes=2"],
+            [
+                "unknown config key 'episdoes'",
+                "valid keys",
+                "episodes",
+                "resolution",
+                "did you mean 'episodes'",
+            ],
+        ),
+        (
+            ["task=nope"],
+            [
+                "unknown task 'nope'",
+                "valid tasks",
+                "reach",
+                "push",
+                "pick_place",
+                "stack",
+                "long_horizon",
+                "memory",
+            ],
+        ),
         (["resolution=-1"], ["resolution", "-1"]),
         (["resolution=abc"], ["resolution"]),
         (["views=[main,fisheye]"], ["unknown camera 'fisheye'", "valid views"]),
         (["episodes=0"], ["episodes must be positive"]),
         (["--episodes", "2"], ["key=value"]),
+        (["task=metaworld/bogus-v3"], ["unknown Meta-World task 'bogus-v3'"]),
     ],
 )
-def test_entry_point_config_errors_exit_2(main, args: list[str], fragments: list[str], tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_entry_point_config_errors_exit_2(
+    main,
+    args: list[str],
+    fragments: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exc:
         main(args)
@@ -314,13 +403,32 @@ def test_entry_point_config_errors_exit_2(main, args: list[str], fragments: list
     assert not (tmp_path / "outputs").exists()  # nothing is written for a bad config
 
 
-def test_eval_unknown_policy_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_unknown_policy_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exc:
         evaluate_mod.main(["policy=ckpt/foo", "episodes=1", "num_envs=1", *SMALL, f"out={tmp_path / 'e'}"])
     assert exc.value.code == 2
     assert "policy='ckpt/foo'" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()  # refused before writing anything
+
+
+@pytest.mark.parametrize(
+    "args,fragment", [(["resolution=0"], "resolution"), (["views=[fisheye]"], "fisheye")]
+)
+def test_eval_all_checks_the_settings_too(
+    args: list[str],
+    fragment: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        evaluate_mod.main(["task=all", *args])
+    assert exc.value.code == 2 and fragment in capsys.readouterr().err
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_collect_help_lists_keys(capsys: pytest.CaptureFixture[str]) -> None:

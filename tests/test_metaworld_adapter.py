@@ -48,7 +48,7 @@ def test_observation_layout_matches_space(env):
     assert env.view_names == ["main", "anchor_left", "anchor_right", "wrist"]
     assert env.view_kinds == ["real", "anchor", "anchor", "real"]
     assert env.fps == pytest.approx(80.0) and env.max_steps == 500
-    assert info["instruction"] == env.instruction == "pick place" and info["task"] == TASK
+    assert info["instruction"] == env.instruction == "pick place" and info["task"] == f"metaworld/{TASK}"
     cams = env.cameras()
     np.testing.assert_allclose(np.stack([c.K for c in cams]), obs["K"], rtol=1e-6)
     np.testing.assert_allclose(np.stack([c.T_cam_world for c in cams]), obs["T_cam_world"], atol=1e-6)

@@ -359,3 +359,34 @@ def test_joint_control_moves_toward_commanded_positions() -> None:
         assert obs["state"][7] < 0.01
     finally:
         env.close()
+
+
+def test_anchor_config_errors_name_the_problem() -> None:
+    with pytest.raises(ValueError, match="unknown anchor key.*valid keys: name, yaw_deg"):
+        EnerVerseEnv("reach", width=16, height=16, anchors=[{"name": "a", "yaw": 30}])
+    with pytest.raises(ValueError, match="taken by a built-in camera"):
+        EnerVerseEnv("reach", width=16, height=16, anchors=[{"name": "main", "yaw_deg": 30}])
+
+
+def test_applied_action_is_the_clipped_one_and_hold_keeps_still() -> None:
+    env = EnerVerseEnv("reach", views=["main"], width=16, height=16, depth=True)
+    try:
+        obs, _ = env.reset(seed=0)
+        assert np.isinf(obs["depth"]).any() and np.isfinite(obs["depth"]).any()  # background has no depth
+        _, _, _, _, info = env.step(np.array([1.0, 0, 0, 0, 0, 0, 0.3], np.float32))
+        np.testing.assert_allclose(info["applied_action"][:3], [0.05, 0, 0], atol=1e-7)
+        hold = env.hold_action()
+        np.testing.assert_allclose(hold, [0, 0, 0, 0, 0, 0, 0.3], atol=1e-6)  # gripper as commanded
+    finally:
+        env.close()
+    env = EnerVerseEnv("reach", views=["main"], width=16, height=16, control="joint")
+    try:
+        obs, _ = env.reset(seed=0)
+        q = obs["state"][8:15].astype(np.float64)
+        hold = env.hold_action()
+        assert hold.shape == (8,)
+        for _ in range(5):
+            obs, *_ = env.step(hold)
+        np.testing.assert_allclose(obs["state"][8:15], q, atol=2e-3)  # holding, not driving to q = 0
+    finally:
+        env.close()

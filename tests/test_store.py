@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from enerverse.core.store import (
     EpisodeStore,
     EpisodeWriter,
     StoreFormatError,
+    WriterConflictError,
     compute_stats,
     load_stats,
     save_stats,
@@ -72,6 +75,8 @@ def test_round_trip_arrays_and_attrs(store: EpisodeStore) -> None:
     assert store.root_attrs["format"] == FORMAT_NAME and store.root_attrs["version"] == FORMAT_VERSION == 1
     assert store.indices() == [4] and len(store) == 1 and store.next_index() == 5
     assert store.has_episode(4) and not store.has_episode(3) and 4 in store
+    assert np.int64(4) in store and np.uint8(4) in store and np.int32(3) not in store
+    assert np.int64(-4) not in store and True not in store and "4" not in store and 4.0 not in store
     assert (store.episodes_dir / "episode_000004").is_dir() and store.incomplete() == []
 
     view = EpisodeStore.open(store.path).episode(4)
@@ -101,7 +106,13 @@ def test_episode_without_depth_and_generated_provenance(store: EpisodeStore) -> 
     assert view.attrs["provenance"] == "generated" and view.attrs["generator_version"] == "ev-g 0.1"
     with pytest.raises(KeyError, match="no array 'depth'"):
         view.load("depth")
-    assert set(PROVENANCES) == {"sim", "real", "generated", "gs4d"}
+
+
+@pytest.mark.parametrize("provenance", PROVENANCES)
+def test_every_listed_provenance_is_accepted_and_stored(store: EpisodeStore, provenance: str) -> None:
+    ep = make_episode(11, T=1, with_depth=False)
+    write(store, 0, ep, provenance=provenance, generator_version="gen 1")
+    assert EpisodeStore.open(store.path).episode(0).attrs["provenance"] == provenance
 
 
 def _bad(ep: dict[str, Any], t: int, **over: Any) -> dict[str, Any]:
@@ -212,6 +223,103 @@ def test_existing_index_needs_overwrite_and_is_replaced_only_at_commit(store: Ep
         np.testing.assert_array_equal(store.episode(0).load("rgb"), old["rgb"])  # old still there
     assert store.indices() == [0] and store.incomplete() == []
     np.testing.assert_array_equal(store.episode(0).load("rgb"), new["rgb"])
+
+
+def _start(store: EpisodeStore, ep: dict[str, Any], n: int, flush_every: int = 32) -> EpisodeWriter:
+    w = store.write_episode(0, flush_every=flush_every, **meta(ep))
+    for t in range(n):
+        w.add_frame(**frame(ep, t))
+    return w
+
+
+def test_cleanup_keeps_live_writers_folder_and_commit_is_complete(store: EpisodeStore) -> None:
+    """Reproducer: a resume-time cleanup used to delete a live writer's temp folder; zarr re-created
+    the folders and the commit produced a 50-frame episode whose first 32 frames were zeros."""
+    ep = make_episode(12, T=50)
+    w = _start(store, ep, 40)  # frames 0..31 flushed to disk, 32..39 buffered
+    (name,) = store.incomplete()
+    other = EpisodeStore.open(store.path)  # e.g. a resumed collector
+    assert other.incomplete(in_use=True) == [name] and other.incomplete(in_use=False) == []
+    assert other.cleanup_incomplete() == 0 and store.incomplete() == [name]
+    for t in range(40, 50):
+        w.add_frame(**frame(ep, t))
+    assert w.commit() == 0
+    view = EpisodeStore.open(store.path).episode(0)
+    assert view.length == 50
+    for key in ("rgb", "depth", "state", "action", "T_cam_world"):
+        np.testing.assert_array_equal(view.load(key), ep[key], err_msg=key)
+    assert not (store.episodes_dir / "episode_000000" / ".writer.lock").exists()
+    assert store.incomplete() == []
+
+
+def test_cleanup_removes_only_dead_writers_leftovers(store: EpisodeStore) -> None:
+    ep = make_episode(13, T=8)
+    live = _start(store, ep, 8, flush_every=4)
+    dropped = store.write_episode(1, flush_every=4, **meta(ep))
+    dropped.add_frame(**frame(ep, 0))
+    dropped.flush()
+    dropped_name = dropped.tmp_path.name
+    del dropped  # dropped without commit/abort (like a writer whose process died): lock released
+    gc.collect()
+    legacy = store.episodes_dir / ".tmp-episode_000002-0123abcd"  # written before writer locks existed
+    legacy.mkdir()
+    (legacy / "zarr.json").write_text("{}")
+    (store.episodes_dir / ".tmp-stray-file").write_text("x")
+    dead = sorted([dropped_name, legacy.name, ".tmp-stray-file"])
+    assert store.incomplete(in_use=False) == dead
+    assert store.incomplete(in_use=True) == [live.tmp_path.name]
+    assert store.cleanup_incomplete(min_age_s=3600) == 0  # all too fresh
+    assert store.cleanup_incomplete() == 3
+    assert store.incomplete() == [live.tmp_path.name]
+    live.commit()
+    assert store.indices() == [0] and store.incomplete() == []
+
+
+@pytest.mark.parametrize("tamper", ["deleted", "replaced by a copy", "lock file removed"])
+def test_writer_refuses_to_commit_when_its_temp_folder_was_replaced(
+        store: EpisodeStore, tmp_path: Path, tamper: str) -> None:
+    ep = make_episode(14, T=50)
+    with pytest.raises(WriterConflictError, match="removed or replaced.*nothing is committed"):
+        with store.write_episode(0, flush_every=32, **meta(ep)) as w:
+            for t in range(40):
+                w.add_frame(**frame(ep, t))
+            if tamper == "deleted":  # what a lock-ignoring cleanup (or rm -rf) does
+                shutil.rmtree(w.tmp_path)
+            elif tamper == "replaced by a copy":
+                w.tmp_path.rename(tmp_path / "aside")
+                shutil.copytree(tmp_path / "aside", w.tmp_path)
+            else:
+                (w.tmp_path / ".writer.lock").unlink()
+            for t in range(40, 50):
+                w.add_frame(**frame(ep, t))
+    assert_nothing_written(store)
+
+
+def test_writer_notices_a_deleted_temp_folder_at_the_next_flush(store: EpisodeStore) -> None:
+    ep = make_episode(15, T=12)
+    w = _start(store, ep, 4, flush_every=4)
+    shutil.rmtree(w.tmp_path)
+    with pytest.raises(WriterConflictError, match="episode 0: temp folder"):
+        for t in range(4, 8):
+            w.add_frame(**frame(ep, t))
+    w.abort()
+    assert_nothing_written(store)
+
+
+@pytest.mark.integration
+def test_cleanup_in_another_process_skips_live_writer(store: EpisodeStore) -> None:
+    ep = make_episode(16, T=45)
+    w = _start(store, ep, 40)
+    code = ("import sys; from enerverse.core.store import EpisodeStore; "
+            "s = EpisodeStore.open(sys.argv[1]); print(s.incomplete(in_use=True), s.cleanup_incomplete())")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", code, str(store.path)], env=env, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert out.split() == [f"['{w.tmp_path.name}']", "0"]
+    for t in range(40, 45):
+        w.add_frame(**frame(ep, t))
+    w.commit()
+    np.testing.assert_array_equal(store.episode(0).load("rgb"), ep["rgb"])
 
 
 def test_open_rejects_non_stores_with_clear_messages(tmp_path: Path) -> None:
@@ -331,3 +439,19 @@ def test_stats_match_numpy(store: EpisodeStore) -> None:
     assert load_stats(store)["state"]["count"] == 10
     assert sorted(p.name for p in store.path.iterdir()) == ["episodes", "stats.json", "zarr.json"]
     assert EpisodeStore.open(store.path).indices() == [0, 1, 2]  # stats.json does not disturb zarr
+
+
+@pytest.mark.parametrize("payload, msg", [
+    ({"format": FORMAT_NAME, "version": 2, "stats": {}}, r"expected enerverse-episodes version 1 .*found version 2"),
+    ({"format": FORMAT_NAME, "version": True, "stats": {}}, r"found version True"),
+    ({"format": "lerobot", "version": 1, "stats": {}}, r"found format='lerobot'"),
+    ({"stats": {}}, r"found format=None"),
+    ({"format": FORMAT_NAME, "version": 1}, r"found no 'stats' object"),
+    ([1, 2], r"found a JSON list"),
+    ("{not json", r"found invalid JSON"),
+])
+def test_load_stats_checks_format_and_version(store: EpisodeStore, payload: Any, msg: str) -> None:
+    text = payload if isinstance(payload, str) else json.dumps(payload)
+    (store.path / "stats.json").write_text(text)
+    with pytest.raises(StoreFormatError, match=msg):
+        load_stats(store)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .device import capabilities, headless_gl_defaults
+from .device import capabilities, headless_gl_defaults, pick_device
 from .outputs import print_summary
 
 
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     headless_gl_defaults()  # report the backend the sim will actually use
     info = capabilities()
+    info["device"] = pick_device("auto")
     print(format_table(info), flush=True)
     print_summary(info)
     return 0

@@ -8,12 +8,13 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from . import fsutil
 
 
 def make_output_dir(entry: str, out: str | Path | None = None, root: str | Path = "outputs") -> Path:
@@ -71,25 +72,13 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
-    """Write ``obj`` as JSON to ``path`` through a temp file in the same folder and ``os.replace``.
+    """Write ``obj`` (converted with :func:`to_jsonable`) as JSON to ``path`` atomically and durably.
 
-    Readers see either the old file or the complete new one, never a partial write.
+    Temp file in the same folder + fsync + ``os.replace`` + fsync of the folder (see
+    :func:`enerverse.core.fsutil.write_bytes_atomic`): readers see either the old file or the complete
+    new one, never a partial write.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(to_jsonable(obj), indent=indent, sort_keys=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return fsutil.write_json_atomic(path, to_jsonable(obj), indent=indent)
 
 
 def _round_floats(obj: Any, digits: int) -> Any:

@@ -12,7 +12,8 @@ BIN_WALL = 0.055  # wall height (m)
 
 
 class LongHorizonTask(Task):
-    """Stages: first cube in the bin, second cube in the bin, lid closed. Success needs all three."""
+    """Stages: one cube in the bin, the other cube in the bin, lid closed (in any order, though the lid
+    blocks the bin once shut). Success needs all three."""
 
     name = "long_horizon"
     max_steps = 450
@@ -30,7 +31,7 @@ class LongHorizonTask(Task):
         c = self.pick_colors(rng, ["cube_a", "cube_b"])
         self.set_color("cube_a_geom", PALETTE[c["cube_a"]])
         self.set_color("cube_b_geom", PALETTE[c["cube_b"]])
-        self.instruction = (f"put the {c['cube_a']} cube and then the {c['cube_b']} cube into the bin, "
+        self.instruction = (f"put the {c['cube_a']} cube and the {c['cube_b']} cube into the bin, "
                             "then close the lid")
 
     def lid_opening(self) -> float:

@@ -5,7 +5,14 @@ Layout and validation rules are in :mod:`enerverse.core.store.format`; see DESIG
 
 from __future__ import annotations
 
-from .format import FORMAT_NAME, FORMAT_VERSION, PROVENANCES, VIEW_KINDS, StoreFormatError
+from .format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    PROVENANCES,
+    VIEW_KINDS,
+    StoreFormatError,
+    WriterConflictError,
+)
 from .reader import EpisodeStore, EpisodeView
 from .sampler import WindowSampler
 from .stats import compute_stats, load_stats, save_stats
@@ -21,6 +28,7 @@ __all__ = [
     "EpisodeWriter",
     "StoreFormatError",
     "WindowSampler",
+    "WriterConflictError",
     "compute_stats",
     "load_stats",
     "save_stats",

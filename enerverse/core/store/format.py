@@ -6,7 +6,8 @@ Layout (zarr v3 on a local directory)::
     <root>/stats.json                optional normalisation statistics (see ``stats.py``)
     <root>/episodes/zarr.json        group
     <root>/episodes/episode_000000/  one committed episode (group)
-    <root>/episodes/.tmp-episode_000003-<hex>/   an episode being written (ignored by readers)
+    <root>/episodes/.tmp-episode_000003-<hex>/   an episode being written (ignored by readers);
+                                     its writer holds a flock on ``.writer.lock`` inside it
 
 Per-episode arrays: ``rgb`` uint8 [T, V, H, W, 3] (one frame per chunk), optional ``depth``
 float16 [T, V, H, W], ``state`` float32 [T, S], ``action`` float32 [T, A], ``T_cam_world`` float32
@@ -51,6 +52,10 @@ REQUIRED_ATTRS = ("task", "instruction", "success", "seed", "view_names", "view_
 
 class StoreFormatError(Exception):
     """The path is not an episode store this code can read (wrong format, version or layout)."""
+
+
+class WriterConflictError(RuntimeError):
+    """An episode writer's temp folder was removed or replaced under it; the episode is not committed."""
 
 
 def episode_name(index: int) -> str:

@@ -25,6 +25,7 @@ from .format import (
     episode_name,
     parse_episode_name,
 )
+from .lock import is_locked, lock_dir
 from .writer import EpisodeWriter
 
 Index = int | slice | Sequence[int] | np.ndarray | None
@@ -203,9 +204,10 @@ class EpisodeStore:
         return (self.episodes_dir / episode_name(index)).is_dir()
 
     def __contains__(self, index: object) -> bool:
-        if isinstance(index, bool) or not isinstance(index, int):
+        """True for a committed index (int or numpy integer); False for anything else, never an error."""
+        if isinstance(index, bool) or not isinstance(index, int | np.integer) or index < 0:
             return False
-        return index >= 0 and self.has_episode(index)
+        return self.has_episode(int(index))
 
     def next_index(self) -> int:
         """Max committed index + 1 (0 for an empty store)."""
@@ -225,27 +227,48 @@ class EpisodeStore:
             yield self.episode(i)
 
     # -- incomplete episodes ------------------------------------------------------------
-    def incomplete(self) -> list[str]:
-        """Names of temp entries (episodes being written, or left by a crash)."""
-        return sorted(e.name for e in os.scandir(self.episodes_dir) if e.name.startswith(TMP_PREFIX))
+    def incomplete(self, *, in_use: bool | None = None) -> list[str]:
+        """Sorted names of temp entries in ``episodes/``: episodes being written or left by a crash.
+
+        ``in_use=None`` lists all; True only those a live writer holds locked (being written now, by
+        any process); False only abandoned ones (their writer died or was dropped), which
+        :meth:`cleanup_incomplete` would remove.
+        """
+        names = sorted(e.name for e in os.scandir(self.episodes_dir) if e.name.startswith(TMP_PREFIX))
+        if in_use is None:
+            return names
+        return [n for n in names if is_locked(self.episodes_dir / n) == in_use]
 
     def cleanup_incomplete(self, min_age_s: float = 0.0) -> int:
-        """Remove temp entries last modified at least ``min_age_s`` seconds ago; return how many.
+        """Remove abandoned temp entries last modified at least ``min_age_s`` seconds ago; return how many.
 
-        With the default 0 this also removes episodes other processes are writing right now.
+        Temp folders whose writer is alive (it holds the folder's ``flock``, in this or any other
+        process) are never removed, whatever their age: only leftovers of writers that died
+        (crash, SIGKILL) or were dropped without commit/abort. Each folder is removed while holding
+        its lock, so no writer can start using it meanwhile.
         """
         now, removed = time.time(), 0
         for name in self.incomplete():
             p = self.episodes_dir / name
             try:
-                if now - p.stat().st_mtime < min_age_s:
+                if now - p.lstat().st_mtime < min_age_s:
                     continue
             except FileNotFoundError:
                 continue
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
+            if p.is_symlink() or not p.is_dir():
                 p.unlink(missing_ok=True)
+                removed += 1
+                continue
+            try:
+                fd = lock_dir(p)
+            except NotADirectoryError:
+                continue
+            if fd is None:  # in use by a live writer, or already gone
+                continue
+            try:
+                shutil.rmtree(p, ignore_errors=True)
+            finally:
+                os.close(fd)
             removed += 1
         return removed
 

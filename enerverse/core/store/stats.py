@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .format import FORMAT_NAME, FORMAT_VERSION, STATS_FILE
+from ..fsutil import write_json_atomic
+from .format import FORMAT_NAME, FORMAT_VERSION, STATS_FILE, StoreFormatError
 from .reader import EpisodeStore
 
 STD_FLOOR = 1e-6
@@ -59,31 +59,42 @@ def compute_stats(store: EpisodeStore, keys: Sequence[str] = ("state", "action")
 
 
 def save_stats(store: EpisodeStore | str | os.PathLike, stats: dict[str, dict[str, Any]]) -> Path:
-    """Write ``stats.json`` at the store root atomically (temp file + os.replace); return its path."""
+    """Write ``stats.json`` at the store root atomically and durably; return its path.
+
+    The file is ``{"format": "enerverse-episodes", "version": 1, "stats": stats}``.
+    """
     root = _root(store)
     for key, s in stats.items():
         missing = [f for f in STAT_FIELDS if f not in s]
         if missing:
             raise ValueError(f"stats for {key!r} lack fields {missing}")
     payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "stats": stats}
-    text = json.dumps(payload, indent=1, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-stats-", suffix=".json", dir=root)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, root / STATS_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return root / STATS_FILE
+    return write_json_atomic(root / STATS_FILE, payload, indent=1, allow_nan=False)
 
 
 def load_stats(store: EpisodeStore | str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Read ``stats.json`` written by :func:`save_stats`; FileNotFoundError if none was saved."""
+    """Read ``stats.json`` written by :func:`save_stats`.
+
+    FileNotFoundError if none was saved; StoreFormatError if the file is not valid JSON or names
+    another format or version than this code writes.
+    """
     path = _root(store) / STATS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no {STATS_FILE} in {path.parent}; run compute_stats + save_stats first")
-    payload = json.loads(path.read_text())
-    return payload["stats"]
+    expected = f"expected {FORMAT_NAME} version {FORMAT_VERSION} statistics"
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise StoreFormatError(f"{path}: {expected}, found invalid JSON ({e})") from e
+    if not isinstance(payload, dict):
+        raise StoreFormatError(f"{path}: {expected}, found a JSON {type(payload).__name__}")
+    found_fmt, found_ver = payload.get("format"), payload.get("version")
+    if found_fmt != FORMAT_NAME:
+        raise StoreFormatError(f"{path}: {expected}, found format={found_fmt!r}")
+    if isinstance(found_ver, bool) or found_ver != FORMAT_VERSION:
+        raise StoreFormatError(f"{path}: {expected}, found version {found_ver!r} "
+                               "(written by another release of this code; recompute it)")
+    stats = payload.get("stats")
+    if not isinstance(stats, dict):
+        raise StoreFormatError(f"{path}: {expected}, found no 'stats' object")
+    return stats

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
-import errno
+import contextlib
 import os
 import shutil
 import uuid
@@ -13,49 +12,20 @@ from typing import Any
 import numpy as np
 import zarr
 
+from ..fsutil import fsync_path, fsync_tree, rename_noreplace, replace_dir_atomic
 from .format import (
     STORED_DTYPES,
     TMP_PREFIX,
+    WriterConflictError,
     check_index,
     episode_name,
     validate_episode_attrs,
     validate_K,
 )
+from .lock import LOCK_FILE, lock_dir
 
 SMALL_CHUNK_FRAMES = 128  # frames per chunk of state / action / T_cam_world
 CHUNK_KEY_ENCODING = {"name": "default", "separator": "."}  # flat chunk files (c.12.0.0.0.0), no dir tree
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    """fsync every file and directory under ``root`` (so a power cut cannot expose a torn episode)."""
-    for dirpath, _dirs, files in os.walk(root, topdown=False):
-        for f in files:
-            _fsync_path(Path(dirpath) / f)
-        _fsync_path(Path(dirpath))
-
-
-def _rename_exchange(src: Path, dst: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    rc = fn(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), rename_exchange)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
-        return False
-    raise OSError(err, os.strerror(err), str(dst))
 
 
 def _frame_array(name: str, value: Any, shape: tuple[int, ...], dtype: np.dtype | None) -> np.ndarray:
@@ -74,6 +44,13 @@ class EpisodeWriter:
     Use as a context manager: leaving the block normally commits, an exception discards the temp
     group. Frames are validated in :meth:`add_frame`, buffered, and appended to the zarr arrays
     every ``flush_every`` frames, so a long episode is never held in memory.
+
+    For its whole life the writer holds an exclusive ``flock`` on ``.writer.lock`` inside its temp
+    folder (released by the kernel if the process dies), so
+    :meth:`~enerverse.core.store.EpisodeStore.cleanup_incomplete` leaves the folder alone. Before
+    every flush and before the commit rename it checks that the temp folder (and lock file) is still
+    the one it created; if not, :class:`~enerverse.core.store.WriterConflictError` is raised and
+    nothing is committed.
     """
 
     def __init__(self, episodes_dir: str | os.PathLike, index: int, *, attrs: dict[str, Any], K: Any,
@@ -92,9 +69,14 @@ class EpisodeWriter:
         if self.final_path.exists() and not overwrite:
             raise FileExistsError(f"episode {self.index} is already committed at {self.final_path} "
                                   "(pass overwrite=True to replace it)")
-        self.tmp_path = self.episodes_dir / f"{TMP_PREFIX}{self.final_path.name}-{uuid.uuid4().hex}"
-        self._group = zarr.open_group(str(self.tmp_path), mode="w-", zarr_format=3,
-                                      attributes={**self.attrs, "length": None})
+        self._lock_fd: int | None = None
+        self.tmp_path, self._tmp_stat = self._make_locked_tmp()
+        try:
+            self._group = zarr.create_group(store=str(self.tmp_path), zarr_format=3,
+                                            attributes={**self.attrs, "length": None})
+        except BaseException:
+            self._release(remove_tmp=True)
+            raise
         self._group.create_array("K", data=self._K, chunks=self._K.shape)
         self._spec: dict[str, tuple[tuple[int, ...], np.dtype]] | None = None  # per key: frame shape, dtype
         self._has_depth = False
@@ -102,6 +84,56 @@ class EpisodeWriter:
         self._arrays: dict[str, Any] = {}
         self.n_frames = 0
         self.closed = False
+
+    # -- temp folder ownership -------------------------------------------------------------
+    def _make_locked_tmp(self) -> tuple[Path, os.stat_result]:
+        """Create a fresh temp folder and take its writer lock (see ``lock.py``)."""
+        for _ in range(8):
+            tmp = self.episodes_dir / f"{TMP_PREFIX}{self.final_path.name}-{uuid.uuid4().hex}"
+            os.mkdir(tmp)
+            st = os.stat(tmp)
+            fd = lock_dir(tmp)
+            if fd is not None:
+                self._lock_fd = fd
+                return tmp, st
+            # a cleaner took the brand-new folder between mkdir and lock (it deletes it): new name
+        raise WriterConflictError(f"could not create and lock a temp folder in {self.episodes_dir} "
+                                  "(something keeps deleting new temp folders)")
+
+    def _check_tmp_owned(self) -> None:
+        """WriterConflictError unless ``tmp_path`` is still the folder (and lock file) this writer made.
+
+        Catches a temp folder deleted or replaced under a live writer (e.g. ``rm -rf``, or a cleaner
+        that ignores the writer lock): zarr would silently re-create the folders and the episode
+        would be missing frames.
+        """
+        try:
+            st = os.stat(self.tmp_path)
+            lock_st = os.stat(self.tmp_path / LOCK_FILE)
+        except FileNotFoundError:
+            st = lock_st = None
+        assert self._lock_fd is not None
+        ok = (st is not None and lock_st is not None and os.path.samestat(st, self._tmp_stat)
+              and os.path.samestat(lock_st, os.fstat(self._lock_fd)))
+        if not ok:
+            raise WriterConflictError(
+                f"episode {self.index}: temp folder {self.tmp_path} was removed or replaced while this "
+                "writer was using it (frames are lost); nothing is committed")
+
+    def _release(self, remove_tmp: bool) -> None:
+        """Remove the temp folder (if asked), then drop the writer lock."""
+        if remove_tmp:
+            shutil.rmtree(self.tmp_path, ignore_errors=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __del__(self) -> None:  # dropped without commit/abort: release the lock so cleanup may take it
+        fd = getattr(self, "_lock_fd", None)
+        if fd is not None:
+            self._lock_fd = None
+            with contextlib.suppress(Exception):  # e.g. at interpreter shutdown
+                os.close(fd)
 
     # -- frames ---------------------------------------------------------------------------
     def add_frame(self, *, rgb: Any, state: Any, action: Any, T_cam_world: Any, depth: Any = None) -> None:
@@ -174,6 +206,7 @@ class EpisodeWriter:
         if not self._buffer or not self._buffer["rgb"]:
             return
         assert self._spec is not None
+        self._check_tmp_owned()
         for key, frames in self._buffer.items():
             if key not in self._arrays:
                 shape = self._spec[key][0]
@@ -208,35 +241,33 @@ class EpisodeWriter:
         self.flush()
         self._group.attrs.update(attrs)
         if self.durable:
-            _fsync_tree(self.tmp_path)
-        if self.final_path.exists():
+            fsync_tree(self.tmp_path)
+        self._check_tmp_owned()  # under our lock no cleaner can touch it from here on
+        if os.path.lexists(self.final_path):
             if not self.overwrite:
                 raise FileExistsError(f"episode {self.index} was committed meanwhile at {self.final_path}")
-            if _rename_exchange(self.tmp_path, self.final_path):  # tmp_path now holds the old episode
-                shutil.rmtree(self.tmp_path, ignore_errors=True)
-            else:
-                old = self.episodes_dir / f"{TMP_PREFIX}replaced-{self.final_path.name}-{uuid.uuid4().hex}"
-                os.rename(self.final_path, old)
-                os.rename(self.tmp_path, self.final_path)
-                shutil.rmtree(old, ignore_errors=True)
+            replace_dir_atomic(self.tmp_path, self.final_path, durable=self.durable)
         else:
             try:
-                os.rename(self.tmp_path, self.final_path)
-            except OSError as e:
-                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                rename_noreplace(self.tmp_path, self.final_path)
+            except FileExistsError as e:
+                if not self.overwrite:
                     raise FileExistsError(f"episode {self.index} was committed concurrently") from e
-                raise
-        if self.durable:
-            _fsync_path(self.episodes_dir)
+                replace_dir_atomic(self.tmp_path, self.final_path, durable=self.durable)
+            else:
+                if self.durable:
+                    fsync_path(self.episodes_dir)
         self.attrs = attrs
         self.closed = True
+        (self.final_path / LOCK_FILE).unlink(missing_ok=True)  # committed: the lock file is not data
+        self._release(remove_tmp=False)
         return self.index
 
     def abort(self) -> None:
-        """Discard the episode: drop buffers and remove the temp group. Safe to call twice."""
+        """Discard the episode: drop buffers, remove the temp group, release the lock. Safe to call twice."""
         self._buffer = {}
         self.closed = True
-        shutil.rmtree(self.tmp_path, ignore_errors=True)
+        self._release(remove_tmp=True)
 
     def _check_open(self) -> None:
         if self.closed:
