@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import time
@@ -13,17 +14,31 @@ from enerverse.core.outputs import make_output_dir, print_summary, write_json_at
 def run_metadata(config: dict) -> dict:
     """Commit, machine and package versions, recorded with every benchmark result."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, check=False).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).parent,
+                check=False,
+            ).stdout.strip()
+            or None
+        )
     except OSError:
         commit = None
     import mujoco
 
-    from enerverse.core.device import _cpu_count
-
-    return {"commit": commit, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.machine(),
-            "processor": platform.processor(), "cpu_count": _cpu_count(), "python": platform.python_version(),
-            "mujoco": mujoco.__version__, "device": "cpu", "config": config}
+    return {
+        "commit": commit,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "mujoco": mujoco.__version__,
+        "device": "cpu",
+        "config": config,
+    }
 
 
 def save_results(name: str, results: dict, out: str | None = None) -> Path:

@@ -2,7 +2,8 @@
 
     python bench/sim_throughput.py [--steps 300] [--out DIR]
 
-Measures, in one run on one machine: single-process env steps/s (physics + IK + rendering +
+Measures, in one run on one machine (each cell is the median of ``--repeats`` trials, after a
+warm-up): single-process env steps/s (physics + IK + rendering +
 observation), the same with N parallel processes (AsyncVectorEnv), physics+IK without rendering,
 and - as the baseline for the project's tiled renderer - one ``mujoco.Renderer`` call per view.
 Prints a table, writes JSON (with commit and machine) and ends with one line of JSON headlines.
@@ -97,31 +98,45 @@ def vectorised(task: str, views: list[str], res: int, steps: int, num_envs: int)
     return steps * num_envs / dt
 
 
+def repeated(fn, repeats: int, *args) -> dict:
+    """Median, min and max of ``repeats`` calls (machines are noisy; one trial is not a number)."""
+    vals = sorted(fn(*args) for _ in range(repeats))
+    return {"median": float(np.median(vals)), "min": vals[0], "max": vals[-1]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--task", default="pick_place")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--num-envs", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    single(args.task, ["main"], 64, 20)  # warm-up: first GL context, imports, caches
     rows = []
     for res in (64, 128):
         for nv, views in VIEWS.items():
+            n, a = args.repeats, (args.task, views, res, args.steps)
             row = {"resolution": res, "views": nv,
-                   "single_steps_per_s": single(args.task, views, res, args.steps),
-                   "vector_steps_per_s": vectorised(args.task, views, res, args.steps, args.num_envs),
-                   "tiled_render_fps": tiled_renderer(args.task, views, res, args.steps),
-                   "per_view_render_fps": per_view_renderer(args.task, views, res, args.steps)}
+                   "single": repeated(single, n, *a),
+                   "vector": repeated(vectorised, n, *a, args.num_envs),
+                   "tiled_render": repeated(tiled_renderer, n, *a),
+                   "per_view_render": repeated(per_view_renderer, n, *a)}
+            row["single_steps_per_s"] = row["single"]["median"]
+            row["vector_steps_per_s"] = row["vector"]["median"]
+            row["tiled_render_fps"] = row["tiled_render"]["median"]
+            row["per_view_render_fps"] = row["per_view_render"]["median"]
             row["tiled_vs_per_view"] = row["tiled_render_fps"] / row["per_view_render_fps"]
             rows.append(row)
-    physics = single(args.task, ["main"], 64, args.steps, render=False)
+    physics = repeated(single, args.repeats, args.task, ["main"], 64, args.steps, False)["median"]
     print(f"{'res':>4} {'views':>5} {'steps/s 1 proc':>15} {f'steps/s {args.num_envs} procs':>16} "
           f"{'render fps':>11} {'per-view fps':>13} {'ratio':>6}", file=sys.stderr)
     for r in rows:
         print(f"{r['resolution']:>4} {r['views']:>5} {r['single_steps_per_s']:>15.1f} "
               f"{r['vector_steps_per_s']:>16.1f} {r['tiled_render_fps']:>11.1f} "
               f"{r['per_view_render_fps']:>13.1f} {r['tiled_vs_per_view']:>6.2f}", file=sys.stderr)
-    print(f"physics + IK only: {physics:.1f} steps/s", file=sys.stderr)
+    print(f"physics + IK only: {physics:.1f} steps/s (medians of {args.repeats} trials; min/max in the JSON)",
+          file=sys.stderr)
     headline = next(r for r in rows if r["resolution"] == 64 and r["views"] == 3)
     results = {"meta": run_metadata(vars(args)), "rows": rows, "physics_ik_steps_per_s": physics,
                "target_3cam_64px_steps_per_s": 300}
