@@ -134,15 +134,18 @@ class EnerVerseGenerator(nn.Module):
         """v-prediction loss on chunk frames.
 
         batch: ``frames`` [B,V,T,3,H,W] (memory then chunk; chunk frames past an episode's end are the
-        EoS frame), ``rays`` [B,6,V,T,h,w], ``pos`` [B,T] (frame index minus the current frame),
-        ``instruction`` list[str].
+        EoS frame) or their cached ``latents`` [B,C,V,T,h,w]; ``rays`` [B,6,V,T,h,w]; ``pos`` [B,T]
+        (frame index minus the current frame); ``instruction`` list[str].
         """
-        frames = batch["frames"].to(self.device)
-        self.check_frames(frames)
         m = self.cfg.memory.n_memory
-        B, V, T = frames.shape[:3]
-        with torch.no_grad():
-            z0 = self.encode(frames)
+        if "latents" in batch:  # cached by enerverse.data.encode_episodes (frozen codec)
+            z0 = batch["latents"].to(self.device)
+        else:
+            frames = batch["frames"].to(self.device)
+            self.check_frames(frames)
+            with torch.no_grad():
+                z0 = self.encode(frames)
+        B, _, V, T = z0.shape[:4]
         N = self.diffusion.num_train_timesteps
         t_chunk = torch.randint(0, N, (B,), generator=generator).to(self.device)
         t_mem = memory_corruption_levels(B, m, self.cfg.memory, N, generator).to(self.device)
@@ -261,17 +264,20 @@ class EnerVerseGenerator(nn.Module):
         max_chunks: int = 10,
         steps: int | None = None,
         seed: int = 0,
+        stop_at_eos: bool = True,
     ) -> GenerationResult:
         """Generate chunk after chunk from context frames [V, Tc, 3, H, W] until EoS or ``max_chunks``.
 
         Cameras: K [V,3,3] and T_cam_world [V,4,4] (static rig; future frames reuse it). Memory per chunk
-        is bounded: 3 frames spread over the whole history + the latest frame.
+        is bounded: 3 frames spread over the whole history + the latest frame. With ``stop_at_eos=False``
+        all ``max_chunks`` are generated (evaluation) and ``eos_frame`` still reports the first EoS frame.
         """
-        chunks = list(self.iter_chunks(context, K, T_cam_world, instruction, max_chunks, steps, seed))
+        it = self.iter_chunks(context, K, T_cam_world, instruction, max_chunks, steps, seed, stop_at_eos)
+        chunks = list(it)
         z = torch.cat([c for c, _ in chunks], dim=2) if chunks else torch.empty(0)
         eos = next((i for i, (_, e) in enumerate(chunks) if e is not None), None)
         eos_frame = None if eos is None else eos * self.cfg.memory.chunk + chunks[eos][1]
-        if eos_frame is not None:
+        if eos_frame is not None and stop_at_eos:
             z = z[:, :, :eos_frame]
         frames = self.decode(z[None])[0] if z.numel() else torch.empty(0)
         return GenerationResult(frames=frames, latents=z, eos_frame=eos_frame, chunks=len(chunks))
@@ -285,6 +291,7 @@ class EnerVerseGenerator(nn.Module):
         max_chunks: int,
         steps: int | None,
         seed: int,
+        stop_at_eos: bool = True,
     ) -> Iterator[tuple[Tensor, int | None]]:
         """Yield (chunk latents [C, V, M, h, w], index of the first EoS frame in it or None)."""
         self.check_frames(context[None])
@@ -304,7 +311,7 @@ class EnerVerseGenerator(nn.Module):
             hits = (self.eos_distance(z) < self.cfg.eos_threshold).nonzero()
             first = int(hits[0]) if len(hits) else None
             yield z, first
-            if first is not None:
+            if first is not None and stop_at_eos:
                 return
             history.extend(z.unbind(dim=2))
 

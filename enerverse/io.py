@@ -54,6 +54,7 @@ def load_generator(folder: str | Path, device: str = "cpu"):
         raise ValueError(
             f"{folder} does not match its own config: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
+    model.train_config = ck.config.get("train")  # the run's settings (split, seed), if saved
     return model.to(device).eval()
 
 

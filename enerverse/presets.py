@@ -132,8 +132,8 @@ PRESETS: dict[str, GeneratorConfig] = {
         preset="small",
         resolution=64,
         num_views=3,
-        codec=CodecConfig(channels=32, latent_channels=4, factor=8),
-        denoiser=DenoiserConfig(width=96, channel_mult=[1, 2], num_res_blocks=2, head_channels=32),
+        codec=CodecConfig(channels=16, latent_channels=4, factor=8),
+        denoiser=DenoiserConfig(width=64, channel_mult=[1, 2], num_res_blocks=2, head_channels=32),
     ),
     "base": GeneratorConfig(
         preset="base",

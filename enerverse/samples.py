@@ -69,3 +69,34 @@ def write_sample_grid(model, dataset, path: str | Path, seed: int = 0, n: int = 
         writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     writer.release()
     return path.with_suffix(".png")
+
+
+def write_rollout_grid(rollouts: list[dict], path: str | Path) -> Path:
+    """Video grid of evaluation rollouts: per rollout a real row and a predicted row, views as columns."""
+    import cv2
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for r in rollouts:
+        n = min(r["real"].shape[1], r["pred"].shape[1])
+        rows += [to_uint8(r["real"][:, :n]), to_uint8(r["pred"][:, :n])]  # [V, F, H, W, 3]
+    if not rows:
+        return path
+    n = min(x.shape[1] for x in rows)
+    video = np.stack(
+        [np.concatenate([np.concatenate(list(x[:, t]), axis=1) for x in rows], axis=0) for t in range(n)]
+    )
+    scale = max(1, 128 // rows[0].shape[2])
+    video = video.repeat(scale, axis=1).repeat(scale, axis=2)
+    cv2.imwrite(
+        str(path.with_suffix(".png")),
+        cv2.cvtColor(np.concatenate(list(video[[0, n // 2, -1]]), axis=1), cv2.COLOR_RGB2BGR),
+    )
+    writer = cv2.VideoWriter(
+        str(path.with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"), 4.0, (video.shape[2], video.shape[1])
+    )
+    for f in video:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path.with_suffix(".mp4")

@@ -27,7 +27,7 @@ from enerverse.core.outputs import make_output_dir, print_summary, write_json_at
 from enerverse.core.seeding import seed_everything
 from enerverse.core.store import EpisodeStore, StoreFormatError
 from enerverse.core.trainer import LossModule, Trainer, TrainSettings, distributed_info, epoch_batches
-from enerverse.data import GeneratorWindows, collate
+from enerverse.data import GeneratorWindows, collate, encode_episodes
 from enerverse.io import save_generator, split_episodes
 from enerverse.presets import PRESETS, GeneratorConfig, get_preset
 from enerverse.samples import write_sample_grid
@@ -180,6 +180,7 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
 
     # --- stage 2: generator
     data = GeneratorWindows(store, cfg.generator, train=True, seed=cfg.seed, episodes=train_eps)
+    data.use_latents(encode_episodes(gen, store, data.episodes()), gen.eos_latent())
     held = GeneratorWindows(store, cfg.generator, train=False, seed=cfg.seed, episodes=held_eps or train_eps)
 
     def get(items: list[int], epoch: int) -> dict:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from enerverse.core import checkpoint as ckpt  # noqa: E402
+from enerverse.core import fsutil  # noqa: E402
 from enerverse.core.checkpoint import (  # noqa: E402
     CheckpointError,
     capture_rng_state,
@@ -144,3 +148,57 @@ def test_latest_checkpoint(tmp_path: Path) -> None:
     (tmp_path / f".step_00001000{ckpt.CONFIG_FILE}").mkdir()  # hidden temp names: ignored
     assert latest_checkpoint(tmp_path) == tmp_path / "step_00000120"
     assert checkpoint_dir(tmp_path, 7).name == "step_00000007"
+
+
+class _Killed(BaseException):
+    """Stands in for a SIGKILL right after one rename step."""
+
+
+class _KillAfter:
+    """Wraps rename functions: performs the rename, then raises _Killed once ``n`` renames happened."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.renames = n, 0
+
+    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any) -> Any:
+            result = fn(*args)
+            if result is not False:  # False: an unsupported renameat2 did nothing
+                self.renames += 1
+                if self.renames > self.n:
+                    raise _Killed
+            return result
+        return wrapped
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "fallback"])
+def test_replacing_a_checkpoint_never_leaves_the_path_without_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool) -> None:
+    """Interrupt the replacement after each rename in turn: the path must hold a complete checkpoint
+    (old or new). With the documented fallback, a kill between its two renames leaves the complete old
+    checkpoint in the ``.<name>.old-*`` folder instead."""
+    real_rename, real_renameat2 = os.rename, fsutil._renameat2
+    for kill_after in range(10):
+        run = tmp_path / f"run{kill_after}"
+        folder = save_checkpoint(run / "step_00000001", {"v": 1}, {"w": torch.ones(2)}, {"step": 1})
+        kill = _KillAfter(kill_after)
+        with monkeypatch.context() as m:
+            m.setattr(os, "rename", kill.wrap(real_rename))
+            m.setattr(fsutil, "_renameat2", kill.wrap(real_renameat2 if exchange else lambda *a: False))
+            try:
+                save_checkpoint(folder, {"v": 2}, {"w": torch.full((2,), 2.0)}, {"step": 2})
+                killed = False
+            except _Killed:
+                killed = True
+        if folder.exists() or exchange:
+            config = load_checkpoint(folder).config
+            assert config in ({"v": 1}, {"v": 2}), (kill_after, config)
+        else:
+            (old,) = run.glob(".step_00000001.old-*")
+            assert load_checkpoint(old).config == {"v": 1}
+        if not killed:
+            assert config == {"v": 2} and kill.renames == 1 + (not exchange)
+            assert [p.name for p in run.iterdir()] == ["step_00000001"]
+            break
+    else:
+        pytest.fail("save_checkpoint kept renaming")

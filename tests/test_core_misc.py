@@ -9,11 +9,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from enerverse.core import outputs
+from enerverse.core import fsutil
 from enerverse.core.device import capabilities, pick_device
 from enerverse.core.info import main as info_main
 from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
@@ -132,7 +133,11 @@ def test_core_imports_without_torch() -> None:
         "import sys; sys.modules['torch'] = None\n"
         "import enerverse.core, enerverse.core.config, enerverse.core.outputs, enerverse.core.seeding\n"
         "import enerverse.core.progress, enerverse.core.device, enerverse.core.checkpoint\n"
-        "import enerverse.core.info\n"
+        "import enerverse.core.info, enerverse.core.fsutil, enerverse.core.store\n"
+        "import tempfile, pathlib\n"
+        "from enerverse.core.outputs import write_json_atomic\n"
+        "p = write_json_atomic(pathlib.Path(tempfile.mkdtemp()) / 'x.json', {'a': 1})\n"
+        "assert p.read_text() == '{\\n  \"a\": 1\\n}\\n'\n"
         "from enerverse.core.device import capabilities, pick_device\n"
         "from enerverse.core.seeding import seed_everything\n"
         "seed_everything(1); assert pick_device('auto') == 'cpu'\n"
@@ -145,5 +150,82 @@ def test_core_imports_without_torch() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_outputs_module_has_no_torch_dependency() -> None:
-    assert "torch" not in outputs.__dict__
+# --- fsutil ---------------------------------------------------------------------------------------------
+def test_write_bytes_atomic_and_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "a" / "b.bin"
+    assert fsutil.write_bytes_atomic(path, b"one") == path and path.read_bytes() == b"one"
+    fsutil.write_bytes_atomic(path, b"two", durable=False)
+    assert path.read_bytes() == b"two"
+
+    def fail_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail_replace)
+    with pytest.raises(OSError, match="disk full"):
+        fsutil.write_bytes_atomic(path, b"three")
+    monkeypatch.undo()
+    assert path.read_bytes() == b"two" and os.listdir(path.parent) == ["b.bin"]  # temp file removed
+    with pytest.raises(ValueError):
+        fsutil.write_json_atomic(path, {"x": float("nan")}, allow_nan=False)
+    assert path.read_bytes() == b"two"
+    fsutil.write_json_atomic(path, {"x": [1, 2]}, indent=None)
+    assert path.read_text() == '{"x": [1, 2]}\n'
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "f").write_text("x")
+    fsutil.fsync_tree(tmp_path / "tree")
+    fsutil.fsync_path(tmp_path / "tree")
+    with pytest.raises(FileNotFoundError):
+        fsutil.fsync_path(tmp_path / "missing")
+
+
+def _make_dir(path: Path, content: str) -> Path:
+    path.mkdir()
+    (path / "data.txt").write_text(content)
+    return path
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "fallback"])
+def test_replace_dir_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool) -> None:
+    if not exchange:
+        monkeypatch.setattr(fsutil, "_renameat2", lambda *a: False)
+    dst = tmp_path / "dst"
+    assert fsutil.replace_dir_atomic(_make_dir(tmp_path / "new1", "1"), dst) is True  # dst absent: rename
+    assert (dst / "data.txt").read_text() == "1"
+    assert fsutil.replace_dir_atomic(_make_dir(tmp_path / "new2", "2"), dst, durable=False) is exchange
+    assert (dst / "data.txt").read_text() == "2" and sorted(os.listdir(tmp_path)) == ["dst"]
+
+    def refusing(fn: Any) -> Any:
+        def wrapped(src: Any, *args: Any) -> Any:
+            if Path(src).name == "new3":
+                raise OSError("cannot rename")
+            return fn(src, *args)
+        return wrapped
+
+    monkeypatch.setattr(os, "rename", refusing(os.rename))
+    monkeypatch.setattr(fsutil, "_renameat2", refusing(fsutil._renameat2))
+    with pytest.raises(OSError, match="cannot rename"):
+        fsutil.replace_dir_atomic(_make_dir(tmp_path / "new3", "3"), dst)
+    assert (dst / "data.txt").read_text() == "2"  # the previous directory is in place
+    assert sorted(os.listdir(tmp_path)) == ["dst", "new3"]
+
+
+def test_rename_exchange_swaps_in_one_step(tmp_path: Path) -> None:
+    a, b = _make_dir(tmp_path / "a", "A"), _make_dir(tmp_path / "b", "B")
+    if not fsutil._renameat2(a, b, fsutil.RENAME_EXCHANGE):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not supported here")
+    assert (a / "data.txt").read_text() == "B" and (b / "data.txt").read_text() == "A"
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["renameat2-noreplace", "fallback"])
+def test_rename_noreplace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    if not native:
+        monkeypatch.setattr(fsutil, "_renameat2", lambda *a: False)
+    src = _make_dir(tmp_path / "src", "s")
+    (tmp_path / "empty").mkdir()
+    _make_dir(tmp_path / "full", "f")
+    for target in ("empty", "full"):
+        with pytest.raises(FileExistsError):
+            fsutil.rename_noreplace(src, tmp_path / target)
+    assert (tmp_path / "full" / "data.txt").read_text() == "f" and (tmp_path / "empty").is_dir()
+    fsutil.rename_noreplace(src, tmp_path / "dst")
+    assert (tmp_path / "dst" / "data.txt").read_text() == "s" and not src.exists()

@@ -172,7 +172,8 @@ def _replace_existing_dir(src: Path, dst: Path, durable: bool) -> bool:
     try:
         os.rename(src, dst)
     except BaseException:
-        os.rename(old, dst)  # put the previous directory back
+        if not os.path.lexists(dst):  # the new one did not get in: put the previous one back
+            os.rename(old, dst)
         raise
     if durable:
         fsync_path(dst.parent)

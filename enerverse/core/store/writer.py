@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -74,10 +75,10 @@ class EpisodeWriter:
         try:
             self._group = zarr.create_group(store=str(self.tmp_path), zarr_format=3,
                                             attributes={**self.attrs, "length": None})
+            self._group.create_array("K", data=self._K, chunks=self._K.shape)
         except BaseException:
             self._release(remove_tmp=True)
             raise
-        self._group.create_array("K", data=self._K, chunks=self._K.shape)
         self._spec: dict[str, tuple[tuple[int, ...], np.dtype]] | None = None  # per key: frame shape, dtype
         self._has_depth = False
         self._buffer: dict[str, list[np.ndarray]] = {}
@@ -92,11 +93,14 @@ class EpisodeWriter:
             tmp = self.episodes_dir / f"{TMP_PREFIX}{self.final_path.name}-{uuid.uuid4().hex}"
             os.mkdir(tmp)
             st = os.stat(tmp)
-            fd = lock_dir(tmp)
-            if fd is not None:
-                self._lock_fd = fd
-                return tmp, st
-            # a cleaner took the brand-new folder between mkdir and lock (it deletes it): new name
+            for _ in range(5):
+                fd = lock_dir(tmp)
+                if fd is not None:
+                    self._lock_fd = fd
+                    return tmp, st
+                if not os.path.lexists(tmp):  # a cleaner took the brand-new folder: use a new name
+                    break
+                time.sleep(0.001)  # someone was probing the lock (``incomplete(in_use=...)``)
         raise WriterConflictError(f"could not create and lock a temp folder in {self.episodes_dir} "
                                   "(something keeps deleting new temp folders)")
 
@@ -228,7 +232,10 @@ class EpisodeWriter:
         """Flush, write attributes and atomically rename the temp group to its final name.
 
         Returns the episode index. ValueError for an empty episode or invalid attributes;
-        FileExistsError when the index was committed meanwhile and ``overwrite`` is False.
+        FileExistsError when the index was committed meanwhile and ``overwrite`` is False;
+        WriterConflictError when the temp folder was removed or replaced under this writer (the
+        episode would be torn, so nothing is committed). With ``overwrite`` an existing episode is
+        swapped out in one step (see :func:`enerverse.core.fsutil.replace_dir_atomic`).
         """
         self._check_open()
         if self.n_frames == 0:
@@ -239,6 +246,7 @@ class EpisodeWriter:
                              f"{self.n_views} views")
         attrs["length"] = self.n_frames
         self.flush()
+        self._check_tmp_owned()
         self._group.attrs.update(attrs)
         if self.durable:
             fsync_tree(self.tmp_path)

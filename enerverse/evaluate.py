@@ -1,0 +1,245 @@
+"""``ev-eval-generator``: how well EnerVerse-G predicts held-out futures.
+
+    ev-eval-generator checkpoint=outputs/train_generator/<run>/checkpoint store=data/pick_place
+
+For held-out episodes (the training run's split, or all episodes of ``store``) the model starts from
+real context frames and rolls out ``chunks`` chunks autoregressively (its own frames become memory).
+Reported per chunk index and per view:
+- PSNR / SSIM of predicted frames against the real ones, next to the copy-last-frame baseline
+  (repeat the last context frame) in the same run;
+- multi-view consistency: photometric error of warping one view into another through sim depth,
+  predicted vs real (lower is better; the real frames give the floor);
+- EoS timing: where generation would stop (first frame within ``eos_threshold`` of the EoS latent)
+  against the true episode end.
+Optionally ``compare=<checkpoint>`` evaluates a second model on the same windows (e.g. consecutive
+memory for the sparse-memory ablation). Writes results.json and a video grid; ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from enerverse.core.config import ConfigError, parse_cli, save_config
+from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
+from enerverse.core.progress import progress
+from enerverse.core.store import EpisodeStore, StoreFormatError
+from enerverse.data import load_frames
+from enerverse.io import load_generator, split_episodes
+from enerverse.metrics import depth_warp_error, psnr, ssim
+
+
+@dataclass
+class EvalGeneratorConfig:
+    """Settings of ``ev-eval-generator``."""
+
+    checkpoint: str = ""
+    """generator checkpoint folder (<run>/checkpoint)"""
+    store: str = ""
+    """episode store with the real episodes (depth enables the consistency metric)"""
+    compare: str | None = None
+    """a second checkpoint evaluated on the same windows (e.g. consecutive-memory ablation)"""
+    episodes: int = 8
+    """held-out episodes evaluated"""
+    starts_per_episode: int = 2
+    """context start points per episode (spread over the first half)"""
+    chunks: int = 2
+    """chunks rolled out per start"""
+    steps: int = 10
+    """DDIM steps per chunk"""
+    heldout_only: bool = True
+    """use the training run's held-out split (needs train settings in the checkpoint)"""
+    seed: int = 0
+    device: str = "cpu"
+    out: str | None = None
+
+    def validate(self) -> None:
+        if not self.checkpoint or not self.store:
+            raise ConfigError("checkpoint=<folder> and store=<episode store> are required")
+        for k in ("episodes", "starts_per_episode", "chunks", "steps"):
+            if getattr(self, k) <= 0:
+                raise ConfigError(f"{k} must be positive, got {getattr(self, k)}")
+
+
+def pick_episodes(cfg: EvalGeneratorConfig, model, store: EpisodeStore) -> list[int]:
+    """Held-out episodes of the training run (or every episode), at most ``cfg.episodes``."""
+    train = getattr(model, "train_config", None) or {}
+    if cfg.heldout_only and train:
+        _, held = split_episodes(
+            store, train.get("holdout", 0.1), train.get("seed", 0), task=train.get("task")
+        )
+        eps = held
+    else:
+        eps = store.indices()
+    if not eps:
+        raise ConfigError(f"no episodes to evaluate in {store.path}")
+    return eps[: cfg.episodes]
+
+
+@torch.no_grad()
+def rollout(model, store: EpisodeStore, e: int, start: int, chunks: int, steps: int, seed: int) -> dict:
+    """Predict ``chunks`` chunks after frame ``start`` of episode ``e``; returns real/pred/baseline."""
+    cfg = model.cfg
+    M, R = cfg.memory.chunk, cfg.resolution
+    T = store.episode(e).length
+    ctx_idx = np.arange(0, start + 1)
+    fut_idx = np.minimum(np.arange(start + 1, start + 1 + chunks * M), T - 1)
+    frames, K = load_frames(store, e, np.concatenate([ctx_idx, fut_idx]), R)  # [V, Tc+F, 3, R, R]
+    cams = store.episode(e).load("T_cam_world", int(start))  # [V, 4, 4] (static rig: reused for the future)
+    instruction = str(store.episode(e).attrs["instruction"])
+    ctx, real = frames[:, : len(ctx_idx)], frames[:, len(ctx_idx) :]
+    past_end = torch.from_numpy(np.arange(start + 1, start + 1 + chunks * M) > T - 1)
+    res = model.generate(
+        ctx, K, cams, instruction, max_chunks=chunks, steps=steps, seed=seed, stop_at_eos=False
+    )
+    pred = res.frames.cpu()
+    baseline = ctx[:, -1:].expand_as(real)
+    return {
+        "real": real,
+        "pred": pred,
+        "baseline": baseline,
+        "past_end": past_end,
+        "K": K,
+        "cams": cams,
+        "eos_pred": res.eos_frame,
+        "eos_true": int(T - 1 - start),
+        "episode": e,
+        "start": start,
+    }
+
+
+def score(r: dict, store: EpisodeStore, M: int) -> dict:
+    """Per-frame metrics of one rollout, grouped by chunk index and view."""
+    valid = ~r["past_end"]
+    real, pred, base = (r[k][:, valid] for k in ("real", "pred", "baseline"))
+    V, F_ = real.shape[:2]
+    chunk_of = (torch.arange(F_) // M).tolist()
+    out = {
+        "psnr": psnr(pred.flatten(0, 1), real.flatten(0, 1)).view(V, F_),
+        "baseline_psnr": psnr(base.flatten(0, 1), real.flatten(0, 1)).view(V, F_),
+        "ssim": ssim(pred.flatten(0, 1), real.flatten(0, 1)).view(V, F_),
+        "baseline_ssim": ssim(base.flatten(0, 1), real.flatten(0, 1)).view(V, F_),
+        "chunk_of": chunk_of,
+    }
+    ep = store.episode(r["episode"])
+    if ep.has("depth") and V > 1:
+        idx = np.arange(r["start"] + 1, r["start"] + 1 + len(valid))[valid.numpy()]
+        depth = torch.from_numpy(ep.load("depth", idx).astype(np.float32))  # [F, V, H, W]
+        if depth.shape[-1] != real.shape[-1]:
+            depth = F.interpolate(depth, size=real.shape[-2:], mode="nearest")
+        out["consistency"] = depth_warp_error(pred, depth, r["K"], r["cams"])
+        out["consistency_real"] = depth_warp_error(real, depth, r["K"], r["cams"])
+    return out
+
+
+def aggregate(scores: list[dict], chunks: int, V: int) -> dict:
+    """Means per chunk index (and per view for PSNR)."""
+    table: dict = {"per_chunk": []}
+    for c in range(chunks):
+        row: dict = {"chunk": c + 1}
+        for k in ("psnr", "baseline_psnr", "ssim", "baseline_ssim"):
+            vals = [s[k][:, [i for i, ci in enumerate(s["chunk_of"]) if ci == c]] for s in scores]
+            vals = [v for v in vals if v.numel()]
+            if vals:
+                cat = torch.cat(vals, dim=1)
+                row[k] = float(cat.mean())
+                if k == "psnr":
+                    row["psnr_per_view"] = [float(x) for x in cat.mean(dim=1)]
+        table["per_chunk"].append(row)
+    for k in ("psnr", "baseline_psnr", "ssim", "baseline_ssim"):
+        table[k] = float(np.mean([float(s[k].mean()) for s in scores]))
+    cons = [s["consistency"] for s in scores if "consistency" in s]
+    if cons:
+        table["consistency"] = float(np.mean(cons))
+        table["consistency_real"] = float(
+            np.mean([s["consistency_real"] for s in scores if "consistency" in s])
+        )
+    return table
+
+
+def evaluate_model(model, store: EpisodeStore, eps: list[int], cfg: EvalGeneratorConfig) -> tuple[dict, list]:
+    """Roll out and score every (episode, start); returns the aggregate and the rollouts."""
+    M = model.cfg.memory.chunk
+    scores, rolls, eos_err = [], [], []
+    jobs = []
+    for e in eps:
+        T = store.episode(e).length
+        for s in (
+            np.linspace(
+                model.cfg.memory.n_memory, max(model.cfg.memory.n_memory, T // 2), cfg.starts_per_episode
+            )
+            .round()
+            .astype(int)
+        ):
+            jobs.append((e, int(min(s, T - 2))))
+    for k, (e, s) in enumerate(progress(jobs, desc="rollouts", unit="rollout")):
+        r = rollout(model, store, e, s, cfg.chunks, cfg.steps, cfg.seed + k)
+        scores.append(score(r, store, M))
+        rolls.append(r)
+        if r["eos_true"] < cfg.chunks * M:  # the true end lies inside the rolled-out horizon
+            eos_err.append(
+                abs((r["eos_pred"] if r["eos_pred"] is not None else cfg.chunks * M) - r["eos_true"])
+            )
+    agg = aggregate(scores, cfg.chunks, model.cfg.num_views)
+    agg["eos_timing_error_frames"] = float(np.mean(eos_err)) if eos_err else None
+    agg["rollouts"] = len(jobs)
+    return agg, rolls
+
+
+def run(cfg: EvalGeneratorConfig, out_dir: Path) -> dict:
+    """Evaluate the checkpoint (and the comparison one); write results and a video grid."""
+    from enerverse.samples import write_rollout_grid
+
+    torch.manual_seed(cfg.seed)
+    store = EpisodeStore.open(cfg.store)
+    model = load_generator(cfg.checkpoint, cfg.device)
+    eps = pick_episodes(cfg, model, store)
+    main, rolls = evaluate_model(model, store, eps, cfg)
+    results = {"checkpoint": cfg.checkpoint, "episodes": eps, "model": main}
+    if cfg.compare:
+        other = load_generator(cfg.compare, cfg.device)
+        results["compare"], _ = evaluate_model(other, store, eps, cfg)
+        results["compare_checkpoint"] = cfg.compare
+    write_json_atomic(out_dir / "results.json", results)
+    video = write_rollout_grid(rolls[:2], out_dir / "rollouts")
+    summary = {
+        "psnr": main["psnr"],
+        "baseline_psnr": main["baseline_psnr"],
+        "ssim": main["ssim"],
+        "consistency": main.get("consistency"),
+        "consistency_real": main.get("consistency_real"),
+        "psnr_per_chunk": [r.get("psnr") for r in main["per_chunk"]],
+        "baseline_psnr_per_chunk": [r.get("baseline_psnr") for r in main["per_chunk"]],
+        "eos_timing_error_frames": main["eos_timing_error_frames"],
+        "rollouts": main["rollouts"],
+        "video": str(video),
+        "out": str(out_dir),
+    }
+    if cfg.compare:
+        summary["compare_psnr"] = results["compare"]["psnr"]
+        summary["compare_psnr_per_chunk"] = [r.get("psnr") for r in results["compare"]["per_chunk"]]
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``ev-eval-generator``."""
+    cfg = parse_cli(EvalGeneratorConfig, argv, prog="ev-eval-generator")
+    try:
+        if not Path(cfg.checkpoint).is_dir():
+            raise ConfigError(f"checkpoint={cfg.checkpoint} is not a folder")
+        out_dir = make_output_dir("eval_generator", cfg.out)
+        save_config(cfg, out_dir / "config.json")
+        summary = run(cfg, out_dir)
+    except (ConfigError, StoreFormatError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print_summary(summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Image and multi-view metrics for generated futures (images in [-1, 1])."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from enerverse.codec import psnr
+from enerverse.core.camera import invert_se3
+
+__all__ = ["psnr", "ssim", "depth_warp_error"]
+
+
+def _gaussian(size: int = 7, sigma: float = 1.5) -> Tensor:
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]  # [1, 1, k, k]
+
+
+def ssim(x: Tensor, y: Tensor, window: int = 7) -> Tensor:
+    """Per-image SSIM (Gaussian window, on [0, 1]-scaled images): x, y [N, 3, H, W] -> [N]."""
+    if x.shape != y.shape:
+        raise ValueError(f"ssim needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
+    x, y = (x.float() + 1) / 2, (y.float() + 1) / 2
+    C = x.shape[1]
+    w = _gaussian(window).to(x.device).expand(C, 1, window, window)
+    pad = window // 2
+
+    def blur(t: Tensor) -> Tensor:
+        return F.conv2d(F.pad(t, (pad,) * 4, mode="reflect"), w, groups=C)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(dim=1)
+
+
+def depth_warp_error(frames: Tensor, depth: Tensor, K: np.ndarray, T_cam_world: np.ndarray) -> float:
+    """Mean absolute colour difference between view 0 and every other view, warped through depth.
+
+    frames [V, F, 3, H, W] in [-1, 1]; depth [F, V, H, W] (metres along the optical axis, inf = none);
+    K [V, 3, 3] and T_cam_world [V, 4, 4] at this resolution. Pixels of view 0 with a finite depth are
+    lifted to 3-D, projected into view v, and the colours compared where they land inside the image
+    and are not occluded (view v's depth agrees within 2 cm). Real frames give the floor of this error
+    (lighting differences between viewpoints, resampling).
+    """
+    V, Fr, _, H, W = frames.shape
+    if V < 2:
+        raise ValueError("depth_warp_error needs at least two views")
+    v_, u_ = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    K = torch.as_tensor(np.asarray(K), dtype=torch.float32)
+    T = torch.as_tensor(np.asarray(T_cam_world), dtype=torch.float32)
+    T_wc0 = torch.as_tensor(invert_se3(np.asarray(T_cam_world)[0]), dtype=torch.float32)
+    errs = []
+    for f in range(Fr):
+        d0 = depth[f, 0]
+        ok0 = torch.isfinite(d0)
+        pc = torch.stack([(u_ - K[0, 0, 2]) / K[0, 0, 0] * d0, (v_ - K[0, 1, 2]) / K[0, 1, 1] * d0, d0], -1)
+        pw = pc @ T_wc0[:3, :3].T + T_wc0[:3, 3]
+        for v in range(1, V):
+            pv = pw @ T[v, :3, :3].T + T[v, :3, 3]
+            z = pv[..., 2]
+            uv = (pv @ K[v].T)[..., :2] / z[..., None].clamp_min(1e-6)
+            inside = (
+                ok0 & (z > 1e-3) & (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H)
+            )
+            grid = torch.stack([uv[..., 0] / W * 2 - 1, uv[..., 1] / H * 2 - 1], -1)[None]
+            grid = torch.nan_to_num(grid, nan=-2.0, posinf=-2.0, neginf=-2.0)
+            sampled = F.grid_sample(frames[v, f][None].float(), grid, align_corners=False)[0]
+            dv = F.grid_sample(
+                torch.nan_to_num(depth[f, v], posinf=1e6)[None, None],
+                grid,
+                mode="nearest",
+                align_corners=False,
+            )[0, 0]
+            visible = inside & ((dv - z).abs() < 0.02)
+            if visible.any():
+                errs.append((sampled - frames[0, f].float()).abs().mean(dim=0)[visible].mean())
+    return float(torch.stack(errs).mean()) if errs else float("nan")
