@@ -36,12 +36,35 @@ def predict_window(
     return frames[0, :, m:], model.decode(z)[0]
 
 
-def write_sample_grid(model, dataset, path: str | Path, seed: int = 0, n: int = 2) -> Path:
-    """Rows: real and generated futures of ``n`` held-out windows; columns: views. Writes mp4 + png."""
+def write_rows_video(rows: list[np.ndarray], path: Path, keyframes: list[int], fps: float = 4.0) -> Path:
+    """Stack rows (each [V, F, H, W, 3] uint8: views side by side) into a video [F, R*H, V*W, 3].
+
+    Writes ``path``.mp4 and a ``path``.png with the ``keyframes`` (indices; negatives count from the end)
+    side by side; small frames are upsampled to ~128 px for viewing. Returns the mp4 path.
+    """
     import cv2
 
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    n = min(x.shape[1] for x in rows)
+    video = np.stack(
+        [np.concatenate([np.concatenate(list(x[:, t]), axis=1) for x in rows], axis=0) for t in range(n)]
+    )
+    scale = max(1, 128 // rows[0].shape[2])
+    video = video.repeat(scale, axis=1).repeat(scale, axis=2)
+    sheet = np.concatenate([video[k] for k in keyframes], axis=1)
+    cv2.imwrite(str(path.with_suffix(".png")), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    writer = cv2.VideoWriter(
+        str(path.with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"), fps, (video.shape[2], video.shape[1])
+    )
+    for f in video:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path.with_suffix(".mp4")
+
+
+def write_sample_grid(model, dataset, path: str | Path, seed: int = 0, n: int = 2) -> Path:
+    """Rows: real and generated futures of ``n`` held-out windows; columns: views. Writes mp4 + png."""
+    path = Path(path)
     was_training = model.training
     model.eval()
     rows = []
@@ -52,51 +75,17 @@ def write_sample_grid(model, dataset, path: str | Path, seed: int = 0, n: int = 
     model.train(was_training)
     if not rows:
         return path
-    V, M, H, W = rows[0].shape[:4]
-    video = np.stack(
-        [np.concatenate([np.concatenate(list(r[:, t]), axis=1) for r in rows], axis=0) for t in range(M)]
-    )  # [M, rows*H, V*W, 3]
-    scale = max(1, 128 // H)
-    video = video.repeat(scale, axis=1).repeat(scale, axis=2)
-    cv2.imwrite(
-        str(path.with_suffix(".png")),
-        cv2.cvtColor(np.concatenate(list(video[[0, -1]]), axis=1), cv2.COLOR_RGB2BGR),
-    )
-    writer = cv2.VideoWriter(
-        str(path.with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"), 4.0, (video.shape[2], video.shape[1])
-    )
-    for f in video:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
+    write_rows_video(rows, path, [0, -1])
     return path.with_suffix(".png")
 
 
 def write_rollout_grid(rollouts: list[dict], path: str | Path) -> Path:
     """Video grid of evaluation rollouts: per rollout a real row and a predicted row, views as columns."""
-    import cv2
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for r in rollouts:
         n = min(r["real"].shape[1], r["pred"].shape[1])
         rows += [to_uint8(r["real"][:, :n]), to_uint8(r["pred"][:, :n])]  # [V, F, H, W, 3]
     if not rows:
-        return path
+        return Path(path)
     n = min(x.shape[1] for x in rows)
-    video = np.stack(
-        [np.concatenate([np.concatenate(list(x[:, t]), axis=1) for x in rows], axis=0) for t in range(n)]
-    )
-    scale = max(1, 128 // rows[0].shape[2])
-    video = video.repeat(scale, axis=1).repeat(scale, axis=2)
-    cv2.imwrite(
-        str(path.with_suffix(".png")),
-        cv2.cvtColor(np.concatenate(list(video[[0, n // 2, -1]]), axis=1), cv2.COLOR_RGB2BGR),
-    )
-    writer = cv2.VideoWriter(
-        str(path.with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"), 4.0, (video.shape[2], video.shape[1])
-    )
-    for f in video:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path.with_suffix(".mp4")
+    return write_rows_video(rows, Path(path), [0, n // 2, -1])

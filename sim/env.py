@@ -81,7 +81,21 @@ def validate_action(action: np.ndarray, dim: int, control: str) -> np.ndarray:
     return a
 
 
-class EnerVerseEnv(gym.Env):
+class RigViews:
+    """View names and kinds of an env with a ``rig`` (shared by the project's and Meta-World's envs)."""
+
+    rig: RigSpec
+
+    @property
+    def view_names(self) -> list[str]:
+        return list(self.rig.views)
+
+    @property
+    def view_kinds(self) -> list[str]:
+        return [self.rig.kind(v) for v in self.rig.views]
+
+
+class EnerVerseEnv(RigViews, gym.Env):
     """Tabletop manipulation with a 7-DoF arm and multi-view cameras (see module docstring)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(CONTROL_HZ)}
@@ -137,14 +151,6 @@ class EnerVerseEnv(gym.Env):
     def instruction(self) -> str:
         """The language instruction of the current episode."""
         return self.task.instruction
-
-    @property
-    def view_names(self) -> list[str]:
-        return list(self.rig.views)
-
-    @property
-    def view_kinds(self) -> list[str]:
-        return [self.rig.kind(v) for v in self.rig.views]
 
     def cameras(self) -> list[Camera]:
         """The rig's cameras at their current poses (OpenCV convention)."""

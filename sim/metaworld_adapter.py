@@ -36,7 +36,7 @@ import numpy as np
 
 from enerverse.core.camera import Camera, intrinsics_from_fovy, invert_se3, look_at, rotate_about_z
 from sim.cameras import MAIN_FOVY, mujoco_to_opencv
-from sim.env import EE_ACTION_DIM, MAX_DROT, make_rig, validate_action
+from sim.env import EE_ACTION_DIM, MAX_DROT, RigViews, make_rig, validate_action
 
 MW_MAIN_EYE = np.array([0.8, 1.3, 0.75])  # front-right of the table, looking back at the robot
 MW_MAIN_TARGET = np.array([0.0, 0.62, 0.15])
@@ -99,7 +99,7 @@ def free_camera_from_opencv(T_cam_world: np.ndarray) -> mujoco.MjvCamera:
     return cam
 
 
-class MetaWorldEnv(gym.Env):
+class MetaWorldEnv(RigViews, gym.Env):
     """A Meta-World v3 task with the EnerVerse observation/action layout (see module docstring)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
@@ -170,14 +170,6 @@ class MetaWorldEnv(gym.Env):
     def instruction(self) -> str:
         """The language instruction (from the task name, e.g. ``pick place``)."""
         return task_instruction(self.task_name)
-
-    @property
-    def view_names(self) -> list[str]:
-        return list(self.rig.views)
-
-    @property
-    def view_kinds(self) -> list[str]:
-        return [self.rig.kind(v) for v in self.rig.views]
 
     def cameras(self) -> list[Camera]:
         """The rig's cameras at their current poses (OpenCV convention)."""
