@@ -36,6 +36,8 @@ class ArmController:
         self.hi = model.jnt_range[[model.joint(j).id for j in ARM_JOINTS], 1]
         self.damping, self.null_gain, self.iters, self.max_lead = damping, null_gain, iters, max_lead
         self._ik = mujoco.MjData(model)  # scratch data: IK never disturbs the simulation state
+        self._damp_eye = (damping**2) * np.eye(6)
+        self._eye7 = np.eye(7)
         self._jp = np.zeros((3, model.nv))
         self._jr = np.zeros((3, model.nv))
         self.target_pos = np.zeros(3)
@@ -79,11 +81,9 @@ class ArmController:
             err = np.concatenate([pos - cur_p, mat_to_rotvec(rot @ cur_r.T)])
             mujoco.mj_jacSite(self.model, d, self._jp, self._jr, self.site)
             J = np.vstack([self._jp[:, self.dadr], self._jr[:, self.dadr]])  # [6, 7]
-            JJt = J @ J.T + (self.damping ** 2) * np.eye(6)
-            dq = J.T @ np.linalg.solve(JJt, err)
+            J_pinv = J.T @ np.linalg.inv(J @ J.T + self._damp_eye)  # damped pseudo-inverse [7, 6]
             # null-space pull toward the home posture keeps the redundant DoF tidy
-            N = np.eye(7) - J.T @ np.linalg.solve(JJt, J)
-            dq += N @ (self.null_gain * (HOME_QPOS - q))
+            dq = J_pinv @ err + (self._eye7 - J_pinv @ J) @ (self.null_gain * (HOME_QPOS - q))
             q = np.clip(q + dq, self.lo, self.hi)
         return q
 

@@ -124,6 +124,7 @@ class EnerVerseEnv(RigViews, gym.Env):
         self.renderer = MultiViewRenderer(self.model, list(rig.views), self.width, self.height,
                                           self.use_depth)
         self._cam_ids = [self.model.camera(v).id for v in rig.views]
+        self._fixed_T: dict[int, np.ndarray] | None = None  # filled after the first mj_forward
         self._static_K = np.stack([c.K for c in self.cameras()]).astype(np.float32)
         self._steps = 0
 
@@ -216,8 +217,16 @@ class EnerVerseEnv(RigViews, gym.Env):
                                self.data.qpos[self.arm.qadr]]).astype(np.float32)
 
     def _extrinsics(self) -> np.ndarray:
-        return np.stack([mujoco_to_opencv(self.data.cam_xpos[c], self.data.cam_xmat[c])
-                         for c in self._cam_ids]).astype(np.float32)
+        """T_cam_world [V, 4, 4]: world-fixed cameras are cached, moving ones (wrist) recomputed."""
+        d = self.data
+        if self._fixed_T is None:
+            self._fixed_T = {i: mujoco_to_opencv(d.cam_xpos[c], d.cam_xmat[c]).astype(np.float32)
+                             for i, c in enumerate(self._cam_ids) if self.model.cam_bodyid[c] == 0}
+        out = np.empty((len(self._cam_ids), 4, 4), dtype=np.float32)
+        for i, c in enumerate(self._cam_ids):
+            fixed = self._fixed_T.get(i)
+            out[i] = fixed if fixed is not None else mujoco_to_opencv(d.cam_xpos[c], d.cam_xmat[c])
+        return out
 
     def _obs(self) -> dict:
         rgb, depth = self.renderer.render(self.data)
