@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from enerverse.core.camera import scale_intrinsics
+from enerverse.core.config import ConfigError
 from enerverse.core.progress import progress
 from enerverse.core.store import EpisodeStore, WindowSampler
 from enerverse.generator import EOS_VALUE, ray_maps
@@ -39,15 +40,20 @@ def load_frames(store: EpisodeStore, episode: int, idx, resolution: int) -> tupl
     K = ep.load("K").astype(np.float64)
     if (H, W) != (resolution, resolution):
         R = resolution
-        rgb = np.stack([[cv2.resize(rgb[t, v], (R, R), interpolation=cv2.INTER_AREA) for v in range(V)]
-                        for t in range(T)])
+        rgb = np.stack(
+            [
+                [cv2.resize(rgb[t, v], (R, R), interpolation=cv2.INTER_AREA) for v in range(V)]
+                for t in range(T)
+            ]
+        )
         K = np.stack([scale_intrinsics(K[v], W, H, R, R) for v in range(V)])
     return torch.from_numpy(rgb).permute(1, 0, 4, 2, 3).float() / 127.5 - 1.0, K
 
 
 @torch.no_grad()
-def encode_episodes(model, store: EpisodeStore, episodes: list[int], batch_frames: int = 16
-                    ) -> dict[int, torch.Tensor]:
+def encode_episodes(
+    model, store: EpisodeStore, episodes: list[int], batch_frames: int = 16
+) -> dict[int, torch.Tensor]:
     """Latents of every frame of ``episodes``: {episode: [C, V, T, h, w] float16 on CPU}."""
     out: dict[int, torch.Tensor] = {}
     R = model.cfg.resolution
@@ -64,11 +70,23 @@ def encode_episodes(model, store: EpisodeStore, episodes: list[int], batch_frame
 class GeneratorWindows(Dataset):
     """Windows of an episode store as generator training items (see module docstring)."""
 
-    def __init__(self, store: EpisodeStore, cfg: GeneratorConfig, train: bool = True, seed: int = 0,
-                 episodes: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        store: EpisodeStore,
+        cfg: GeneratorConfig,
+        train: bool = True,
+        seed: int = 0,
+        episodes: list[int] | None = None,
+    ) -> None:
         self.store, self.cfg = store, cfg
-        self.sampler = WindowSampler(store, chunk=cfg.memory.chunk, n_memory=cfg.memory.n_memory,
-                                     action_horizon=1, mode=memory_mode(cfg, train), seed=seed)
+        self.sampler = WindowSampler(
+            store,
+            chunk=cfg.memory.chunk,
+            n_memory=cfg.memory.n_memory,
+            action_horizon=1,
+            mode=memory_mode(cfg, train),
+            seed=seed,
+        )
         eps = [int(e) for e in self.sampler.episode_indices]
         self.views = {e: store.episode(e) for e in eps}  # opened once: zarr metadata reads add up
         self.instructions = {e: str(v.attrs["instruction"]) for e, v in self.views.items()}
@@ -84,8 +102,10 @@ class GeneratorWindows(Dataset):
         if eps:
             V = len(self.views[eps[0]].attrs["view_names"])
             if V != cfg.num_views:
-                raise ValueError(f"the store has {V} views per frame but the generator config expects "
-                                 f"num_views={cfg.num_views}")
+                raise ConfigError(
+                    f"the store has {V} views per frame but the generator config expects "
+                    f"num_views={cfg.num_views} (set generator.num_views={V} or use another store)"
+                )
 
     def use_latents(self, latents: dict[int, torch.Tensor], eos_latent: torch.Tensor) -> None:
         """Serve cached latents (from :func:`encode_episodes`) instead of decoding images."""
@@ -121,8 +141,13 @@ class GeneratorWindows(Dataset):
             item["frames"] = frames
         cams = np.transpose(self.views[e].load("T_cam_world", idx), (1, 0, 2, 3))  # [V, T, 4, 4]
         pos = np.concatenate([w["memory_idx"] - w["c"], np.arange(1, len(w["chunk_idx"]) + 1)])
-        item.update({"rays": ray_maps(K, cams, R, R // self.cfg.codec.factor),
-                     "pos": torch.from_numpy(pos.astype(np.float32)), "instruction": self.instructions[e]})
+        item.update(
+            {
+                "rays": ray_maps(K, cams, R, R // self.cfg.codec.factor),
+                "pos": torch.from_numpy(pos.astype(np.float32)),
+                "instruction": self.instructions[e],
+            }
+        )
         return item
 
 

@@ -64,6 +64,8 @@ class TrainGeneratorConfig:
     )
     sample_every: int = 500
     """write a real-vs-generated sample grid every N generator steps (0: only at the end)"""
+    codec_from: str | None = None
+    """reuse the codec of a generator checkpoint folder (same codec settings) and skip the codec stage"""
     max_minutes: float | None = None
     """stop the generator stage (with a checkpoint) after this wall time"""
 
@@ -136,7 +138,21 @@ def run_identity(cfg: TrainGeneratorConfig) -> dict:
         "batch_size": cfg.batch_size,
         "codec_batch_size": cfg.codec_batch_size,
         "holdout": cfg.holdout,
+        "codec_from": cfg.codec_from,
     }
+
+
+def load_codec_from(gen, folder: str, gcfg: GeneratorConfig) -> None:
+    """Copy the codec weights (including its calibrated scale) of a generator checkpoint into ``gen``."""
+    from enerverse.core.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(folder)
+    theirs = ck.config.get("generator", {}).get("codec")
+    ours = config_to_dict(gcfg.codec)
+    if theirs != ours:
+        raise ConfigError(f"codec_from={folder} has codec settings {theirs}, this run uses {ours}")
+    prefix = "codec."
+    gen.codec.load_state_dict({k[len(prefix) :]: v for k, v in ck.state_dict.items() if k.startswith(prefix)})
 
 
 def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
@@ -166,7 +182,10 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
         file=sys.stderr,
     )
 
-    if cfg.generator.codec.kind == "conv" and cfg.codec.steps > 0:  # --- stage 1: codec
+    if cfg.codec_from:  # --- stage 1 skipped: reuse a trained (calibrated) codec
+        load_codec_from(gen, cfg.codec_from, cfg.generator)
+        summary["codec_from"] = cfg.codec_from
+    elif cfg.generator.codec.kind == "conv" and cfg.codec.steps > 0:  # --- stage 1: codec
         ct = Trainer(
             LossModule(gen.codec, "loss"), cfg.codec, run_dir / "codec", identity, device, name="codec"
         )
