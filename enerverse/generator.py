@@ -62,7 +62,12 @@ class EnerVerseGenerator(nn.Module):
         codec_kw = (
             {"path": c.path}
             if c.kind == "diffusers_kl"
-            else {"channels": c.channels, "latent_channels": c.latent_channels, "factor": c.factor}
+            else {
+                "channels": c.channels,
+                "latent_channels": c.latent_channels,
+                "factor": c.factor,
+                "object_weight": c.object_weight,
+            }
         )
         self.codec = build_codec(c.kind, **codec_kw)
         # the frozen instruction encoder is shared through a cache, not registered as a submodule: its

@@ -27,6 +27,8 @@ class CodecConfig:
     """spatial downsampling (64x64 -> 8x8 at f8)"""
     path: str | None = None
     """local diffusers AutoencoderKL folder (kind=diffusers_kl)"""
+    object_weight: float = 0.0
+    """extra reconstruction weight on colourful pixels (small objects); 0 = plain per-pixel loss"""
 
 
 @dataclass

@@ -192,3 +192,18 @@ def test_diffusers_kl_missing_folder(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match="nowhere"):
         DiffusersKLCodec(missing)
+
+
+def test_object_weight_emphasises_colourful_pixels() -> None:
+    from enerverse.codec import pixel_weights
+
+    x = torch.zeros(1, 3, 8, 8)  # mid-grey image ...
+    x[0, 0, 2, 2], x[0, 1, 2, 2] = 1.0, -1.0  # ... with one saturated (magenta-ish) pixel
+    torch.testing.assert_close(pixel_weights(x, 0.0), torch.ones(1, 1, 8, 8))
+    w = pixel_weights(x, 30.0)
+    assert torch.isclose(w.mean(), torch.tensor(1.0)) and w[0, 0, 2, 2] > 10 * w[0, 0, 0, 0]
+    codec = ConvAutoencoder(channels=8, latent_channels=4, factor=4, object_weight=30.0)
+    with torch.no_grad():
+        err = (codec.decode_raw(codec.encode_raw(x)) - x).abs()
+        expected = (w * err).mean()
+    assert abs(codec.loss(x)[1]["l1"] - float(expected)) < 1e-5  # the loss uses exactly these weights
