@@ -3,8 +3,9 @@
 One contract, :class:`LatentCodec`, with two implementations:
 
 * :class:`ConvAutoencoder` — a small deterministic conv autoencoder trained by the project (the default,
-  f8: 64x64x3 -> 8x8xC), with :func:`train_codec` as the first stage of generator training and
-  :meth:`ConvAutoencoder.calibrate` to set the latent scale from data.
+  f8: 64x64x3 -> 8x8xC). ``ev-train-generator`` trains it as its first stage through the shared
+  exact-resume trainer (``enerverse.core.trainer``); :func:`train_codec` is a small in-memory loop for
+  experiments and tests. :meth:`ConvAutoencoder.calibrate` sets the latent scale from data.
 * :class:`DiffusersKLCodec` — a frozen diffusers ``AutoencoderKL`` loaded from a local folder, for the
   GPU-scale presets.
 """
