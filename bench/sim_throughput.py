@@ -37,6 +37,15 @@ def _actions(n: int, batch: int | None = None) -> np.ndarray:
     return a
 
 
+def rate(step, n: int) -> float:
+    """Calls per second of ``step(i)`` for i in 0..n-1, after one untimed warm-up call."""
+    step(0)
+    t0 = time.perf_counter()
+    for i in range(n):
+        step(i)
+    return n / (time.perf_counter() - t0)
+
+
 def single(task: str, views: list[str], res: int, steps: int, render: bool = True) -> float:
     """Steps/s of one env in this process (``render=False``: physics + IK only)."""
     env = EnerVerseEnv(task, views=views, width=res, height=res)
@@ -44,13 +53,9 @@ def single(task: str, views: list[str], res: int, steps: int, render: bool = Tru
     acts = _actions(steps)
     if not render:
         env._obs = lambda: {}  # noqa: SLF001  (physics/IK-only baseline)
-    env.step(acts[0])
-    t0 = time.perf_counter()
-    for a in acts:
-        env.step(a)
-    dt = time.perf_counter() - t0
+    r = rate(lambda i: env.step(acts[i]), steps)
     env.close()
-    return steps / dt
+    return r
 
 
 def per_view_renderer(task: str, views: list[str], res: int, steps: int) -> float:
@@ -60,28 +65,25 @@ def per_view_renderer(task: str, views: list[str], res: int, steps: int) -> floa
     env = EnerVerseEnv(task, views=views, width=res, height=res)
     env.reset(seed=0)
     r = mujoco.Renderer(env.model, res, res)
-    t0 = time.perf_counter()
-    for _ in range(steps):
+
+    def frame(_: int) -> None:
         for v in views:
             r.update_scene(env.data, camera=v)
             r.render()
-    dt = time.perf_counter() - t0
+
+    fps = rate(frame, steps)
     r.close()
     env.close()
-    return steps / dt
+    return fps
 
 
 def tiled_renderer(task: str, views: list[str], res: int, steps: int) -> float:
     """The project's tiled renderer: frames/s (all views = 1 frame)."""
     env = EnerVerseEnv(task, views=views, width=res, height=res)
     env.reset(seed=0)
-    env.renderer.render(env.data)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        env.renderer.render(env.data)
-    dt = time.perf_counter() - t0
+    fps = rate(lambda _: env.renderer.render(env.data), steps)
     env.close()
-    return steps / dt
+    return fps
 
 
 def vectorised(task: str, views: list[str], res: int, steps: int, num_envs: int) -> float:
@@ -89,13 +91,9 @@ def vectorised(task: str, views: list[str], res: int, steps: int, num_envs: int)
     venv = make_vec_env(task, num_envs, asynchronous=True, views=views, width=res, height=res)
     venv.reset(seed=list(range(num_envs)))
     acts = _actions(steps, num_envs)
-    venv.step(acts[0])
-    t0 = time.perf_counter()
-    for a in acts:
-        venv.step(a)
-    dt = time.perf_counter() - t0
+    r = rate(lambda i: venv.step(acts[i]), steps)
     venv.close()
-    return steps * num_envs / dt
+    return r * num_envs
 
 
 def repeated(fn, repeats: int, *args) -> dict:

@@ -53,11 +53,6 @@ class Diffusion:
         a, s = self._coeffs(t, x0.ndim)
         return a * noise - s * x0
 
-    def predict_x0(self, x_t: Tensor, v: Tensor, t: Tensor) -> Tensor:
-        """Clean estimate from a v prediction: x0 = sqrt(ᾱ) x_t - sqrt(1-ᾱ) v."""
-        a, s = self._coeffs(t, x_t.ndim)
-        return a * x_t - s * v
-
     def sampler(self, steps: int | None = None) -> DDIMScheduler:
         """A fresh DDIM scheduler (trailing spacing) with ``steps`` inference steps."""
         sched = DDIMScheduler(**self._ddim)
