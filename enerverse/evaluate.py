@@ -10,7 +10,9 @@ Reported per chunk index and per view:
 - multi-view consistency: photometric error of warping one view into another through sim depth,
   predicted vs real (lower is better; the real frames give the floor);
 - EoS timing: where generation would stop (first frame within ``eos_threshold`` of the EoS latent)
-  against the true episode end.
+  against the true episode end;
+- the same model rolled out with consecutive memory (the latest 4 frames instead of 3 spread over the
+  history + the latest): the sparse-memory ablation at inference (``memory_ablation``).
 Optionally ``compare=<checkpoint>`` evaluates a second model on the same windows (e.g. consecutive
 memory for the sparse-memory ablation). Writes results.json and a video grid; ends with one JSON line.
 """
@@ -52,6 +54,8 @@ class EvalGeneratorConfig:
     """chunks rolled out per start"""
     steps: int = 10
     """DDIM steps per chunk"""
+    memory_ablation: bool = True
+    """also roll the same model out with the other memory mode (consecutive for a sparse-memory model)"""
     heldout_only: bool = True
     """use the training run's held-out split (needs train settings in the checkpoint)"""
     seed: int = 0
@@ -82,7 +86,16 @@ def pick_episodes(cfg: EvalGeneratorConfig, model, store: EpisodeStore) -> list[
 
 
 @torch.no_grad()
-def rollout(model, store: EpisodeStore, e: int, start: int, chunks: int, steps: int, seed: int) -> dict:
+def rollout(
+    model,
+    store: EpisodeStore,
+    e: int,
+    start: int,
+    chunks: int,
+    steps: int,
+    seed: int,
+    memory_mode: str | None = None,
+) -> dict:
     """Predict ``chunks`` chunks after frame ``start`` of episode ``e``; returns real/pred/baseline."""
     cfg = model.cfg
     M, R = cfg.memory.chunk, cfg.resolution
@@ -95,7 +108,8 @@ def rollout(model, store: EpisodeStore, e: int, start: int, chunks: int, steps: 
     ctx, real = frames[:, : len(ctx_idx)], frames[:, len(ctx_idx) :]
     past_end = torch.from_numpy(np.arange(start + 1, start + 1 + chunks * M) > T - 1)
     res = model.generate(
-        ctx, K, cams, instruction, max_chunks=chunks, steps=steps, seed=seed, stop_at_eos=False
+        ctx, K, cams, instruction, max_chunks=chunks, steps=steps, seed=seed, stop_at_eos=False,
+        memory_mode=memory_mode,
     )
     pred = res.frames.cpu()
     baseline = ctx[:, -1:].expand_as(real)
@@ -162,7 +176,9 @@ def aggregate(scores: list[dict], chunks: int, V: int) -> dict:
     return table
 
 
-def evaluate_model(model, store: EpisodeStore, eps: list[int], cfg: EvalGeneratorConfig) -> tuple[dict, list]:
+def evaluate_model(
+    model, store: EpisodeStore, eps: list[int], cfg: EvalGeneratorConfig, memory_mode: str | None = None
+) -> tuple[dict, list]:
     """Roll out and score every (episode, start); returns the aggregate and the rollouts."""
     M = model.cfg.memory.chunk
     scores, rolls, eos_err = [], [], []
@@ -177,8 +193,9 @@ def evaluate_model(model, store: EpisodeStore, eps: list[int], cfg: EvalGenerato
             .astype(int)
         ):
             jobs.append((e, int(min(s, T - 2))))
-    for k, (e, s) in enumerate(progress(jobs, desc="rollouts", unit="rollout")):
-        r = rollout(model, store, e, s, cfg.chunks, cfg.steps, cfg.seed + k)
+    desc = "rollouts" if memory_mode is None else f"rollouts ({memory_mode} memory)"
+    for k, (e, s) in enumerate(progress(jobs, desc=desc, unit="rollout")):
+        r = rollout(model, store, e, s, cfg.chunks, cfg.steps, cfg.seed + k, memory_mode)
         scores.append(score(r, store, M))
         rolls.append(r)
         if r["eos_true"] < cfg.chunks * M:  # the true end lies inside the rolled-out horizon
@@ -201,6 +218,9 @@ def run(cfg: EvalGeneratorConfig, out_dir: Path) -> dict:
     eps = pick_episodes(cfg, model, store)
     main, rolls = evaluate_model(model, store, eps, cfg)
     results = {"checkpoint": cfg.checkpoint, "episodes": eps, "model": main}
+    other_mode = "sparse" if model.cfg.memory.mode == "consecutive" else "consecutive"
+    if cfg.memory_ablation:
+        results[f"{other_mode}_memory"], _ = evaluate_model(model, store, eps, cfg, other_mode)
     if cfg.compare:
         other = load_generator(cfg.compare, cfg.device)
         results["compare"], _ = evaluate_model(other, store, eps, cfg)
@@ -220,6 +240,10 @@ def run(cfg: EvalGeneratorConfig, out_dir: Path) -> dict:
         "video": str(video),
         "out": str(out_dir),
     }
+    if cfg.memory_ablation:
+        abl = results[f"{other_mode}_memory"]
+        summary[f"{other_mode}_memory_psnr"] = abl["psnr"]
+        summary[f"{other_mode}_memory_psnr_per_chunk"] = [r.get("psnr") for r in abl["per_chunk"]]
     if cfg.compare:
         summary["compare_psnr"] = results["compare"]["psnr"]
         summary["compare_psnr_per_chunk"] = [r.get("psnr") for r in results["compare"]["per_chunk"]]

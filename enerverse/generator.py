@@ -25,10 +25,9 @@ from enerverse.core.camera import ray_map
 from enerverse.denoiser import Denoiser
 from enerverse.diffusion import Diffusion, memory_corruption_levels
 from enerverse.presets import GeneratorConfig
-from enerverse.text import build_text_encoder
+from enerverse.text import shared_text_encoder
 
 EOS_VALUE = -1.0  # the EoS frame is a constant black image appended after every training episode
-_TEXT_ENCODERS: dict[tuple, nn.Module] = {}  # (kind, path) -> frozen instruction encoder
 
 
 def ray_maps(K: np.ndarray, T_cam_world: np.ndarray, size: int, latent: int) -> Tensor:
@@ -81,12 +80,7 @@ class EnerVerseGenerator(nn.Module):
     @property
     def text(self) -> nn.Module:
         """The frozen instruction encoder (``texts -> (tokens [B, L, D], mask [B, L])``)."""
-        kind, path = self._text_key
-        if self._text_key not in _TEXT_ENCODERS:
-            _TEXT_ENCODERS[self._text_key] = build_text_encoder(
-                kind, **({"model_path": path} if kind == "hf" else {})
-            )
-        return _TEXT_ENCODERS[self._text_key]
+        return shared_text_encoder(*self._text_key)
 
     # --- helpers ----------------------------------------------------------------------------------
     def check_frames(self, frames: Tensor) -> None:
@@ -243,6 +237,14 @@ class EnerVerseGenerator(nn.Module):
         self, memory: Tensor, rays: Tensor, pos: Tensor, instructions: list[str], seed: int | None = None
     ) -> Tensor:
         """Middle-block features [B, V, m+M, C_mid, h', w'] from one forward at the noisiest timestep."""
+        return self.features(memory, rays, pos, instructions, seed)
+
+    def features(
+        self, memory: Tensor, rays: Tensor, pos: Tensor, instructions: list[str], seed: int | None = None
+    ) -> Tensor:
+        """:meth:`extract_features` with autograd (fine-tuning the generator through the policy loss).
+
+        memory [B,C,V,m,h,w] clean latents, rays [B,6,V,m+M,h,w], pos [B,m+M]."""
         B, C, V, m = memory.shape[:4]
         M = pos.shape[1] - m
         g = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -270,14 +272,18 @@ class EnerVerseGenerator(nn.Module):
         steps: int | None = None,
         seed: int = 0,
         stop_at_eos: bool = True,
+        memory_mode: str | None = None,
     ) -> GenerationResult:
         """Generate chunk after chunk from context frames [V, Tc, 3, H, W] until EoS or ``max_chunks``.
 
         Cameras: K [V,3,3] and T_cam_world [V,4,4] (static rig; future frames reuse it). Memory per chunk
-        is bounded: 3 frames spread over the whole history + the latest frame. With ``stop_at_eos=False``
-        all ``max_chunks`` are generated (evaluation) and ``eos_frame`` still reports the first EoS frame.
+        is bounded: 3 frames spread over the whole history + the latest frame (``memory_mode`` "sparse"),
+        or the latest 4 frames ("consecutive"); None follows the config. With ``stop_at_eos=False`` all
+        ``max_chunks`` are generated (evaluation) and ``eos_frame`` still reports the first EoS frame.
         """
-        it = self.iter_chunks(context, K, T_cam_world, instruction, max_chunks, steps, seed, stop_at_eos)
+        it = self.iter_chunks(
+            context, K, T_cam_world, instruction, max_chunks, steps, seed, stop_at_eos, memory_mode
+        )
         chunks = list(it)
         z = torch.cat([c for c, _ in chunks], dim=2) if chunks else torch.empty(0)
         eos = next((i for i, (_, e) in enumerate(chunks) if e is not None), None)
@@ -297,9 +303,11 @@ class EnerVerseGenerator(nn.Module):
         steps: int | None,
         seed: int,
         stop_at_eos: bool = True,
+        memory_mode: str | None = None,
     ) -> Iterator[tuple[Tensor, int | None]]:
         """Yield (chunk latents [C, V, M, h, w], index of the first EoS frame in it or None)."""
         self.check_frames(context[None])
+        mode = memory_mode or self.cfg.memory.mode
         m, M = self.cfg.memory.n_memory, self.cfg.memory.chunk
         V = self.cfg.num_views
         history = list(self.encode(context[None].to(self.device))[0].unbind(dim=2))  # [C, V, h, w] each
@@ -307,7 +315,7 @@ class EnerVerseGenerator(nn.Module):
         rays = ray_maps(np.asarray(K), cams, self.cfg.resolution, self.latent_size)[None].to(self.device)
         for k in range(max_chunks):
             n = len(history)
-            idx = inference_memory(n, m)
+            idx = inference_memory(n, m, mode)
             memory = torch.stack([history[i] for i in idx], dim=2)[None]
             pos = torch.tensor(
                 [[i - (n - 1) for i in idx] + list(range(1, M + 1))], dtype=torch.float32, device=self.device
@@ -321,9 +329,17 @@ class EnerVerseGenerator(nn.Module):
             history.extend(z.unbind(dim=2))
 
 
-def inference_memory(n: int, m: int) -> list[int]:
-    """Memory frame indices for a history of ``n`` frames: m-1 spread over it + the latest."""
+def inference_memory(n: int, m: int, mode: str = "sparse") -> list[int]:
+    """Memory frame indices for a history of ``n`` frames.
+
+    sparse: m-1 spread over the whole history + the latest; consecutive: the latest m frames.
+    Short histories repeat frame 0 in front.
+    """
+    if mode not in ("sparse", "consecutive"):
+        raise ValueError(f"memory mode must be 'sparse' or 'consecutive', got {mode!r}")
     if n <= m:
         return [0] * (m - n) + list(range(n))
+    if mode == "consecutive":
+        return list(range(n - m, n))
     spread = np.floor(np.linspace(0, n - 2, m - 1) + 0.5).astype(int).tolist()
     return spread + [n - 1]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from enerverse.core.checkpoint import load_checkpoint, save_checkpoint
+from enerverse.core.checkpoint import check_format, load_checkpoint, save_checkpoint
 from enerverse.core.config import config_to_dict
 from enerverse.core.store import EpisodeStore
 from enerverse.presets import CodecConfig, DenoiserConfig, DiffusionConfig, GeneratorConfig, MemoryConfig
@@ -42,11 +42,7 @@ def load_generator(folder: str | Path, device: str = "cpu"):
     from enerverse.generator import EnerVerseGenerator
 
     ck = load_checkpoint(folder, map_location=device)
-    if ck.config.get("format") != FORMAT or ck.config.get("version") != VERSION:
-        raise ValueError(
-            f"{folder} is not an EnerVerse-G checkpoint of version {VERSION} "
-            f"(found format={ck.config.get('format')!r}, version={ck.config.get('version')!r})"
-        )
+    check_format(ck.config, FORMAT, VERSION, folder, "an EnerVerse-G")
     cfg = generator_config_from_dict(ck.config["generator"])
     model = EnerVerseGenerator(cfg)
     missing, unexpected = model.load_state_dict(ck.state_dict, strict=False)

@@ -246,3 +246,16 @@ def build_text_encoder(kind: str = "minilm", **kw: Any) -> nn.Module:
     if kind == "hashing":
         return HashingTextEncoder(**kw)
     raise ValueError(f"unknown text encoder kind {kind!r}; valid kinds: {', '.join(TEXT_ENCODER_KINDS)}")
+
+
+_SHARED: dict[tuple[str, str | None], nn.Module] = {}
+
+
+def shared_text_encoder(kind: str = "minilm", model_path: str | None = None) -> nn.Module:
+    """One frozen encoder per (kind, path) for the whole process (generator and policy share it).
+
+    Kept out of the models' state dicts: its weights come from their own package or folder."""
+    key = (kind, model_path)
+    if key not in _SHARED:
+        _SHARED[key] = build_text_encoder(kind, **({"model_path": model_path} if kind == "hf" else {}))
+    return _SHARED[key]

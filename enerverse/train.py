@@ -21,15 +21,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from enerverse.core.config import ConfigError, config_to_dict, parse_cli, register_config, save_config
+from enerverse.core.config import ConfigError, config_to_dict, parse_cli_with_preset
 from enerverse.core.device import pick_device
-from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
 from enerverse.core.seeding import seed_everything
-from enerverse.core.store import EpisodeStore, StoreFormatError
-from enerverse.core.trainer import LossModule, Trainer, TrainSettings, distributed_info, epoch_batches
+from enerverse.core.store import EpisodeStore
+from enerverse.core.trainer import (
+    LossModule,
+    Trainer,
+    TrainSettings,
+    distributed_info,
+    epoch_batches,
+    run_training_main,
+)
 from enerverse.data import GeneratorWindows, collate, encode_episodes
 from enerverse.io import save_generator, split_episodes
-from enerverse.presets import PRESETS, GeneratorConfig, get_preset
+from enerverse.presets import GeneratorConfig, get_preset
 from enerverse.samples import write_sample_grid
 
 
@@ -66,6 +72,9 @@ class TrainGeneratorConfig:
     """write a real-vs-generated sample grid every N generator steps (0: only at the end)"""
     codec_from: str | None = None
     """reuse the codec of a generator checkpoint folder (same codec settings) and skip the codec stage"""
+    init_from: str | None = None
+    """start from every weight of a generator checkpoint (same generator settings) and skip the codec
+    stage: video adaptation of a pretrained generator to this store"""
     max_minutes: float | None = None
     """stop the generator stage (with a checkpoint) after this wall time"""
 
@@ -82,18 +91,7 @@ class TrainGeneratorConfig:
 
 def parse_args(argv: list[str] | None) -> TrainGeneratorConfig:
     """Parse overrides; ``preset=<name>`` picks the defaults that ``generator.*`` overrides refine."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    preset = next((a.split("=", 1)[1] for a in args if a.startswith("preset=")), "tiny")
-    if preset not in PRESETS:
-        try:
-            get_preset(preset)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
-    register_config(
-        f"_train_generator_{preset}", TrainGeneratorConfig(preset=preset, generator=get_preset(preset))
-    )
-    return parse_cli(TrainGeneratorConfig, args, prog="ev-train-generator", name=f"_train_generator_{preset}")
+    return parse_cli_with_preset(TrainGeneratorConfig, argv, "ev-train-generator", "generator", get_preset)
 
 
 def open_store(cfg: TrainGeneratorConfig) -> EpisodeStore:
@@ -139,6 +137,7 @@ def run_identity(cfg: TrainGeneratorConfig) -> dict:
         "codec_batch_size": cfg.codec_batch_size,
         "holdout": cfg.holdout,
         "codec_from": cfg.codec_from,
+        "init_from": cfg.init_from,
     }
 
 
@@ -153,6 +152,18 @@ def load_codec_from(gen, folder: str, gcfg: GeneratorConfig) -> None:
         raise ConfigError(f"codec_from={folder} has codec settings {theirs}, this run uses {ours}")
     prefix = "codec."
     gen.codec.load_state_dict({k[len(prefix) :]: v for k, v in ck.state_dict.items() if k.startswith(prefix)})
+
+
+def load_generator_weights(gen, folder: str, gcfg: GeneratorConfig) -> None:
+    """Copy every weight of a generator checkpoint with the same settings into ``gen``."""
+    from enerverse.core.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(folder)
+    theirs, ours = ck.config.get("generator"), config_to_dict(gcfg)
+    if theirs != ours:
+        diff = sorted(k for k in set(theirs or {}) | set(ours) if (theirs or {}).get(k) != ours.get(k))
+        raise ConfigError(f"init_from={folder} has other generator settings (differing: {diff})")
+    gen.load_state_dict(ck.state_dict)
 
 
 def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
@@ -182,7 +193,10 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
         file=sys.stderr,
     )
 
-    if cfg.codec_from:  # --- stage 1 skipped: reuse a trained (calibrated) codec
+    if cfg.init_from:  # --- stage 1 skipped: adapt a trained generator
+        load_generator_weights(gen, cfg.init_from, cfg.generator)
+        summary["init_from"] = cfg.init_from
+    elif cfg.codec_from:  # --- stage 1 skipped: reuse a trained (calibrated) codec
         load_codec_from(gen, cfg.codec_from, cfg.generator)
         summary["codec_from"] = cfg.codec_from
     elif cfg.generator.codec.kind == "conv" and cfg.codec.steps > 0:  # --- stage 1: codec
@@ -245,21 +259,7 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``ev-train-generator``."""
-    cfg = parse_args(argv)
-    rank, _, world = distributed_info()
-    try:
-        if world > 1 and not cfg.out:
-            raise ConfigError("under torchrun every rank must share one run folder: pass out=<dir>")
-        run_dir = make_output_dir("train_generator", cfg.out)
-        if rank == 0:
-            save_config(cfg, run_dir / "config.json")
-        summary = train(cfg, run_dir)
-    except (ConfigError, StoreFormatError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if rank == 0:
-        write_json_atomic(run_dir / "summary.json", summary)
-        print_summary(summary)
+    run_training_main(parse_args(argv), "train_generator", train)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,17 @@
     ev-eval task=pick_place policy=expert episodes=50 num_envs=4
     ev-eval task=all policy=expert episodes=20            # per-task table over every project task
 
+    ev-eval task=pick_place policy=checkpoints/pick_place_small episodes=50   # a trained policy
+
 Any policy object with ``reset()`` and ``act(obs) -> actions [B, chunk, A]`` (batched observation
-dict in, batched action chunks out) can be evaluated with :func:`evaluate`. Episode ``i`` of a task
-always uses seed ``episode_seed(seed, i)``; evaluation seeds default to a range (1000) disjoint
-from collection's (0). Writes results.json, a success plot (png) and a video grid per task.
+dict in, batched action chunks out) can be evaluated with :func:`evaluate`; optional methods:
+``reset(instructions)``, ``observe(obs)`` (every observation between decisions, for memory) and
+``imagine()`` (the imagined future, shown next to the real views in the video). Checkpoint folders
+are loaded through the ``enerverse.policy_loaders`` entry point (``policies`` registers it), so
+``sim`` never imports the policy code; the environment then uses the checkpoint's views and resolution.
+Episode ``i`` of a task always uses seed ``episode_seed(seed, i)``; evaluation seeds default to a
+range (1000) disjoint from collection's (0). Writes results.json, a success plot (png) and a video
+grid per task.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ class EvalConfig(SimSettings):
     """Settings of ``ev-eval``."""
 
     policy: str = "expert"
-    """'expert' (the task's scripted expert); checkpoint folders arrive with the policy runtime"""
+    """'expert' (the task's scripted expert) or a policy checkpoint folder (ev-train-policy)"""
     episodes: int = 20
     """episodes per task"""
     num_envs: int = 4
@@ -45,6 +52,12 @@ class EvalConfig(SimSettings):
     """base seed; episode i uses episode_seed(seed, i)"""
     videos: int = 4
     """episodes per task shown in the video grid (0: none)"""
+    imagine: bool = True
+    """checkpoint policies with a generator: show the imagined future views next to the real ones"""
+    policy_steps: int | None = None
+    """DDIM steps of the action head (default: the checkpoint's)"""
+    device: str = "cpu"
+    """device of checkpoint policies"""
     out: str | None = None
     """output folder (default: outputs/eval/<timestamp>)"""
 
@@ -62,8 +75,9 @@ class EvalConfig(SimSettings):
         for name in ("episodes", "num_envs"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.policy != "expert":
-            make_policy(self.policy, self.task)  # raises the explanation
+        if self.policy != "expert" and not (Path(self.policy) / "config.json").is_file():
+            raise ConfigError(f"policy={self.policy!r}: expected 'expert' or a policy checkpoint folder "
+                              "(with config.json, written by ev-train-policy)")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -77,19 +91,36 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def make_policy(spec: str, task: str):
-    """Resolve a policy spec for a task: ``expert`` only, until the policy runtime exists."""
+def policy_loader(name: str = "checkpoint"):
+    """The loader registered under ``enerverse.policy_loaders`` (``policies.runtime:load_for_eval``)."""
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group="enerverse.policy_loaders") if ep.name == name]
+    if not found:
+        raise ConfigError("no policy loader is installed: reinstall the project (pip install -e .) so the "
+                          "'enerverse.policy_loaders' entry point of the policies package is registered")
+    return found[0].load()
+
+
+def make_policy(spec: str, task: str, **kw):
+    """Resolve a policy spec for a task: ``expert`` or a checkpoint folder (keyword args go to its loader)."""
     if spec == "expert":
         from sim.experts import make_expert
 
         return make_expert(task)
-    raise ConfigError(f"policy={spec!r} is not available yet: only policy=expert can be evaluated until "
-                      "the policy runtime (EnerVerse-A checkpoints) lands")
+    return policy_loader()(spec, **kw)
+
+
+def _reset(policy, instructions: list[str]) -> None:
+    try:
+        policy.reset(instructions)
+    except TypeError:  # policies without per-episode instructions (the scripted experts)
+        policy.reset()
 
 
 def evaluate(policy, task: str, episodes: int, num_envs: int = 4, seed: int = 1000,
              asynchronous: bool = False, videos: int = 0, env_kwargs: dict | None = None,
-             show_progress: bool = True) -> dict:
+             show_progress: bool = True, imagine: bool = True) -> dict:
     """Run ``episodes`` seeded episodes of ``task``; returns per-episode results and frames to show.
 
     Envs are reset together in batches of ``num_envs``; an env that finishes early is restarted and
@@ -105,24 +136,34 @@ def evaluate(policy, task: str, episodes: int, num_envs: int = 4, seed: int = 10
         for start in range(0, episodes, num_envs):
             n = min(num_envs, episodes - start)
             seeds = [episode_seed(seed, start + i) for i in range(num_envs)]
-            obs, _ = venv.reset(seed=seeds)
-            policy.reset()
+            obs, info = venv.reset(seed=seeds)
+            _reset(policy, [str(x) for x in info.get("instruction", [""] * num_envs)])
             done = np.zeros(num_envs, dtype=bool)
             done[n:] = True  # padding envs of a last, partial batch are ignored
             success = np.zeros(num_envs, dtype=bool)
             length = np.zeros(num_envs, dtype=int)
             show = [i for i in range(n) if start + i < videos]
             clips = {i: [obs["rgb"][i]] for i in show}
+            imagine_fn = getattr(policy, "imagine", None) if imagine else None
+            dreams = {i: [obs["rgb"][i]] for i in show} if imagine_fn is not None else {}
+            observe = getattr(policy, "observe", None)
             while not done.all():
                 chunk = np.asarray(policy.act(obs))
                 if chunk.ndim != 3 or chunk.shape[0] != num_envs:
                     raise ValueError(f"policy.act must return actions [B={num_envs}, chunk, A], "
                                      f"got shape {chunk.shape}")
-                for a in chunk.transpose(1, 0, 2):
+                future = imagine_fn() if dreams else None  # [B, V, M, H, W, 3] or None (no generator)
+                if future is None:
+                    dreams = {}
+                for i in dreams:
+                    dreams[i].extend(np.moveaxis(future[i], 1, 0)[: chunk.shape[1]])
+                for j, a in enumerate(chunk.transpose(1, 0, 2)):
                     obs, _, term, trunc, info = venv.step(a)
                     live = ~done
                     length[live] += 1
                     success[live] |= np.asarray(info["success"], dtype=bool)[live]
+                    if observe is not None and j < chunk.shape[1] - 1:
+                        observe(obs)  # the next act() sees the observation after the last action
                     for i in show:
                         if live[i]:
                             clips[i].append(obs["rgb"][i])
@@ -135,7 +176,13 @@ def evaluate(policy, task: str, episodes: int, num_envs: int = 4, seed: int = 10
                         obs, _ = venv.reset(options={"reset_mask": ended})
             per_episode += [{"seed": seeds[i], "success": bool(success[i]), "length": int(length[i])}
                             for i in range(n)]
-            frames += [np.stack(clips[i]) for i in show]
+            for i in show:
+                real = np.stack(clips[i])
+                if dreams:  # real views | imagined views, side by side
+                    dream = np.stack(dreams[i][: len(real)])
+                    dream = np.concatenate([dream, np.repeat(dream[-1:], len(real) - len(dream), 0)])
+                    real = np.concatenate([real, dream], axis=1)
+                frames.append(real)
     finally:
         bar.close()
         venv.close()
@@ -177,13 +224,24 @@ def run(cfg: EvalConfig, run_dir: Path) -> dict:
     rows = []
     for task in tasks:
         t0 = time.perf_counter()
-        res = evaluate(make_policy(cfg.policy, task), task, cfg.episodes, cfg.num_envs, cfg.seed,
-                       cfg.asynchronous, cfg.videos, cfg.env_kwargs())
+        env_kwargs = cfg.env_kwargs()
+        if cfg.policy == "expert":
+            policy = make_policy(cfg.policy, task)
+        else:
+            policy = make_policy(cfg.policy, task, device=cfg.device, steps=cfg.policy_steps)
+            env_kwargs.update(views=list(policy.views), width=policy.resolution, height=policy.resolution)
+        res = evaluate(policy, task, cfg.episodes, cfg.num_envs, cfg.seed, cfg.asynchronous, cfg.videos,
+                       env_kwargs, imagine=cfg.imagine)
         res["seconds"] = time.perf_counter() - t0
+        if hasattr(policy, "runtime"):
+            res["latency"] = policy.runtime.latency()
         if res["frames"]:
+            views = list(env_kwargs.get("views", cfg.views))
             H = res["frames"][0].shape[2]
+            if res["frames"][0].shape[1] == 2 * len(views):
+                views += [f"{v} imagined" for v in views]
             labels = [f"ep{j} {'ok' if e['success'] else 'fail'}" for j, e in enumerate(res["per_episode"])]
-            vid = grid_video(res["frames"], list(cfg.views), labels[:len(res["frames"])], max(1, 128 // H))
+            vid = grid_video(res["frames"], views, labels[:len(res["frames"])], max(1, 128 // H))
             res["video"] = str(write_video(run_dir / f"{task.replace('/', '_')}.mp4", vid, 20))
         del res["frames"]
         rows.append(res)

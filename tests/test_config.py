@@ -117,7 +117,22 @@ def test_registered_name_and_config_dir(tmp_path: Path) -> None:
     assert os.getcwd() == str(Path.cwd())  # hydra did not change directory
 
 
-def test_group_preset_selection() -> None:
+@pytest.fixture
+def clean_config_store():
+    """Groups registered by a test must not outlive it: a 'task' group would turn every later
+    ``task=<name>`` override in this process into a group selection."""
+    import copy
+
+    from hydra.core.config_store import ConfigStore
+
+    repo = ConfigStore.instance().repo
+    saved = copy.deepcopy(repo)
+    yield
+    repo.clear()
+    repo.update(saved)
+
+
+def test_group_preset_selection(clean_config_store) -> None:
     register_config("test_task/push", TaskCfg(name="push", horizon=7))
     with pytest.raises(ConfigError, match="unknown config key 'test_task.x'"):
         load_config(RunCfg, ["test_task.x=1"])  # a group is not a value key

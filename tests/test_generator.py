@@ -155,6 +155,10 @@ def test_inference_memory_is_bounded_and_ends_with_the_latest() -> None:
     assert inference_memory(2, 4) == [0, 0, 0, 1]
     idx = inference_memory(100, 4)
     assert len(idx) == 4 and idx[-1] == 99 and idx[0] == 0 and idx == sorted(idx)
+    assert inference_memory(100, 4, "consecutive") == [96, 97, 98, 99]
+    assert inference_memory(2, 4, "consecutive") == [0, 0, 0, 1]
+    with pytest.raises(ValueError, match="sparse"):
+        inference_memory(10, 4, "latest")
 
 
 def test_bad_inputs_get_clear_errors(tiny: EnerVerseGenerator) -> None:

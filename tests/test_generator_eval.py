@@ -97,6 +97,7 @@ def test_train_then_evaluate_end_to_end(tmp_path: Path) -> None:
     for key in ("psnr", "baseline_psnr", "ssim", "consistency", "psnr_per_chunk"):
         assert key in ev
     assert len(ev["psnr_per_chunk"]) == 2 and ev["consistency"] is not None
+    assert len(ev["consecutive_memory_psnr_per_chunk"]) == 2  # the same model with consecutive memory
     res = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert res["model"]["per_chunk"][0]["chunk"] == 1 and "psnr_per_view" in res["model"]["per_chunk"][0]
     # resuming the finished run does nothing more and keeps the step count

@@ -244,3 +244,12 @@ def restore_rng_state(state: dict) -> None:
         torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda"]])
+
+
+def check_format(config: dict, fmt: str, version: int, folder: str | Path, what: str) -> None:
+    """ValueError unless a checkpoint's config.json declares ``format`` ``fmt`` at ``version``."""
+    if config.get("format") != fmt or config.get("version") != version:
+        raise ValueError(
+            f"{folder} is not {what} checkpoint of version {version} "
+            f"(found format={config.get('format')!r}, version={config.get('version')!r})"
+        )

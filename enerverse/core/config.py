@@ -348,3 +348,26 @@ def config_to_dict(cfg: Any) -> dict:
 def save_config(cfg: Any, path: str | Path) -> Path:
     """Write the resolved config as JSON, atomically; returns the path."""
     return write_json_atomic(path, config_to_dict(cfg))
+
+
+def parse_cli_with_preset(
+    schema: type,
+    argv: list[str] | None,
+    prog: str,
+    group: str,
+    get_preset: Any,
+    default: str = "tiny",
+) -> Any:
+    """:func:`parse_cli` where ``preset=<name>`` first picks the defaults of the ``group`` field
+    (``get_preset(name)``), which dotted ``group.*`` overrides then refine. An unknown preset prints
+    the error (with the valid names) and exits with code 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    preset = next((a.split("=", 1)[1] for a in args if a.startswith("preset=")), default)
+    try:
+        defaults = get_preset(preset)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    name = f"_{prog.replace('-', '_')}_{preset}"
+    register_config(name, schema(preset=preset, **{group: defaults}))
+    return parse_cli(schema, args, prog=prog, name=name)

@@ -303,3 +303,31 @@ def epoch_batches(
             yield get_batch(order[i * batch_size : (i + 1) * batch_size], epoch)
         data_state["epoch"] = epoch + 1
         data_state["index"] = 0
+
+
+def run_training_main(cfg: Any, entry: str, train_fn: Callable[[Any, Path], dict]) -> None:
+    """The body of a training entry point: check ``cfg``, make the run folder (``outputs/<entry>/...``
+    or ``cfg.out``), save the resolved config, train, write summary.json and print the summary line.
+    Configuration and store errors print ``error: ...`` and exit with code 2."""
+    import sys
+
+    from enerverse.core.config import ConfigError, save_config
+    from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
+    from enerverse.core.store import StoreFormatError
+
+    rank, _, world = distributed_info()
+    try:
+        if hasattr(cfg, "validate"):
+            cfg.validate()
+        if world > 1 and not cfg.out:
+            raise ConfigError("under torchrun every rank must share one run folder: pass out=<dir>")
+        run_dir = make_output_dir(entry, cfg.out)
+        if rank == 0:
+            save_config(cfg, run_dir / "config.json")
+        summary = train_fn(cfg, run_dir)
+    except (ConfigError, StoreFormatError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if rank == 0:
+        write_json_atomic(run_dir / "summary.json", summary)
+        print_summary(summary)

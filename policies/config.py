@@ -1,0 +1,110 @@
+"""Policy configuration (structured configs) and the named size presets.
+
+``encoder.kind`` picks the observation encoder in front of the shared diffusion action head:
+``enerverse`` (EnerVerse-A: future-space features from the generator's middle block) or ``cnn`` (the
+Diffusion-Policy-style image baseline). Everything else - head, memory frames, views - is shared, so
+the two are compared on equal terms.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass, field
+
+from enerverse.core.config import ConfigError
+
+
+@dataclass
+class EncoderConfig:
+    """Observation encoder in front of the action head."""
+
+    kind: str = "enerverse"
+    """enerverse (generator features, EnerVerse-A) | cnn (image baseline)"""
+    pool: str = "attention"
+    """enerverse: how middle-block features [V, h, w] become one token per frame: mean (the paper) |
+    attention (a learned query over views and positions, keeps where things are)"""
+    cnn_width: int = 32
+    """cnn: channels of the first conv layer (doubled at each of the 3 stride-2 stages)"""
+
+
+@dataclass
+class HeadConfig:
+    """The DiT action head (x0 prediction, DDIM sampling)."""
+
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    horizon: int = 8
+    """actions per chunk"""
+    action_dim: int = 7
+    train_timesteps: int = 100
+    sample_steps: int = 10
+    """DDIM steps per chunk at inference"""
+    dropout: float = 0.0
+
+
+@dataclass
+class PolicyConfig:
+    """Everything that defines a policy checkpoint (besides the generator it reads, if any)."""
+
+    preset: str = "tiny"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    views: list[str] | None = None
+    """camera views used, by name (None: every view of the training store, in store order)"""
+    n_memory: int = 4
+    """observation frames per decision: 3 from the history + the latest (as the generator's memory)"""
+    memory_mode: str = "sparse"
+    """sparse (spread over the whole episode) | consecutive (the latest frames; the ablation)"""
+    use_state: bool = True
+    """proprioception token for the head"""
+    use_instruction: bool = True
+    """instruction tokens for the head"""
+
+    def validate(self) -> None:
+        if self.encoder.kind not in ("enerverse", "cnn"):
+            raise ConfigError(f"encoder.kind must be 'enerverse' or 'cnn', got {self.encoder.kind!r}")
+        if self.encoder.pool not in ("mean", "attention"):
+            raise ConfigError(f"encoder.pool must be 'mean' or 'attention', got {self.encoder.pool!r}")
+        if self.memory_mode not in ("sparse", "consecutive"):
+            raise ConfigError(f"memory_mode must be 'sparse' or 'consecutive', got {self.memory_mode!r}")
+        h = self.head
+        if h.dim % h.heads:
+            raise ConfigError(f"head.dim {h.dim} must be a multiple of head.heads {h.heads}")
+        for k in ("horizon", "action_dim", "train_timesteps", "sample_steps", "depth"):
+            if getattr(h, k) <= 0:
+                raise ConfigError(f"head.{k} must be positive, got {getattr(h, k)}")
+        if h.sample_steps > h.train_timesteps:
+            raise ConfigError(
+                f"head.sample_steps {h.sample_steps} > head.train_timesteps {h.train_timesteps}"
+            )
+        if self.n_memory < 1:
+            raise ConfigError(f"n_memory must be >= 1, got {self.n_memory}")
+        if self.views is not None and len(set(self.views)) != len(self.views):
+            raise ConfigError(f"views must be distinct, got {self.views}")
+
+
+PRESETS: dict[str, PolicyConfig] = {
+    "tiny": PolicyConfig(
+        preset="tiny",
+        head=HeadConfig(dim=64, depth=2, heads=4, horizon=4, sample_steps=5, train_timesteps=50),
+        encoder=EncoderConfig(cnn_width=8),
+        n_memory=2,
+    ),
+    "small": PolicyConfig(preset="small", head=HeadConfig(dim=128, depth=4, heads=4)),
+    "base": PolicyConfig(
+        preset="base", head=HeadConfig(dim=384, depth=8, heads=6), encoder=EncoderConfig(cnn_width=64)
+    ),
+}
+
+
+def get_policy_preset(name: str) -> PolicyConfig:
+    """A fresh copy of policy preset ``name``; ConfigError listing the valid names otherwise."""
+    if name not in PRESETS:
+        hint = difflib.get_close_matches(name, list(PRESETS), n=1)
+        raise ConfigError(
+            f"unknown policy preset {name!r}; valid presets: {', '.join(PRESETS)}"
+            + (f"; did you mean {hint[0]!r}?" if hint else "")
+        )
+    return copy.deepcopy(PRESETS[name])

@@ -1,0 +1,111 @@
+"""Observation encoders: observation -> condition tokens [B, T, D] for the action head.
+
+- :class:`FutureSpaceTokens` (EnerVerse-A): the generator's middle-block features from one forward at
+  the noisiest timestep over [memory frames + noise frames], pooled over views and space to one token
+  per frame (T = n_memory + chunk), then an MLP. ``pool="mean"`` is the paper's spatial mean;
+  ``"attention"`` is a learned query per frame over (view, position) tokens with position
+  embeddings, so the token can say where the cube is as well as what is there.
+- :class:`ImageTokens` (baseline): a small CNN with GroupNorm and a spatial-softmax keypoint layer
+  (Diffusion Policy style) per view and memory frame, one token per frame (T = n_memory).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from policies.config import EncoderConfig
+
+
+class AttentionPool(nn.Module):
+    """One learned query attends over S tokens [N, S, C] (+ learned position embeddings) -> [N, C]."""
+
+    def __init__(self, channels: int, positions: int, heads: int = 4) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(1, positions, channels) * 0.02)
+        self.query = nn.Parameter(torch.randn(1, 1, channels) * 0.02)
+        self.norm = nn.LayerNorm(channels)
+        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[1] != self.pos.shape[1]:
+            raise ValueError(
+                f"attention pooling was built for {self.pos.shape[1]} positions, got {x.shape[1]}"
+            )
+        kv = self.norm(x) + self.pos
+        return self.attn(self.query.expand(x.shape[0], -1, -1), kv, kv, need_weights=False)[0][:, 0]
+
+
+class FutureSpaceTokens(nn.Module):
+    """Middle-block features [B, V, T, C, h, w] -> tokens [B, T, D] (pool over views and space + MLP)."""
+
+    def __init__(
+        self, cfg: EncoderConfig, channels: int, views: int, spatial: int, frames: int, dim: int
+    ) -> None:
+        super().__init__()
+        self.cfg, self.views, self.spatial = cfg, views, spatial
+        heads = 4 if channels % 4 == 0 else 1
+        self.pool = AttentionPool(channels, views * spatial, heads) if cfg.pool == "attention" else None
+        self.frame_pos = nn.Parameter(torch.randn(1, frames, dim) * 0.02)
+        self.mlp = nn.Sequential(nn.Linear(channels, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def forward(self, feats: Tensor) -> Tensor:
+        B, V, T, C, h, w = feats.shape
+        if V != self.views or h * w != self.spatial:
+            raise ValueError(
+                f"expected features for {self.views} views at {self.spatial} positions, "
+                f"got {tuple(feats.shape)}"
+            )
+        if self.pool is None:
+            pooled = feats.float().mean(dim=(1, 4, 5))  # [B, T, C]: the paper's mean over views and space
+        else:
+            x = feats.float().permute(0, 2, 1, 4, 5, 3).reshape(B * T, V * h * w, C)
+            pooled = self.pool(x).reshape(B, T, C)
+        return self.mlp(pooled) + self.frame_pos[:, :T]
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature map [N, C, H, W] -> expected (x, y) of each channel's softmax [N, 2C]."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        N, C, H, W = x.shape
+        p = F.softmax(x.reshape(N, C, H * W), dim=-1).reshape(N, C, H, W)
+        ys = torch.linspace(-1, 1, H, device=x.device)
+        xs = torch.linspace(-1, 1, W, device=x.device)
+        return torch.cat([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], dim=1)
+
+
+class ImageTokens(nn.Module):
+    """Frames [B, V, T, 3, H, W] in [-1, 1] -> tokens [B, T, D]: a CNN per view, views concatenated."""
+
+    def __init__(self, cfg: EncoderConfig, views: int, frames: int, dim: int) -> None:
+        super().__init__()
+        c = cfg.cnn_width
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c_out in (c, 2 * c, 4 * c):
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1),
+                nn.GroupNorm(8 if c_out % 8 == 0 else 1, c_out),
+                nn.SiLU(),
+                nn.Conv2d(c_out, c_out, 3, padding=1),
+                nn.SiLU(),
+            ]
+            c_in = c_out
+        self.cnn = nn.Sequential(*layers)
+        self.keypoints = SpatialSoftmax()
+        self.view_emb = nn.Parameter(torch.zeros(1, views, 3, 1, 1))
+        self.views = views
+        self.frame_pos = nn.Parameter(torch.randn(1, frames, dim) * 0.02)
+        self.proj = nn.Sequential(nn.Linear(views * (2 * c_in + c_in), dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def forward(self, frames: Tensor) -> Tensor:
+        B, V, T = frames.shape[:3]
+        if V != self.views:
+            raise ValueError(f"expected {self.views} views, got frames {tuple(frames.shape)}")
+        x = (frames + self.view_emb[:, :, None]).reshape(B * V * T, *frames.shape[3:])
+        f = self.cnn(x)  # [N, C, h, w]
+        tok = torch.cat([self.keypoints(f), f.mean(dim=(2, 3))], dim=1)  # where + what
+        tok = tok.reshape(B, V, T, -1).permute(0, 2, 1, 3).reshape(B, T, -1)
+        return self.proj(tok) + self.frame_pos[:, :T]

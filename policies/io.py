@@ -1,0 +1,64 @@
+"""Policy checkpoints: config.json (policy + generator configs, views, statistics) + model.safetensors.
+
+The generator EnerVerse-A reads is saved inside the policy checkpoint, so one folder is everything
+``ev-eval`` and the ROS node need. No pickles: weights through safetensors, the rest JSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from enerverse.core.checkpoint import check_format, load_checkpoint, save_checkpoint
+from enerverse.core.config import config_to_dict
+from policies.config import EncoderConfig, HeadConfig, PolicyConfig
+
+FORMAT = "enerverse-policy"
+VERSION = 1
+
+
+def policy_config_from_dict(d: dict) -> PolicyConfig:
+    """Rebuild a PolicyConfig from its JSON form (unknown keys are an error)."""
+    try:
+        return PolicyConfig(
+            **{**d, "encoder": EncoderConfig(**d["encoder"]), "head": HeadConfig(**d["head"])}
+        )
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"not a policy config this version understands: {e}") from None
+
+
+def save_policy(policy, folder: str | Path, extra: dict | None = None) -> Path:
+    """Write the policy (and its generator) to ``folder`` atomically."""
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "policy": config_to_dict(policy.cfg),
+        "meta": policy.meta,
+        "generator": config_to_dict(policy.generator.cfg) if policy.generator is not None else None,
+        **(extra or {}),
+    }
+    return save_checkpoint(folder, config, dict(policy.state_dict()))
+
+
+def load_policy(folder: str | Path, device: str = "cpu"):
+    """Load a checkpoint written by :func:`save_policy` (weights only); eval mode on ``device``."""
+    from enerverse.generator import EnerVerseGenerator
+    from enerverse.io import generator_config_from_dict
+    from policies.model import DiffusionPolicy
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder} is not a policy checkpoint folder (no config.json)")
+    ck = load_checkpoint(folder, map_location=device)
+    check_format(ck.config, FORMAT, VERSION, folder, "an EnerVerse policy")
+    cfg = policy_config_from_dict(ck.config["policy"])
+    gen = None
+    if ck.config.get("generator") is not None:
+        gen = EnerVerseGenerator(generator_config_from_dict(ck.config["generator"]))
+    policy = DiffusionPolicy(cfg, ck.config["meta"], gen)
+    missing, unexpected = policy.load_state_dict(ck.state_dict, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{folder} does not match its own config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    policy.train_config = ck.config.get("train")
+    return policy.to(device).eval()

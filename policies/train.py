@@ -1,0 +1,275 @@
+"""``ev-train-policy``: train EnerVerse-A (or the image baseline) on an episode store.
+
+    ev-train-policy task=pick_place preset=small generator=<generator run>/checkpoint
+    ev-train-policy task=pick_place preset=small policy.encoder.kind=cnn          # the baseline
+    ev-train-policy ... adapt.steps=300          # video adaptation of the generator on this store first
+    torchrun --nproc_per_node 2 -m policies.train task=reach preset=tiny generator=... out=runs/p
+
+Stages: (1, optional) video adaptation - the generator keeps training on this task's episodes
+(``enerverse.train`` with ``init_from``); (2) the policy loss, with the generator frozen (its features
+are computed once per decision point and cached) or fine-tuned (``finetune_generator=true``, a
+generator forward and backward every step). Exact-resume checkpoints, EMA, TensorBoard, progress
+bars; ``<out>/checkpoint`` is the folder ``ev-eval policy=...`` and the ROS node load.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from enerverse.core.config import ConfigError, config_to_dict, parse_cli_with_preset
+from enerverse.core.device import pick_device
+from enerverse.core.plots import line_plot
+from enerverse.core.seeding import seed_everything
+from enerverse.core.store import EpisodeStore
+from enerverse.core.trainer import Trainer, TrainSettings, distributed_info, epoch_batches, run_training_main
+from policies.config import PolicyConfig, get_policy_preset
+from policies.data import PolicyData
+from policies.io import save_policy
+from policies.model import DiffusionPolicy
+
+
+@dataclass
+class TrainPolicyConfig:
+    """Settings of ``ev-train-policy``."""
+
+    task: str = "pick_place"
+    """task whose demonstrations are used (store defaults to data/<task>)"""
+    store: str | None = None
+    """episode store folder (default: data/<task>)"""
+    preset: str = "tiny"
+    """policy size: tiny | small | base"""
+    policy: PolicyConfig = field(default_factory=lambda: get_policy_preset("tiny"))
+    generator: str | None = None
+    """EnerVerse-G checkpoint folder (needed for policy.encoder.kind=enerverse)"""
+    finetune_generator: bool = False
+    """train the generator's denoiser with the policy loss (slow on CPU) instead of freezing it"""
+    adapt: TrainSettings = field(
+        default_factory=lambda: TrainSettings(
+            steps=0, lr=1e-4, warmup_steps=20, grad_clip=0.5, ema_decay=0.99
+        )
+    )
+    """video adaptation of the generator on this store before the policy stage (steps=0: skip)"""
+    train: TrainSettings = field(
+        default_factory=lambda: TrainSettings(
+            steps=2000, lr=3e-4, warmup_steps=100, ema_decay=0.995, ckpt_every=500, schedule="cosine"
+        )
+    )
+    batch_size: int = 64
+    episodes: int | None = None
+    """use at most this many episodes of the store (the first ones); None: all"""
+    resolution: int = 64
+    """image size of the baseline (EnerVerse-A uses its generator's)"""
+    text_encoder: str = "minilm"
+    """instruction encoder of the baseline (EnerVerse-A uses its generator's): minilm | hashing | hf"""
+    text_model_path: str | None = None
+    out: str | None = None
+    """run folder (default outputs/train_policy/<timestamp>); an existing run is resumed"""
+    seed: int = 0
+    device: str = "auto"
+    max_minutes: float | None = None
+    """stop the policy stage (with a checkpoint) after this wall time"""
+
+    def validate(self) -> None:
+        self.policy.validate()
+        if self.batch_size <= 0:
+            raise ConfigError("batch_size must be positive")
+        if self.policy.encoder.kind == "enerverse" and not self.generator:
+            raise ConfigError(
+                "policy.encoder.kind=enerverse needs generator=<EnerVerse-G checkpoint folder> "
+                "(train one with ev-train-generator), or use policy.encoder.kind=cnn for the baseline"
+            )
+        if self.generator and not Path(self.generator).is_dir():
+            raise ConfigError(f"generator={self.generator} is not a folder")
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store) if self.store else Path("data") / self.task
+
+
+def parse_args(argv: list[str] | None) -> TrainPolicyConfig:
+    """Parse overrides; ``preset=<name>`` picks the defaults that ``policy.*`` overrides refine."""
+    return parse_cli_with_preset(TrainPolicyConfig, argv, "ev-train-policy", "policy", get_policy_preset)
+
+
+def adapt_generator(cfg: TrainPolicyConfig, run_dir: Path) -> str:
+    """Stage 1: continue training the generator on this store; returns the adapted checkpoint folder."""
+    from enerverse.io import load_generator
+    from enerverse.train import TrainGeneratorConfig
+    from enerverse.train import train as train_generator
+
+    base = load_generator(cfg.generator)
+    gcfg = TrainGeneratorConfig(
+        task=cfg.task,
+        store=str(cfg.store_path),
+        preset=base.cfg.preset,
+        generator=base.cfg,
+        out=str(run_dir / "adapt"),
+        seed=cfg.seed,
+        device=cfg.device,
+        holdout=0.0,
+        train=cfg.adapt,
+        sample_every=0,
+        init_from=cfg.generator,
+    )
+    summary = train_generator(gcfg, run_dir / "adapt")
+    return summary["checkpoint"]
+
+
+def build_policy(cfg: TrainPolicyConfig, data: PolicyData, generator_dir: str | None, device: str):
+    """The policy with its generator (frozen unless fine-tuned) and the data's statistics."""
+    gen = None
+    if cfg.policy.encoder.kind == "enerverse":
+        from enerverse.io import load_generator
+
+        gen = load_generator(generator_dir, device)
+        gen.requires_grad_(False)
+        if cfg.finetune_generator:
+            gen.denoiser.requires_grad_(True).train()
+        res, text = gen.cfg.resolution, (gen.cfg.text_encoder, gen.cfg.text_model_path)
+    else:
+        res, text = cfg.resolution, (cfg.text_encoder, cfg.text_model_path)
+    meta = {
+        "views": data.views,
+        "resolution": res,
+        "state_dim": data.state_dim,
+        "text_encoder": text[0],
+        "text_model_path": text[1],
+        "task": cfg.task,
+    }
+    policy = DiffusionPolicy(cfg.policy, meta, gen)
+    policy.set_stats(data.stats())
+    policy.finetune_generator = cfg.finetune_generator
+    return policy.to(device)
+
+
+def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
+    """Both stages; returns the summary dict."""
+    device = pick_device(cfg.device)
+    seed_everything(cfg.seed + distributed_info()[0])
+    if not cfg.store_path.exists():
+        raise ConfigError(
+            f"no episode store at {cfg.store_path}; create one with: "
+            f"ev-collect task={cfg.task} episodes=200 out={cfg.store_path}"
+        )
+    store = EpisodeStore.open(cfg.store_path)
+    eps = [e for e in store.indices() if store.episode(e).attrs.get("task") == cfg.task]
+    if not eps:
+        raise ConfigError(f"the store {cfg.store_path} has no episodes of task {cfg.task!r}")
+    eps = eps[: cfg.episodes] if cfg.episodes else eps
+    t0 = time.perf_counter()
+    summary: dict = {
+        "task": cfg.task,
+        "preset": cfg.preset,
+        "encoder": cfg.policy.encoder.kind,
+        "episodes": len(eps),
+        "run_dir": str(run_dir),
+    }
+
+    generator_dir = cfg.generator
+    if cfg.policy.encoder.kind == "enerverse" and cfg.adapt.steps > 0:
+        generator_dir = adapt_generator(cfg, run_dir)
+        summary["adapted_generator"] = generator_dir
+    summary["adapt_minutes"] = (time.perf_counter() - t0) / 60
+
+    res = cfg.resolution
+    if cfg.policy.encoder.kind == "enerverse":
+        from enerverse.core.checkpoint import load_checkpoint
+
+        res = int(load_checkpoint(generator_dir).config["generator"]["resolution"])
+    data = PolicyData(
+        store,
+        eps,
+        cfg.policy.views,
+        res,
+        cfg.policy.n_memory,
+        cfg.policy.head.horizon,
+        cfg.policy.memory_mode,
+    )
+    policy = build_policy(cfg, data, generator_dir, device)
+    kind = cfg.policy.encoder.kind
+    if kind == "enerverse":
+        if cfg.finetune_generator:
+            data.cache_latents(policy.generator)
+            kind = "enerverse_inputs"
+        else:
+            data.cache_features(policy, seed=cfg.seed)
+    summary.update(
+        {
+            "decision_points": len(data),
+            "views": data.views,
+            "params_trainable": policy.num_parameters(trainable_only=True),
+            "params_total": policy.num_parameters(),
+            "feature_minutes": (time.perf_counter() - t0) / 60 - summary["adapt_minutes"],
+        }
+    )
+    print(
+        f"[ev-train-policy] {kind} policy: {summary['params_trainable'] / 1e6:.2f} M trainable of "
+        f"{summary['params_total'] / 1e6:.2f} M, {len(eps)} episodes, {len(data)} decision points, "
+        f"views {data.views}",
+        file=sys.stderr,
+    )
+
+    identity = {
+        "policy": config_to_dict(cfg.policy),
+        "task": cfg.task,
+        "store": str(cfg.store_path),
+        "generator": cfg.generator,
+        "finetune_generator": cfg.finetune_generator,
+        "adapt_steps": cfg.adapt.steps,
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "episodes": cfg.episodes,
+    }
+    deadline = None if cfg.max_minutes is None else time.perf_counter() + 60 * cfg.max_minutes
+
+    def on_step(tr: Trainer) -> None:
+        if deadline is not None and time.perf_counter() > deadline and tr.step < tr.s.steps:
+            tr.save()
+            tr.s.steps = tr.step  # stop here; resuming continues toward the configured steps
+
+    batch_size = min(cfg.batch_size, len(data))
+    if batch_size < cfg.batch_size:
+        print(f"[ev-train-policy] only {len(data)} decision points: batch size {batch_size}", file=sys.stderr)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    tr = Trainer(policy, cfg.train, run_dir / "policy", identity, device, params=params, name="policy")
+    tr.resume()
+    t1 = time.perf_counter()
+    losses = tr.fit(
+        lambda st: epoch_batches(
+            len(data), batch_size, cfg.seed, st, lambda it, ep: data.batch(it, kind, policy)
+        ),
+        on_step,
+    )
+    final = tr.ema or policy
+    if tr.rank == 0:
+        save_policy(final, run_dir / "checkpoint", extra={"train": config_to_dict(cfg), "step": tr.step})
+        if losses:
+            summary["loss_plot"] = str(
+                line_plot(
+                    {"loss": losses}, run_dir / "loss.png", title=f"{cfg.policy.encoder.kind} policy loss"
+                )
+            )
+    summary.update(
+        {
+            "steps": tr.step,
+            "final_loss": float(np.mean(losses[-20:])) if losses else None,
+            "policy_minutes": (time.perf_counter() - t1) / 60,
+            "minutes": (time.perf_counter() - t0) / 60,
+            "checkpoint": str(run_dir / "checkpoint"),
+        }
+    )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``ev-train-policy``."""
+    run_training_main(parse_args(argv), "train_policy", train)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""EnerVerse-A and the baseline: head, feature cache, checkpoints, runtime, training, sim success."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from policies.config import HeadConfig, get_policy_preset
+from policies.head import ActionHead
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "EV_NO_PROGRESS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=900, env=env
+    )
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def _summary(r: subprocess.CompletedProcess) -> dict:
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_head_shapes_and_sampling() -> None:
+    cfg = HeadConfig(dim=32, depth=2, heads=4, horizon=8, action_dim=7, train_timesteps=50, sample_steps=4)
+    head = ActionHead(cfg)
+    cond = torch.randn(3, 5, 32)
+    pad = torch.zeros(3, 5, dtype=torch.bool)
+    pad[0, -2:] = True
+    x0 = head(torch.randn(3, 8, 7), torch.tensor([0, 10, 49]), cond, pad)
+    assert x0.shape == (3, 8, 7)
+    loss = head.loss(torch.rand(3, 8, 7) * 2 - 1, cond, pad)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    g = torch.Generator().manual_seed(0)
+    a = head.sample(cond, pad, generator=g)
+    assert a.shape == (3, 8, 7) and a.abs().max() <= 1
+    with pytest.raises(ValueError, match=r"expected action chunks \[B, 8, 7\]"):
+        head(torch.randn(3, 4, 7), torch.zeros(3, dtype=torch.long), cond, pad)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """4 reach episodes (2 views, 32 px) and a tiny generator trained for 3 steps."""
+    d = tmp_path_factory.mktemp("policy")
+    _run(
+        d,
+        "sim.collect",
+        "task=reach",
+        "episodes=4",
+        "resolution=32",
+        "views=[main,anchor_left]",
+        "out=store",
+        "video_episodes=0",
+    )
+    _run(
+        d,
+        "enerverse.train",
+        "task=reach",
+        "preset=tiny",
+        "store=store",
+        "codec.steps=4",
+        "train.steps=3",
+        "sample_every=0",
+        "out=gen",
+    )
+    return d
+
+
+def _train(workdir: Path, out: str, *extra: str) -> dict:
+    from policies.train import parse_args, train
+
+    cfg = parse_args(
+        [
+            "task=reach",
+            "preset=tiny",
+            f"store={workdir / 'store'}",
+            f"out={workdir / out}",
+            "device=cpu",
+            *extra,
+        ]
+    )
+    cfg.validate()
+    return train(cfg, workdir / out)
+
+
+@pytest.fixture(scope="module")
+def enerverse_policy(workdir: Path) -> Path:
+    s = _train(workdir, "pol_ev", f"generator={workdir / 'gen' / 'checkpoint'}", "train.steps=5")
+    assert s["steps"] == 5 and s["encoder"] == "enerverse"
+    return Path(s["checkpoint"])
+
+
+def _obs(rt, B: int | None = None, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    V, R = len(rt.views), rt.resolution
+    lead = () if B is None else (B,)
+    K = np.array([[30.0, 0, 16], [0, 30.0, 16], [0, 0, 1]])
+    T = np.eye(4)
+    T[2, 3] = 1.0
+    return {
+        "rgb": rng.integers(0, 255, (*lead, V, R, R, 3), dtype=np.uint8),
+        "state": rng.normal(size=(*lead, rt.state_dim)).astype(np.float32),
+        "K": np.broadcast_to(K, (*lead, V, 3, 3)).copy(),
+        "T_cam_world": np.broadcast_to(T, (*lead, V, 4, 4)).copy(),
+    }
+
+
+def test_generator_runs_once_per_chunk_not_per_denoising_step(enerverse_policy: Path) -> None:
+    from policies.runtime import PolicyRuntime
+
+    rt = PolicyRuntime(enerverse_policy, steps=5)
+    calls = {"denoiser": 0, "head": 0}
+    den, head = rt.policy.generator.denoiser, rt.policy.head
+    den_fwd, head_fwd = den.forward, head.forward
+    den.forward = lambda *a, **k: (calls.__setitem__("denoiser", calls["denoiser"] + 1), den_fwd(*a, **k))[1]
+    head.forward = lambda *a, **k: (calls.__setitem__("head", calls["head"] + 1), head_fwd(*a, **k))[1]
+    rt.reset("reach the red sphere")
+    chunk = rt.act(_obs(rt))
+    assert chunk.shape == (1, rt.horizon, 7)
+    assert calls == {"denoiser": 1, "head": 5}
+
+
+def test_checkpoint_round_trip_reproduces_actions(enerverse_policy: Path, tmp_path: Path) -> None:
+    from policies.io import load_policy, save_policy
+    from policies.runtime import PolicyRuntime
+
+    a = PolicyRuntime(enerverse_policy, seed=3)
+    save_policy(a.policy, tmp_path / "copy")
+    b = PolicyRuntime(load_policy(tmp_path / "copy"), seed=3)
+    for rt in (a, b):
+        rt.reset("reach the red sphere")
+    for t in range(3):
+        o = _obs(a, seed=t)
+        np.testing.assert_allclose(a.act(o), b.act(o), rtol=1e-5, atol=1e-5)
+
+
+def test_runtime_rejects_bad_observations(enerverse_policy: Path) -> None:
+    from policies.runtime import ObservationError, PolicyRuntime
+
+    rt = PolicyRuntime(enerverse_policy)
+    rt.reset("reach the red sphere")
+    good = _obs(rt)
+    bad = {
+        "missing view": {**good, "rgb": good["rgb"][:1]},
+        "extra view": {**good, "rgb": np.concatenate([good["rgb"], good["rgb"][:1]])},
+        "wrong size": {**good, "rgb": np.zeros((2, 16, 16, 3), np.uint8)},
+        "float rgb": {**good, "rgb": good["rgb"].astype(np.float32)},
+        "nan state": {**good, "state": np.full_like(good["state"], np.nan)},
+        "no cameras": {k: v for k, v in good.items() if k != "K"},
+    }
+    for name, obs in bad.items():
+        with pytest.raises(ObservationError, match=r"expected|NaN") as e:
+            rt.observe(obs)
+        assert "rgb uint8 [B, V=2 (main, anchor_left), 32, 32, 3]" in str(e.value) or name == "nan state", (
+            name
+        )
+    # views picked by name from observations that carry more of them
+    rt2 = PolicyRuntime(enerverse_policy, view_names=["wrist", "anchor_left", "main"])
+    rt2.reset("reach")
+    many = {
+        **good,
+        "rgb": np.stack([good["rgb"][0]] * 3),
+        "K": np.stack([good["K"][0]] * 3),
+        "T_cam_world": np.stack([good["T_cam_world"][0]] * 3),
+    }
+    assert rt2.act(many).shape == (1, rt2.horizon, 7)
+    with pytest.raises(ObservationError, match="needs views"):
+        PolicyRuntime(enerverse_policy, view_names=["main", "wrist"])
+
+
+def test_runtime_never_returns_non_finite_actions(enerverse_policy: Path) -> None:
+    from policies.runtime import PolicyRuntime
+
+    rt = PolicyRuntime(enerverse_policy)
+    rt.reset("reach")
+    rt.policy.predict = lambda *a, **k: torch.full((1, rt.horizon, 7), float("nan"))
+    with pytest.raises(RuntimeError, match="non-finite"):
+        rt.act(_obs(rt))
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_runtime_queue_keeps_time_order(enerverse_policy: Path, background: bool) -> None:
+    """Each chunk is stamped with the tick it was computed at; step() must return action k at tick k."""
+    from policies.runtime import PolicyRuntime
+
+    rt = PolicyRuntime(enerverse_policy, background=background, prefetch_at=2)
+    rt.reset("reach")
+    H = rt.horizon
+    launched: list[int] = []
+
+    def fake_infer(batch: dict) -> np.ndarray:
+        t0 = int(batch["frame"][0])  # the tick of the newest observation in this batch
+        launched.append(t0)
+        time.sleep(0.05)  # inference takes a while: background ticks run on meanwhile
+        return (t0 + np.arange(H, dtype=np.float32))[None, :, None].repeat(7, axis=2)
+
+    rt._infer = fake_infer
+    got = [float(rt.step(_obs(rt, seed=k))[0]) for k in range(3 * H)]
+    assert got == [float(k) for k in range(3 * H)]
+    if background:  # the next chunk was started before the queue ran dry
+        assert len(launched) >= 3 and all(b - a < H for a, b in zip(launched, launched[1:]))
+    else:
+        assert launched == [0, H, 2 * H]
+    rt.close()
+
+
+def test_history_is_bounded_and_keeps_frame_times(enerverse_policy: Path) -> None:
+    from policies.runtime import PolicyRuntime
+
+    rt = PolicyRuntime(enerverse_policy, max_history=8)
+    rt.reset("reach")
+    for k in range(40):
+        rt.observe(_obs(rt, seed=k))
+    times = [t for t, _, _ in rt.history[0]]
+    assert len(times) <= 8 and times[0] == 0 and times[-1] == 39 and times == sorted(times)
+
+
+def test_train_policy_needs_a_generator_for_enerverse(workdir: Path) -> None:
+    r = _run(workdir, "policies.train", "task=reach", "preset=tiny", "store=store", check=False)
+    assert r.returncode == 2 and "generator=" in r.stderr and "encoder.kind=cnn" in r.stderr
+    r = _run(workdir, "policies.train", "task=reach", "preset=huge", check=False)
+    assert r.returncode == 2 and "unknown policy preset" in r.stderr
+
+
+def test_unknown_keys_and_presets_are_clear_errors() -> None:
+    from enerverse.core.config import ConfigError
+    from policies.config import get_policy_preset as gp
+
+    with pytest.raises(ConfigError, match="did you mean 'small'"):
+        gp("smal")
+    cfg = get_policy_preset("tiny")
+    cfg.encoder.pool = "max"
+    with pytest.raises(ConfigError, match="encoder.pool"):
+        cfg.validate()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["cnn", "enerverse"])
+def test_tiny_policy_overfits_demos_and_succeeds_on_their_seeds(workdir: Path, kind: str) -> None:
+    extra = (
+        ["policy.encoder.kind=cnn", "text_encoder=hashing", "resolution=32"]
+        if kind == "cnn"
+        else [f"generator={workdir / 'gen' / 'checkpoint'}"]
+    )
+    s = _train(
+        workdir,
+        f"overfit_{kind}",
+        *extra,
+        "train.steps=250",
+        "train.lr=1e-3",
+        "train.ema_decay=0",
+        "train.warmup_steps=10",
+    )
+    assert s["final_loss"] < 0.05, s
+    # the collection seeds: ev-collect's episode i used episode_seed(0, i)
+    ev = _summary(
+        _run(
+            workdir,
+            "sim.evaluate",
+            "task=reach",
+            f"policy={s['checkpoint']}",
+            "episodes=4",
+            "num_envs=4",
+            "seed=0",
+            "videos=1",
+            f"out=ev_{kind}",
+        )
+    )
+    assert ev["success_rate"] >= 0.75, ev
+    res = json.loads((workdir / f"ev_{kind}" / "results.json").read_text())
+    assert res["tasks"][0]["latency"]["chunks"] > 0
