@@ -22,19 +22,19 @@ test-all: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# The main job (see README): collect expert demonstrations of the default task into an episode store
-# (video grid of all views + summary.json), then evaluate the scripted expert in vectorised envs.
+# The main job (see README): collect expert demonstrations of the default task, train the codec, the
+# generator and the EnerVerse-A policy at the small preset, evaluate in simulation and write a report
+# (report.md with the success table, loss curves and imagined-vs-real pictures) - about 20 minutes.
 STAMP := $(shell date +%Y%m%d-%H%M%S)
 DEMO_DIR ?= outputs/demo/$(STAMP)
 DEMO_TASK ?= pick_place
 demo: setup
-	$(VENV)/bin/ev-collect task=$(DEMO_TASK) episodes=8 workers=2 out=$(DEMO_DIR)/episodes \
-		run_dir=$(DEMO_DIR)/collect $(ARGS)
-	$(VENV)/bin/ev-eval task=$(DEMO_TASK) policy=expert episodes=8 num_envs=4 out=$(DEMO_DIR)/eval
-	@echo "demo outputs in $(DEMO_DIR): collect/episodes.mp4 (video grid), collect/summary.json, eval/results.json"
+	$(PY) scripts/demo.py --out $(DEMO_DIR) --task $(DEMO_TASK) $(ARGS)
 
 bench: setup
 	$(PY) bench/sim_throughput.py
+	$(PY) bench/generator.py
+	$(PY) bench/policy_latency.py
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

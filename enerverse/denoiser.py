@@ -209,12 +209,13 @@ class Denoiser(nn.Module):
         text_mask: Tensor,
         domain: Tensor | None = None,
         return_features: bool = False,
+        features_only: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """x [B,C,V,T,h,w], rays [B,6,V,T,h,w], t [B,T] or [B,V,T] (per view and frame), pos [B,T],
         text [B,L,Dt], text_mask [B,L].
 
         Returns v [B,C,V,T,h,w]; with ``return_features`` also the middle-block features
-        [B, V, T, C_mid, h', w'].
+        [B, V, T, C_mid, h', w']; with ``features_only`` just those features (the up path is skipped).
         """
         B, C, V, T, H, W = x.shape
         if C != self.latent_channels:
@@ -248,6 +249,8 @@ class Denoiser(nn.Module):
                 h = self.downsample[i](h)
         h = self.mid(h, emb, pemb, shape, text, text_mask)
         feats = h
+        if features_only:
+            return feats.reshape(B, V, T, *feats.shape[1:])
         for j, level in enumerate(self.up):
             h = level(torch.cat([h, skips.pop()], dim=1), emb, pemb, shape, text, text_mask)
             if j < len(self.upsample):

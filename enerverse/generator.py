@@ -253,8 +253,7 @@ class EnerVerseGenerator(nn.Module):
         t[:, :, m:] = self.diffusion.num_train_timesteps - 1
         tok, mask = self.text_tokens(instructions)
         x = torch.cat([memory, noise], dim=3)
-        _, feats = self.denoiser(x, rays, t, pos, tok, mask, return_features=True)
-        return feats
+        return self.denoiser(x, rays, t, pos, tok, mask, features_only=True)
 
     def eos_distance(self, z: Tensor) -> Tensor:
         """Mean L1 distance of latent frames [C, V, T, h, w] to the EoS latent, per frame -> [T]."""

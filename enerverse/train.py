@@ -23,6 +23,7 @@ import torch
 
 from enerverse.core.config import ConfigError, config_to_dict, parse_cli_with_preset
 from enerverse.core.device import pick_device
+from enerverse.core.plots import line_plot
 from enerverse.core.seeding import seed_everything
 from enerverse.core.store import EpisodeStore
 from enerverse.core.trainer import (
@@ -76,7 +77,8 @@ class TrainGeneratorConfig:
     """start from every weight of a generator checkpoint (same generator settings) and skip the codec
     stage: video adaptation of a pretrained generator to this store"""
     max_minutes: float | None = None
-    """stop the generator stage (with a checkpoint) after this wall time"""
+    """stop the generator stage (with a checkpoint) once this much wall time has passed since the start
+    of the run (codec stage included)"""
 
     def validate(self) -> None:
         if self.batch_size <= 0 or self.codec_batch_size <= 0:
@@ -246,6 +248,10 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
             final, cfg.generator, run_dir / "checkpoint", extra={"train": full_cfg, "step": gt.step}
         )
         summary["sample"] = str(write_sample_grid(final, held, run_dir / "samples" / "final", seed=cfg.seed))
+        if losses:  # this invocation's steps (a resumed run plots from where it resumed)
+            summary["loss_plot"] = str(
+                line_plot({"v-loss": losses}, run_dir / "loss.png", title="generator loss")
+            )
     summary.update(
         {
             "steps": gt.step,

@@ -1,4 +1,4 @@
-"""Policy training data: every frame of every training episode is one decision point.
+"""Policy training data: every frame (or every ``stride``-th) of every episode is a decision point.
 
 An item at frame ``c`` of an episode: memory frames (``n_memory``: 3 spread over frames 0..c-1 + c, or
 the latest ones for the consecutive ablation - the same rule the runtime applies to its history), the
@@ -22,6 +22,10 @@ from enerverse.core.config import ConfigError
 from enerverse.core.progress import progress
 from enerverse.core.store import EpisodeStore
 from enerverse.core.store.sampler import memory_indices
+
+STATE_STD_FLOOR = 1e-2
+"""State dimensions that barely move in the demonstrations (e.g. a fixed gripper orientation) would
+otherwise turn millimetre drift at test time into huge z-scores."""
 
 
 def select_views(store_views: list[str], wanted: list[str] | None) -> list[int]:
@@ -64,7 +68,10 @@ class PolicyData:
         n_memory: int,
         horizon: int,
         memory_mode: str = "sparse",
+        stride: int = 1,
     ) -> None:
+        if stride < 1:
+            raise ConfigError(f"decision stride must be >= 1, got {stride}")
         if not episodes:
             raise ConfigError(f"no episodes to train on in {store.path}")
         first = store.episode(episodes[0]).attrs
@@ -89,7 +96,7 @@ class PolicyData:
             self.state.append(ep.load("state").astype(np.float32))
             self.action.append(ep.load("action").astype(np.float32))
             self.instruction.append(str(ep.attrs["instruction"]))
-        self.items = [(k, c) for k, a in enumerate(self.action) for c in range(len(a))]
+        self.items = [(k, c) for k, a in enumerate(self.action) for c in range(0, len(a), stride)]
         self.features: torch.Tensor | None = None  # [N, V, T, C, h, w] float16 (frozen generator)
         self.latents: list[torch.Tensor] | None = None  # per episode [C, V, T, h, w] float16
 
@@ -107,7 +114,7 @@ class PolicyData:
             "action_lo": a.min(0),
             "action_hi": a.max(0),
             "state_mean": s.mean(0),
-            "state_std": np.maximum(s.std(0), 1e-3),
+            "state_std": np.maximum(s.std(0), STATE_STD_FLOOR),
         }
 
     def memory(self, k: int, c: int) -> np.ndarray:

@@ -26,17 +26,22 @@ def policy_config_from_dict(d: dict) -> PolicyConfig:
         raise ValueError(f"not a policy config this version understands: {e}") from None
 
 
-def save_policy(policy, folder: str | Path, extra: dict | None = None) -> Path:
-    """Write the policy (and its generator) to ``folder`` atomically."""
+def save_policy(policy, folder: str | Path, extra: dict | None = None, half: bool = False) -> Path:
+    """Write the policy (and its generator) to ``folder`` atomically; ``half`` stores float weights as
+    float16 (half the size; loading casts them back to float32)."""
+    state = dict(policy.state_dict())
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     config = {
         "format": FORMAT,
         "version": VERSION,
         "policy": config_to_dict(policy.cfg),
         "meta": policy.meta,
         "generator": config_to_dict(policy.generator.cfg) if policy.generator is not None else None,
+        "weights_dtype": "float16" if half else "float32",
         **(extra or {}),
     }
-    return save_checkpoint(folder, config, dict(policy.state_dict()))
+    return save_checkpoint(folder, config, state)
 
 
 def load_policy(folder: str | Path, device: str = "cpu"):
@@ -62,3 +67,30 @@ def load_policy(folder: str | Path, device: str = "cpu"):
         )
     policy.train_config = ck.config.get("train")
     return policy.to(device).eval()
+
+
+def export(src: str | Path, dst: str | Path, half: bool = True) -> Path:
+    """Copy a policy checkpoint (e.g. to ship it), optionally with float16 weights."""
+    ck = load_checkpoint(src)
+    policy = load_policy(src)
+    own = ("format", "version", "policy", "meta", "generator", "weights_dtype")
+    extra = {k: v for k, v in ck.config.items() if k not in own}
+    return save_policy(policy, dst, extra=extra, half=half)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m policies.io <checkpoint> <destination> [--float32]``: export a checkpoint."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m policies.io", description=main.__doc__)
+    ap.add_argument("src")
+    ap.add_argument("dst")
+    ap.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16)")
+    args = ap.parse_args(argv)
+    out = export(args.src, args.dst, half=not args.float32)
+    size = sum(f.stat().st_size for f in Path(out).iterdir()) / 2**20
+    print(f"{out}: {size:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -22,6 +22,8 @@ from policies.config import PolicyConfig
 from policies.encoders import FutureSpaceTokens, ImageTokens
 from policies.head import ActionHead
 
+STATE_Z_CLIP = 5.0  # standardised state beyond the demonstrations' range is clipped, not extrapolated
+
 
 class DiffusionPolicy(nn.Module):
     """EnerVerse-A (``encoder.kind="enerverse"``) or the image baseline (``"cnn"``); see module docstring."""
@@ -123,7 +125,7 @@ class DiffusionPolicy(nn.Module):
             state = batch["state"].to(self.device).float()
             if state.ndim != 2 or state.shape[1] != self.state_mean.shape[0]:
                 raise ValueError(f"expected state [B, {self.state_mean.shape[0]}], got {tuple(state.shape)}")
-            z = (state - self.state_mean) / self.state_std
+            z = ((state - self.state_mean) / self.state_std).clamp(-STATE_Z_CLIP, STATE_Z_CLIP)
             parts.append(self.state_proj(z)[:, None] + self.type_emb[1])
             pads.append(torch.zeros(B, 1, dtype=torch.bool, device=obs.device))
         if self.cfg.use_instruction:

@@ -14,6 +14,7 @@ bars; ``<out>/checkpoint`` is the folder ``ev-eval policy=...`` and the ROS node
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ class TrainPolicyConfig:
     batch_size: int = 64
     episodes: int | None = None
     """use at most this many episodes of the store (the first ones); None: all"""
+    decision_stride: int = 1
+    """train on every n-th frame as a decision point (the frozen-generator feature cache costs one
+    generator forward per decision point)"""
     resolution: int = 64
     """image size of the baseline (EnerVerse-A uses its generator's)"""
     text_encoder: str = "minilm"
@@ -178,9 +182,7 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
 
     res = cfg.resolution
     if cfg.policy.encoder.kind == "enerverse":
-        from enerverse.core.checkpoint import load_checkpoint
-
-        res = int(load_checkpoint(generator_dir).config["generator"]["resolution"])
+        res = int(json.loads((Path(generator_dir) / "config.json").read_text())["generator"]["resolution"])
     data = PolicyData(
         store,
         eps,
@@ -189,6 +191,7 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
         cfg.policy.n_memory,
         cfg.policy.head.horizon,
         cfg.policy.memory_mode,
+        cfg.decision_stride,
     )
     policy = build_policy(cfg, data, generator_dir, device)
     kind = cfg.policy.encoder.kind
@@ -224,6 +227,7 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "episodes": cfg.episodes,
+        "decision_stride": cfg.decision_stride,
     }
     deadline = None if cfg.max_minutes is None else time.perf_counter() + 60 * cfg.max_minutes
 
