@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -246,23 +243,8 @@ def test_ddp_with_two_cpu_processes_runs_a_step(tmp_path: Path) -> None:
         "assert torch.allclose(w / 2, next(g.denoiser.parameters()))  # replicas stay in sync\n"
         "print('rank', tr.rank, 'ok')\n".format(str(REPO), str(tmp_path / "run"))
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29517",
-            str(script),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    from conftest import run_torchrun  # here, not at the top: the ranks import this module
+
+    r = run_torchrun([str(script)], tmp_path, 29517)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("ok") == 2

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_torchrun
 
 from policies.config import HeadConfig, get_policy_preset
 from policies.head import ActionHead
@@ -322,34 +323,20 @@ def test_shipped_checkpoint_runs_in_sim(config: Path) -> None:
 
 @pytest.mark.integration
 def test_train_policy_runs_under_torchrun_with_two_cpu_processes(workdir: Path) -> None:
-    env = {**os.environ, "EV_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29531",
-            "-m",
-            "policies.train",
-            "task=reach",
-            "preset=tiny",
-            "store=store",
-            "policy.encoder.kind=cnn",
-            "text_encoder=hashing",
-            "resolution=32",
-            "train.steps=3",
-            "batch_size=4",
-            "out=ddp",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        cwd=workdir,
-    )
+    args = [
+        "-m",
+        "policies.train",
+        "task=reach",
+        "preset=tiny",
+        "store=store",
+        "policy.encoder.kind=cnn",
+        "text_encoder=hashing",
+        "resolution=32",
+        "train.steps=3",
+        "batch_size=4",
+        "out=ddp",
+    ]
+    r = run_torchrun(args, workdir, 29531)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])  # rank 0 only prints
     assert summary["steps"] == 3 and (workdir / "ddp" / "checkpoint" / "model.safetensors").exists()
