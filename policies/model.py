@@ -62,6 +62,7 @@ class DiffusionPolicy(nn.Module):
         self.text_proj = nn.Linear(self.text.dim, D)
         self.type_emb = nn.Parameter(torch.zeros(3, D))  # observation / state / instruction tokens
         self.head = ActionHead(cfg.head)
+        self.finetune_generator = False  # training: the policy loss also trains the generator's denoiser
         A = cfg.head.action_dim
         self.register_buffer("action_lo", -torch.ones(A))
         self.register_buffer("action_hi", torch.ones(A))
@@ -143,7 +144,7 @@ class DiffusionPolicy(nn.Module):
         return loss, {"loss": float(loss.detach())}
 
     def forward(self, batch: dict) -> tuple[Tensor, dict]:
-        return self.loss(batch, finetune=bool(getattr(self, "finetune_generator", False)))
+        return self.loss(batch, finetune=self.finetune_generator)
 
     @torch.no_grad()
     def predict(self, batch: dict, steps: int | None = None, seed: int | None = None) -> Tensor:

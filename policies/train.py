@@ -14,7 +14,6 @@ bars; ``<out>/checkpoint`` is the folder ``ev-eval policy=...`` and the ROS node
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -124,13 +123,9 @@ def adapt_generator(cfg: TrainPolicyConfig, run_dir: Path) -> str:
     return summary["checkpoint"]
 
 
-def build_policy(cfg: TrainPolicyConfig, data: PolicyData, generator_dir: str | None, device: str):
-    """The policy with its generator (frozen unless fine-tuned) and the data's statistics."""
-    gen = None
-    if cfg.policy.encoder.kind == "enerverse":
-        from enerverse.io import load_generator
-
-        gen = load_generator(generator_dir, device)
+def build_policy(cfg: TrainPolicyConfig, data: PolicyData, gen, device: str):
+    """The policy around ``gen`` (EnerVerse-A; frozen unless fine-tuned) with the data's statistics."""
+    if gen is not None:
         gen.requires_grad_(False)
         if cfg.finetune_generator:
             gen.denoiser.requires_grad_(True).train()
@@ -180,20 +175,22 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
         summary["adapted_generator"] = generator_dir
     summary["adapt_minutes"] = (time.perf_counter() - t0) / 60
 
-    res = cfg.resolution
+    gen = None
     if cfg.policy.encoder.kind == "enerverse":
-        res = int(json.loads((Path(generator_dir) / "config.json").read_text())["generator"]["resolution"])
+        from enerverse.io import load_generator
+
+        gen = load_generator(generator_dir, device)
     data = PolicyData(
         store,
         eps,
         cfg.policy.views,
-        res,
+        gen.cfg.resolution if gen is not None else cfg.resolution,
         cfg.policy.n_memory,
         cfg.policy.head.horizon,
         cfg.policy.memory_mode,
         cfg.decision_stride,
     )
-    policy = build_policy(cfg, data, generator_dir, device)
+    policy = build_policy(cfg, data, gen, device)
     kind = cfg.policy.encoder.kind
     if kind == "enerverse":
         if cfg.finetune_generator:

@@ -5,12 +5,13 @@
 
     ev-eval task=pick_place policy=checkpoints/pick_place_small episodes=50   # a trained policy
 
-Any policy object with ``reset()`` and ``act(obs) -> actions [B, chunk, A]`` (batched observation
-dict in, batched action chunks out) can be evaluated with :func:`evaluate`; optional methods:
-``reset(instructions)``, ``observe(obs)`` (every observation between decisions, for memory) and
-``imagine()`` (the imagined future, shown next to the real views in the video). Checkpoint folders
-are loaded through the ``enerverse.policy_loaders`` entry point (``policies`` registers it), so
-``sim`` never imports the policy code; the environment then uses the checkpoint's views and resolution.
+Any policy object with ``reset(instructions)`` (one per environment) and
+``act(obs) -> actions [B, chunk, A]`` (batched observation dict in, batched action chunks out) can be
+evaluated with :func:`evaluate`. Optional methods: ``observe(obs)`` (every observation between
+decisions, for memory) and ``imagine()`` (the imagined future, shown next to the real views in the
+video). Checkpoint folders are loaded through the ``enerverse.policy_loaders`` entry point
+(``policies`` registers it), so ``sim`` never imports the policy code; the environment then uses
+the checkpoint's views and resolution.
 Episode ``i`` of a task always uses seed ``episode_seed(seed, i)``; evaluation seeds default to a
 range (1000) disjoint from collection's (0). Writes results.json, a success plot (png) and a video
 grid per task.
@@ -111,13 +112,6 @@ def make_policy(spec: str, task: str, **kw):
     return policy_loader()(spec, **kw)
 
 
-def _reset(policy, instructions: list[str]) -> None:
-    try:
-        policy.reset(instructions)
-    except TypeError:  # policies without per-episode instructions (the scripted experts)
-        policy.reset()
-
-
 def evaluate(policy, task: str, episodes: int, num_envs: int = 4, seed: int = 1000,
              asynchronous: bool = False, videos: int = 0, env_kwargs: dict | None = None,
              show_progress: bool = True, imagine: bool = True) -> dict:
@@ -137,7 +131,7 @@ def evaluate(policy, task: str, episodes: int, num_envs: int = 4, seed: int = 10
             n = min(num_envs, episodes - start)
             seeds = [episode_seed(seed, start + i) for i in range(num_envs)]
             obs, info = venv.reset(seed=seeds)
-            _reset(policy, [str(x) for x in info.get("instruction", [""] * num_envs)])
+            policy.reset([str(x) for x in info.get("instruction", [""] * num_envs)])
             done = np.zeros(num_envs, dtype=bool)
             done[n:] = True  # padding envs of a last, partial batch are ignored
             success = np.zeros(num_envs, dtype=bool)

@@ -299,7 +299,7 @@ class MetaWorldExpert:
         self.action_scale = float(1.0 / 100 if action_scale is None else action_scale)
         self.chunk = 1
 
-    def reset(self) -> None:
+    def reset(self, instructions: list[str] | None = None) -> None:
         """Meta-World's scripted policies are stateless; nothing to forget."""
 
     def act(self, obs: dict) -> np.ndarray:

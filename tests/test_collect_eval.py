@@ -269,7 +269,7 @@ def test_eval_expert_writes_results(tmp_path: Path) -> None:
 
 
 class _Noop:
-    def reset(self) -> None:
+    def reset(self, instructions: list[str] | None = None) -> None:
         pass
 
     def act(self, obs: dict) -> np.ndarray:

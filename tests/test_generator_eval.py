@@ -73,16 +73,9 @@ def test_train_then_evaluate_end_to_end(tmp_path: Path) -> None:
         f"out={store}",
         "video_episodes=0",
     )
-    summary = run(
-        "enerverse.train",
-        "task=reach",
-        "preset=tiny",
-        f"store={store}",
-        "codec.steps=4",
-        "train.steps=3",
-        "sample_every=0",
-        "out=run",
-    )
+    train_args = ["enerverse.train", "task=reach", "preset=tiny", f"store={store}", "codec.steps=4",
+                  "train.steps=3", "sample_every=0", "out=run"]
+    summary = run(*train_args)
     assert summary["steps"] == 3 and (tmp_path / "run" / "checkpoint" / "model.safetensors").exists()
     ev = run(
         "enerverse.evaluate",
@@ -101,16 +94,7 @@ def test_train_then_evaluate_end_to_end(tmp_path: Path) -> None:
     res = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert res["model"]["per_chunk"][0]["chunk"] == 1 and "psnr_per_view" in res["model"]["per_chunk"][0]
     # resuming the finished run does nothing more and keeps the step count
-    again = run(
-        "enerverse.train",
-        "task=reach",
-        "preset=tiny",
-        f"store={store}",
-        "codec.steps=4",
-        "train.steps=3",
-        "sample_every=0",
-        "out=run",
-    )
+    again = run(*train_args)
     assert again["steps"] == 3
 
 

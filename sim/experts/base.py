@@ -6,8 +6,8 @@ skill ("move above the cube, descend, close") reads as straight-line code. Exper
 privileged object state from ``obs["privileged"]`` and the arm state from ``obs["state"]``, so they
 also work across process boundaries (vectorised envs).
 
-Policy protocol shared with ``ev-eval``: ``reset()`` then ``act(obs) -> actions [B, chunk, 7]`` where
-``obs`` is batched (leading dimension B).
+Policy protocol shared with ``ev-eval``: ``reset(instructions=None)`` then
+``act(obs) -> actions [B, chunk, 7]`` where ``obs`` is batched (leading dimension B).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class ScriptedExpert:
         self._ctx: list[Ctx] = []
         self._gens: list[Iterator[np.ndarray]] = []
 
-    def reset(self) -> None:
+    def reset(self, instructions: list[str] | None = None) -> None:
         """Forget all per-environment script state (call at the start of each batch of episodes)."""
         self._ctx, self._gens = [], []
 
