@@ -115,11 +115,14 @@ def main() -> None:
     for res in (64, 128):
         for nv, views in VIEWS.items():
             n, a = args.repeats, (args.task, views, res, args.steps)
-            row = {"resolution": res, "views": nv,
-                   "single": repeated(single, n, *a),
-                   "vector": repeated(vectorised, n, *a, args.num_envs),
-                   "tiled_render": repeated(tiled_renderer, n, *a),
-                   "per_view_render": repeated(per_view_renderer, n, *a)}
+            row = {
+                "resolution": res,
+                "views": nv,
+                "single": repeated(single, n, *a),
+                "vector": repeated(vectorised, n, *a, args.num_envs),
+                "tiled_render": repeated(tiled_renderer, n, *a),
+                "per_view_render": repeated(per_view_renderer, n, *a),
+            }
             row["single_steps_per_s"] = row["single"]["median"]
             row["vector_steps_per_s"] = row["vector"]["median"]
             row["tiled_render_fps"] = row["tiled_render"]["median"]
@@ -127,22 +130,39 @@ def main() -> None:
             row["tiled_vs_per_view"] = row["tiled_render_fps"] / row["per_view_render_fps"]
             rows.append(row)
     physics = repeated(single, args.repeats, args.task, ["main"], 64, args.steps, False)["median"]
-    print(f"{'res':>4} {'views':>5} {'steps/s 1 proc':>15} {f'steps/s {args.num_envs} procs':>16} "
-          f"{'render fps':>11} {'per-view fps':>13} {'ratio':>6}", file=sys.stderr)
+    print(
+        f"{'res':>4} {'views':>5} {'steps/s 1 proc':>15} {f'steps/s {args.num_envs} procs':>16} "
+        f"{'render fps':>11} {'per-view fps':>13} {'ratio':>6}",
+        file=sys.stderr,
+    )
     for r in rows:
-        print(f"{r['resolution']:>4} {r['views']:>5} {r['single_steps_per_s']:>15.1f} "
-              f"{r['vector_steps_per_s']:>16.1f} {r['tiled_render_fps']:>11.1f} "
-              f"{r['per_view_render_fps']:>13.1f} {r['tiled_vs_per_view']:>6.2f}", file=sys.stderr)
-    print(f"physics + IK only: {physics:.1f} steps/s (medians of {args.repeats} trials; min/max in the JSON)",
-          file=sys.stderr)
+        print(
+            f"{r['resolution']:>4} {r['views']:>5} {r['single_steps_per_s']:>15.1f} "
+            f"{r['vector_steps_per_s']:>16.1f} {r['tiled_render_fps']:>11.1f} "
+            f"{r['per_view_render_fps']:>13.1f} {r['tiled_vs_per_view']:>6.2f}",
+            file=sys.stderr,
+        )
+    print(
+        f"physics + IK only: {physics:.1f} steps/s (medians of {args.repeats} trials; min/max in the JSON)",
+        file=sys.stderr,
+    )
     headline = next(r for r in rows if r["resolution"] == 64 and r["views"] == 3)
-    results = {"meta": run_metadata(vars(args)), "rows": rows, "physics_ik_steps_per_s": physics,
-               "target_3cam_64px_steps_per_s": 300}
+    results = {
+        "meta": run_metadata(vars(args)),
+        "rows": rows,
+        "physics_ik_steps_per_s": physics,
+        "target_3cam_64px_steps_per_s": 300,
+    }
     path = save_results("sim_throughput", results, args.out)
-    print_summary({"steps_per_s_3cam_64": headline["single_steps_per_s"],
-                   "vector_steps_per_s_3cam_64": headline["vector_steps_per_s"],
-                   "physics_ik_steps_per_s": physics, "target_met": headline["single_steps_per_s"] >= 300,
-                   "results": str(path)})
+    print_summary(
+        {
+            "steps_per_s_3cam_64": headline["single_steps_per_s"],
+            "vector_steps_per_s_3cam_64": headline["vector_steps_per_s"],
+            "physics_ik_steps_per_s": physics,
+            "target_met": headline["single_steps_per_s"] >= 300,
+            "results": str(path),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -106,8 +106,15 @@ class ConvAutoencoder(LatentCodec):
     so its output has about unit std once :meth:`calibrate` has run.
     """
 
-    def __init__(self, channels: int = 32, latent_channels: int = 4, factor: int = 8, num_res_blocks: int = 1,
-                 latent_penalty: float = 1e-4, object_weight: float = 0.0) -> None:
+    def __init__(
+        self,
+        channels: int = 32,
+        latent_channels: int = 4,
+        factor: int = 8,
+        num_res_blocks: int = 1,
+        latent_penalty: float = 1e-4,
+        object_weight: float = 0.0,
+    ) -> None:
         super().__init__()
         if factor < 2 or factor & (factor - 1):
             raise ValueError(f"factor must be a power of 2 (e.g. 4, 8, 16), got {factor}")
@@ -122,19 +129,25 @@ class ConvAutoencoder(LatentCodec):
 
         enc: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1)]
         for i in range(levels):
-            enc += [ResBlock(widths[i] if j == 0 else widths[i + 1], widths[i + 1])
-                    for j in range(num_res_blocks)]
+            enc += [
+                ResBlock(widths[i] if j == 0 else widths[i + 1], widths[i + 1]) for j in range(num_res_blocks)
+            ]
             enc.append(nn.Conv2d(widths[i + 1], widths[i + 1], 3, stride=2, padding=1))
         top = widths[-1]
-        enc += [ResBlock(top, top), nn.GroupNorm(_groups(top), top), nn.SiLU(),
-                nn.Conv2d(top, latent_channels, 3, padding=1)]
+        enc += [
+            ResBlock(top, top),
+            nn.GroupNorm(_groups(top), top),
+            nn.SiLU(),
+            nn.Conv2d(top, latent_channels, 3, padding=1),
+        ]
         self.encoder = nn.Sequential(*enc)
 
         dec: list[nn.Module] = [nn.Conv2d(latent_channels, top, 3, padding=1), ResBlock(top, top)]
         for i in reversed(range(levels)):
             dec.append(upsample(widths[i + 1]))
-            dec += [ResBlock(widths[i + 1] if j == 0 else widths[i], widths[i])
-                    for j in range(num_res_blocks)]
+            dec += [
+                ResBlock(widths[i + 1] if j == 0 else widths[i], widths[i]) for j in range(num_res_blocks)
+            ]
         dec += [nn.GroupNorm(_groups(widths[0]), widths[0]), nn.SiLU(), nn.Conv2d(widths[0], 3, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
         self.register_buffer("scale", torch.ones(()))
@@ -209,8 +222,14 @@ class DiffusersKLCodec(LatentCodec):
     Wrap calls in ``torch.no_grad()`` when no gradients are needed.
     """
 
-    def __init__(self, path: str | Path, subfolder: str | None = None, sample: bool = False,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        subfolder: str | None = None,
+        sample: bool = False,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
         folder = Path(path).expanduser()
         config_dir = folder / subfolder if subfolder else folder
@@ -284,10 +303,18 @@ def _cycle(batches: Iterable[Tensor]) -> Iterator[Tensor]:
             raise ValueError("the frames iterable yielded no batches (a generator can only be used once)")
 
 
-def train_codec(codec: ConvAutoencoder, frames_iter: Iterable[Tensor], steps: int, lr: float = 1e-3,
-                device: str | torch.device = "cpu", log_every: int = 50, progress: bool = True,
-                calibrate_batches: int = 4, weight_decay: float = 1e-4,
-                grad_clip: float = 1.0) -> list[float]:
+def train_codec(
+    codec: ConvAutoencoder,
+    frames_iter: Iterable[Tensor],
+    steps: int,
+    lr: float = 1e-3,
+    device: str | torch.device = "cpu",
+    log_every: int = 50,
+    progress: bool = True,
+    calibrate_batches: int = 4,
+    weight_decay: float = 1e-4,
+    grad_clip: float = 1.0,
+) -> list[float]:
     """Train a codec with AdamW on batches of frames [N, 3, H, W] in [-1, 1]; return the loss per step.
 
     ``frames_iter`` is cycled (re-iterated) when it runs out. After training, the latent scale is

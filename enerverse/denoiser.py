@@ -158,6 +158,10 @@ class Level(nn.Module):
         return x
 
 
+FEATURE_BLOCKS = ("mid", "first")
+"""Blocks whose output the policy can read: the middle block (the paper) or the first down level."""
+
+
 class Denoiser(nn.Module):
     """U-shaped multi-view video denoiser predicting v for every frame (see module docstring)."""
 
@@ -194,10 +198,13 @@ class Denoiser(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    @property
-    def feature_dim(self) -> int:
-        """Channels of the middle-block features."""
-        return self.cfg.width * self.cfg.channel_mult[-1]
+    def feature_dim(self, block: str = "mid") -> int:
+        """Channels of the features of ``block`` (see :data:`FEATURE_BLOCKS`)."""
+        return self.cfg.width * self.cfg.channel_mult[-1 if block == "mid" else 0]
+
+    def feature_downsampling(self, block: str = "mid") -> int:
+        """How many times smaller than the latents the features of ``block`` are."""
+        return 2 ** (len(self.cfg.channel_mult) - 1) if block == "mid" else 1
 
     def forward(
         self,
@@ -210,12 +217,15 @@ class Denoiser(nn.Module):
         domain: Tensor | None = None,
         return_features: bool = False,
         features_only: bool = False,
+        feature_block: str = "mid",
     ) -> Tensor | tuple[Tensor, Tensor]:
         """x [B,C,V,T,h,w], rays [B,6,V,T,h,w], t [B,T] or [B,V,T] (per view and frame), pos [B,T],
         text [B,L,Dt], text_mask [B,L].
 
         Returns v [B,C,V,T,h,w]; with ``return_features`` also the middle-block features
         [B, V, T, C_mid, h', w']; with ``features_only`` just those features (the up path is skipped).
+        ``feature_block="first"`` (with ``features_only``) returns the first down level's output instead,
+        [B, V, T, width * channel_mult[0], h, w] at latent resolution, and skips everything after it.
         """
         B, C, V, T, H, W = x.shape
         if C != self.latent_channels:
@@ -242,8 +252,12 @@ class Denoiser(nn.Module):
         h = self.conv_in(h)
         shape = (B, V, T)
         skips = []
+        if feature_block not in FEATURE_BLOCKS:
+            raise ValueError(f"feature_block must be one of {FEATURE_BLOCKS}, got {feature_block!r}")
         for i, level in enumerate(self.down):
             h = level(h, emb, pemb, shape, text, text_mask)
+            if features_only and feature_block == "first":
+                return h.reshape(B, V, T, *h.shape[1:])
             skips.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)

@@ -108,7 +108,14 @@ def rollout(
     ctx, real = frames[:, : len(ctx_idx)], frames[:, len(ctx_idx) :]
     past_end = torch.from_numpy(np.arange(start + 1, start + 1 + chunks * M) > T - 1)
     res = model.generate(
-        ctx, K, cams, instruction, max_chunks=chunks, steps=steps, seed=seed, stop_at_eos=False,
+        ctx,
+        K,
+        cams,
+        instruction,
+        max_chunks=chunks,
+        steps=steps,
+        seed=seed,
+        stop_at_eos=False,
         memory_mode=memory_mode,
     )
     pred = res.frames.cpu()

@@ -234,13 +234,26 @@ class EnerVerseGenerator(nn.Module):
 
     @torch.no_grad()
     def extract_features(
-        self, memory: Tensor, rays: Tensor, pos: Tensor, instructions: list[str], seed: int | None = None
+        self,
+        memory: Tensor,
+        rays: Tensor,
+        pos: Tensor,
+        instructions: list[str],
+        seed: int | None = None,
+        block: str = "mid",
     ) -> Tensor:
-        """Middle-block features [B, V, m+M, C_mid, h', w'] from one forward at the noisiest timestep."""
-        return self.features(memory, rays, pos, instructions, seed)
+        """Features [B, V, m+M, C, h', w'] of ``block`` ("mid": the middle block; "first": the first down
+        level, at latent resolution) from one forward at the noisiest timestep."""
+        return self.features(memory, rays, pos, instructions, seed, block)
 
     def features(
-        self, memory: Tensor, rays: Tensor, pos: Tensor, instructions: list[str], seed: int | None = None
+        self,
+        memory: Tensor,
+        rays: Tensor,
+        pos: Tensor,
+        instructions: list[str],
+        seed: int | None = None,
+        block: str = "mid",
     ) -> Tensor:
         """:meth:`extract_features` with autograd (fine-tuning the generator through the policy loss).
 
@@ -253,7 +266,7 @@ class EnerVerseGenerator(nn.Module):
         t[:, :, m:] = self.diffusion.num_train_timesteps - 1
         tok, mask = self.text_tokens(instructions)
         x = torch.cat([memory, noise], dim=3)
-        return self.denoiser(x, rays, t, pos, tok, mask, features_only=True)
+        return self.denoiser(x, rays, t, pos, tok, mask, features_only=True, feature_block=block)
 
     def eos_distance(self, z: Tensor) -> Tensor:
         """Mean L1 distance of latent frames [C, V, T, h, w] to the EoS latent, per frame -> [T]."""

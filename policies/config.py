@@ -1,9 +1,9 @@
 """Policy configuration (structured configs) and the named size presets.
 
 ``encoder.kind`` picks the observation encoder in front of the shared diffusion action head:
-``enerverse`` (EnerVerse-A: future-space features from the generator's middle block) or ``cnn`` (the
-Diffusion-Policy-style image baseline). Everything else - head, memory frames, views - is shared, so
-the two are compared on equal terms.
+``enerverse`` (EnerVerse-A: future-space features from the generator's first level or middle block)
+or ``cnn`` (the Diffusion-Policy-style image baseline). Everything else - head, memory frames,
+views - is shared, so the two are compared on equal terms.
 """
 
 from __future__ import annotations
@@ -21,11 +21,18 @@ class EncoderConfig:
 
     kind: str = "enerverse"
     """enerverse (generator features, EnerVerse-A) | cnn (image baseline)"""
-    pool: str = "attention"
-    """enerverse: how middle-block features [V, h, w] become one token per frame: mean (the paper) |
-    attention (a learned query over views and positions, keeps where things are)"""
+    block: str = "first"
+    """enerverse: which generator block is read: first (the first down level, at latent resolution) |
+    mid (the middle block, as in the paper; at 64 px it is 4x4 and loses the small objects)"""
+    pool: str = "keypoints"
+    """enerverse: how the features [V, C, h, w] of a frame become one token: keypoints (a small conv,
+    spatial-softmax keypoints and the mean, per view) | attention (a learned query over views and
+    positions) | mean (over views and space, the paper's)"""
     cnn_width: int = 32
     """cnn: channels of the first conv layer (doubled at each of the 3 stride-2 stages)"""
+    shift: int = 4
+    """cnn: random-shift augmentation in training, in pixels (each image is translated by up to this
+    much with edge padding, the random crop of Diffusion Policy); 0 = off"""
 
 
 @dataclass
@@ -65,8 +72,12 @@ class PolicyConfig:
     def validate(self) -> None:
         if self.encoder.kind not in ("enerverse", "cnn"):
             raise ConfigError(f"encoder.kind must be 'enerverse' or 'cnn', got {self.encoder.kind!r}")
-        if self.encoder.pool not in ("mean", "attention"):
-            raise ConfigError(f"encoder.pool must be 'mean' or 'attention', got {self.encoder.pool!r}")
+        if self.encoder.pool not in ("keypoints", "mean", "attention"):
+            raise ConfigError(
+                f"encoder.pool must be 'keypoints', 'attention' or 'mean', got {self.encoder.pool!r}"
+            )
+        if self.encoder.block not in ("first", "mid"):
+            raise ConfigError(f"encoder.block must be 'first' or 'mid', got {self.encoder.block!r}")
         if self.memory_mode not in ("sparse", "consecutive"):
             raise ConfigError(f"memory_mode must be 'sparse' or 'consecutive', got {self.memory_mode!r}")
         h = self.head
@@ -79,6 +90,8 @@ class PolicyConfig:
             raise ConfigError(
                 f"head.sample_steps {h.sample_steps} > head.train_timesteps {h.train_timesteps}"
             )
+        if self.encoder.shift < 0:
+            raise ConfigError(f"encoder.shift must be >= 0, got {self.encoder.shift}")
         if self.n_memory < 1:
             raise ConfigError(f"n_memory must be >= 1, got {self.n_memory}")
         if self.views is not None and len(set(self.views)) != len(self.views):

@@ -190,6 +190,7 @@ class PolicyData:
                     inputs["pos"].to(gen.device),
                     inputs["instruction"],
                     seed=seed + s,
+                    block=policy.cfg.encoder.block,
                 )
                 .cpu()
                 .half()

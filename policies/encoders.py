@@ -1,10 +1,11 @@
 """Observation encoders: observation -> condition tokens [B, T, D] for the action head.
 
-- :class:`FutureSpaceTokens` (EnerVerse-A): the generator's middle-block features from one forward at
-  the noisiest timestep over [memory frames + noise frames], pooled over views and space to one token
-  per frame (T = n_memory + chunk), then an MLP. ``pool="mean"`` is the paper's spatial mean;
-  ``"attention"`` is a learned query per frame over (view, position) tokens with position
-  embeddings, so the token can say where the cube is as well as what is there.
+- :class:`FutureSpaceTokens` (EnerVerse-A): the generator's features (the first down level or the
+  middle block) from one forward at the noisiest timestep over [memory frames + noise frames], pooled
+  over views and space to one token per frame (T = n_memory + chunk), then an MLP. ``pool="keypoints"``
+  (default) runs a small conv and a spatial softmax per view, so the token says where things are;
+  ``"attention"`` is a learned query per frame over (view, position) tokens with position embeddings;
+  ``"mean"`` is the paper's mean over views and space.
 - :class:`ImageTokens` (baseline): a small CNN with GroupNorm and a spatial-softmax keypoint layer
   (Diffusion Policy style) per view and memory frame, one token per frame (T = n_memory).
 """
@@ -37,8 +38,29 @@ class AttentionPool(nn.Module):
         return self.attn(self.query.expand(x.shape[0], -1, -1), kv, kv, need_weights=False)[0][:, 0]
 
 
+class KeypointPool(nn.Module):
+    """Feature maps [N, C, h, w] -> [N, 3K]: a small conv, then K spatial-softmax keypoints (x, y) and the
+    mean of the K channels (where + what)."""
+
+    def __init__(self, channels: int, keypoints: int = 32, hidden: int = 32) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, hidden, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(hidden, keypoints, 3, padding=1),
+        )
+        self.keypoints = SpatialSoftmax()
+        self.out_dim = 3 * keypoints
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.conv(x)
+        return torch.cat([self.keypoints(f), f.mean(dim=(2, 3))], dim=1)
+
+
 class FutureSpaceTokens(nn.Module):
-    """Middle-block features [B, V, T, C, h, w] -> tokens [B, T, D] (pool over views and space + MLP)."""
+    """Generator features [B, V, T, C, h, w] -> tokens [B, T, D] (pool over views and space + MLP)."""
 
     def __init__(
         self, cfg: EncoderConfig, channels: int, views: int, spatial: int, frames: int, dim: int
@@ -46,9 +68,15 @@ class FutureSpaceTokens(nn.Module):
         super().__init__()
         self.cfg, self.views, self.spatial = cfg, views, spatial
         heads = 4 if channels % 4 == 0 else 1
-        self.pool = AttentionPool(channels, views * spatial, heads) if cfg.pool == "attention" else None
+        self.pool: nn.Module | None = None
+        width = channels
+        if cfg.pool == "attention":
+            self.pool = AttentionPool(channels, views * spatial, heads)
+        elif cfg.pool == "keypoints":
+            self.pool = KeypointPool(channels)
+            width = views * self.pool.out_dim
         self.frame_pos = nn.Parameter(torch.randn(1, frames, dim) * 0.02)
-        self.mlp = nn.Sequential(nn.Linear(channels, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.mlp = nn.Sequential(nn.Linear(width, dim), nn.GELU(), nn.Linear(dim, dim))
 
     def forward(self, feats: Tensor) -> Tensor:
         B, V, T, C, h, w = feats.shape
@@ -59,6 +87,9 @@ class FutureSpaceTokens(nn.Module):
             )
         if self.pool is None:
             pooled = feats.float().mean(dim=(1, 4, 5))  # [B, T, C]: the paper's mean over views and space
+        elif self.cfg.pool == "keypoints":
+            x = feats.float().permute(0, 2, 1, 3, 4, 5).reshape(B * T * V, C, h, w)
+            pooled = self.pool(x).reshape(B, T, -1)  # [B, T, V * 3K]
         else:
             x = feats.float().permute(0, 2, 1, 4, 5, 3).reshape(B * T, V * h * w, C)
             pooled = self.pool(x).reshape(B, T, C)
@@ -74,6 +105,16 @@ class SpatialSoftmax(nn.Module):
         ys = torch.linspace(-1, 1, H, device=x.device)
         xs = torch.linspace(-1, 1, W, device=x.device)
         return torch.cat([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], dim=1)
+
+
+def random_shift(x: Tensor, pad: int) -> Tensor:
+    """Translate each image [N, C, H, W] by a random integer offset in [-pad, pad] (edge padding)."""
+    N, _, H, W = x.shape
+    x = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    iy = torch.arange(H, device=x.device)[None, :] + torch.randint(0, 2 * pad + 1, (N, 1), device=x.device)
+    ix = torch.arange(W, device=x.device)[None, :] + torch.randint(0, 2 * pad + 1, (N, 1), device=x.device)
+    rows = x.gather(2, iy[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))  # [N, C, H, W+2p]
+    return rows.gather(3, ix[:, None, None, :].expand(-1, x.shape[1], H, -1))
 
 
 class ImageTokens(nn.Module):
@@ -96,7 +137,7 @@ class ImageTokens(nn.Module):
         self.cnn = nn.Sequential(*layers)
         self.keypoints = SpatialSoftmax()
         self.view_emb = nn.Parameter(torch.zeros(1, views, 3, 1, 1))
-        self.views = views
+        self.views, self.cfg = views, cfg
         self.frame_pos = nn.Parameter(torch.randn(1, frames, dim) * 0.02)
         self.proj = nn.Sequential(nn.Linear(views * (2 * c_in + c_in), dim), nn.GELU(), nn.Linear(dim, dim))
 
@@ -104,7 +145,10 @@ class ImageTokens(nn.Module):
         B, V, T = frames.shape[:3]
         if V != self.views:
             raise ValueError(f"expected {self.views} views, got frames {tuple(frames.shape)}")
-        x = (frames + self.view_emb[:, :, None]).reshape(B * V * T, *frames.shape[3:])
+        x = frames.reshape(B * V * T, *frames.shape[3:])
+        if self.training and self.cfg.shift > 0:
+            x = random_shift(x, self.cfg.shift)
+        x = x + self.view_emb[:, :, None].expand(B, V, T, 3, 1, 1).reshape(B * V * T, 3, 1, 1)
         f = self.cnn(x)  # [N, C, h, w]
         tok = torch.cat([self.keypoints(f), f.mean(dim=(2, 3))], dim=1)  # where + what
         tok = tok.reshape(B, V, T, -1).permute(0, 2, 1, 3).reshape(B, T, -1)

@@ -19,9 +19,9 @@ VERSION = 1
 def policy_config_from_dict(d: dict) -> PolicyConfig:
     """Rebuild a PolicyConfig from its JSON form (unknown keys are an error)."""
     try:
-        return PolicyConfig(
-            **{**d, "encoder": EncoderConfig(**d["encoder"]), "head": HeadConfig(**d["head"])}
-        )
+        # checkpoints written before ``encoder.block`` existed read the middle block
+        enc = {"block": "mid", **d["encoder"]}
+        return PolicyConfig(**{**d, "encoder": EncoderConfig(**enc), "head": HeadConfig(**d["head"])})
     except (TypeError, KeyError) as e:
         raise ValueError(f"not a policy config this version understands: {e}") from None
 

@@ -48,10 +48,11 @@ class DiffusionPolicy(nn.Module):
                 raise ValueError(
                     f"the generator works at {g.resolution} px, the data at {meta['resolution']} px"
                 )
-            lat = g.resolution // g.codec.factor // 2 ** (len(g.denoiser.channel_mult) - 1)
+            block = cfg.encoder.block
+            lat = g.resolution // g.codec.factor // generator.denoiser.feature_downsampling(block)
             self.frames = g.memory.n_memory + g.memory.chunk
             self.encoder = FutureSpaceTokens(
-                cfg.encoder, generator.denoiser.feature_dim, V, lat * lat, self.frames, D
+                cfg.encoder, generator.denoiser.feature_dim(block), V, lat * lat, self.frames, D
             )
             self.text_key = (g.text_encoder, g.text_model_path)
         else:
@@ -111,6 +112,7 @@ class DiffusionPolicy(nn.Module):
                 batch["pos"].to(self.device),
                 list(batch["instruction"]),
                 seed,
+                self.cfg.encoder.block,
             )
             feats = self.generator.features(*args) if finetune else self.generator.extract_features(*args)
         return self.encoder(feats)

@@ -23,8 +23,15 @@ WORKSPACE_HIGH = np.array([0.8, 0.45, 0.6])
 class ArmController:
     """IK and actuation for the scene's 7-DoF arm. ``model``/``data`` are the live simulation."""
 
-    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, damping: float = 0.05,
-                 null_gain: float = 0.2, iters: int = 3, max_lead: float = 0.06) -> None:
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        data: mujoco.MjData,
+        damping: float = 0.05,
+        null_gain: float = 0.2,
+        iters: int = 3,
+        max_lead: float = 0.06,
+    ) -> None:
         self.model, self.data = model, data
         self.qadr = np.array([model.joint(j).qposadr[0] for j in ARM_JOINTS])
         self.dadr = np.array([model.joint(j).dofadr[0] for j in ARM_JOINTS])

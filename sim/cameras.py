@@ -50,8 +50,12 @@ class RigSpec:
     """Which views an environment renders and how anchors are placed."""
 
     views: tuple[str, ...] = DEFAULT_VIEWS
-    anchors: list[AnchorSpec] = field(default_factory=lambda: [
-        AnchorSpec("anchor_left", yaw_deg=30.0), AnchorSpec("anchor_right", yaw_deg=-30.0)])
+    anchors: list[AnchorSpec] = field(
+        default_factory=lambda: [
+            AnchorSpec("anchor_left", yaw_deg=30.0),
+            AnchorSpec("anchor_right", yaw_deg=-30.0),
+        ]
+    )
 
     def available(self) -> list[str]:
         """Every view name this rig can render."""
@@ -109,8 +113,9 @@ def mujoco_to_opencv(xpos: np.ndarray, xmat: np.ndarray) -> np.ndarray:
     return invert_se3(T_wc)
 
 
-def camera_from_mujoco(model: mujoco.MjModel, data: mujoco.MjData, name: str, width: int, height: int,
-                       kind: str = "real") -> Camera:
+def camera_from_mujoco(
+    model: mujoco.MjModel, data: mujoco.MjData, name: str, width: int, height: int, kind: str = "real"
+) -> Camera:
     """The current pose and intrinsics of a MuJoCo camera as an OpenCV :class:`Camera`."""
     cid = model.camera(name).id
     K = intrinsics_from_fovy(float(model.cam_fovy[cid]), width, height)
@@ -127,14 +132,17 @@ class MultiViewRenderer:
     must be at least ``V*width`` x ``height`` (see :func:`sim.scene.build_scene_xml`).
     """
 
-    def __init__(self, model: mujoco.MjModel, views: list[str], width: int, height: int,
-                 depth: bool = False) -> None:
+    def __init__(
+        self, model: mujoco.MjModel, views: list[str], width: int, height: int, depth: bool = False
+    ) -> None:
         if width <= 0 or height <= 0:
             raise ValueError(f"resolution must be positive, got {width}x{height}")
         V = len(views)
         if model.vis.global_.offwidth < V * width or model.vis.global_.offheight < height:
-            raise ValueError(f"offscreen buffer {model.vis.global_.offwidth}x{model.vis.global_.offheight} "
-                             f"is smaller than {V} views of {width}x{height}")
+            raise ValueError(
+                f"offscreen buffer {model.vis.global_.offwidth}x{model.vis.global_.offheight} "
+                f"is smaller than {V} views of {width}x{height}"
+            )
         self.model, self.views, self.width, self.height, self.depth = model, views, width, height, depth
         self.cam_ids = [model.camera(v).id for v in views]
         self._ctx = None  # GL objects are created lazily (after any fork into a worker process)
@@ -166,8 +174,15 @@ class MultiViewRenderer:
         self._gl.make_current()
         for rect, cid in zip(self._rects, self.cam_ids):
             self._cam.fixedcamid = cid
-            mujoco.mjv_updateScene(self.model, data, self._opt, self._pert, self._cam,
-                                   mujoco.mjtCatBit.mjCAT_ALL.value, self._scn)
+            mujoco.mjv_updateScene(
+                self.model,
+                data,
+                self._opt,
+                self._pert,
+                self._cam,
+                mujoco.mjtCatBit.mjCAT_ALL.value,
+                self._scn,
+            )
             mujoco.mjr_render(rect, self._scn, self._con)
         mujoco.mjr_readPixels(self._rgb, self._z, self._full, self._con)
         V, H, W = len(self.views), self.height, self.width

@@ -97,8 +97,14 @@ def _collect_one(job: tuple[int, int]) -> dict | None:
 
 def collection_settings(cfg: CollectConfig) -> dict:
     """What every episode of one store shares; recorded in the store and checked on resume."""
-    return {"task": cfg.task, "views": list(cfg.views), "resolution": cfg.resolution, "depth": cfg.depth,
-            "max_steps": cfg.max_steps, "seed": cfg.seed}
+    return {
+        "task": cfg.task,
+        "views": list(cfg.views),
+        "resolution": cfg.resolution,
+        "depth": cfg.depth,
+        "max_steps": cfg.max_steps,
+        "seed": cfg.seed,
+    }
 
 
 def open_store_for_collection(path: Path, cfg: CollectConfig) -> EpisodeStore:
@@ -110,13 +116,17 @@ def open_store_for_collection(path: Path, cfg: CollectConfig) -> EpisodeStore:
     if path.exists() and any(path.iterdir()):
         store = EpisodeStore.open(path)
         if len(store) and not cfg.resume:
-            raise ConfigError(f"{path} already holds {len(store)} episodes; pass resume=true to continue it "
-                              "or choose another out=")
+            raise ConfigError(
+                f"{path} already holds {len(store)} episodes; pass resume=true to continue it "
+                "or choose another out="
+            )
         before = store.root_attrs.get("collection")
         if before is not None and before != settings:
             diff = {k: (before.get(k), settings[k]) for k in settings if before.get(k) != settings[k]}
-            raise ConfigError(f"{path} was collected with other settings; resume with the same ones. "
-                              f"Differences (store, now): {diff}")
+            raise ConfigError(
+                f"{path} was collected with other settings; resume with the same ones. "
+                f"Differences (store, now): {diff}"
+            )
         store.cleanup_incomplete()
         return store
     return EpisodeStore.create(path, attrs={"collection": settings})
@@ -130,6 +140,7 @@ def collect(cfg: CollectConfig, run_dir: Path, store_path: Path) -> dict:
     results: list[dict] = []
     t0 = time.perf_counter()
     bar = progress(total=len(jobs), desc=f"collect {cfg.task}", unit="ep")
+
     def record(res: dict | None) -> None:
         bar.update(1)
         if res is not None:
@@ -153,14 +164,18 @@ def collect(cfg: CollectConfig, run_dir: Path, store_path: Path) -> dict:
     store = EpisodeStore.open(store_path)
     all_success = [bool(store.episode(i).attrs["success"]) for i in store.indices()]
     summary = {
-        "task": cfg.task, "episodes": len(store), "collected_now": len(results),
+        "task": cfg.task,
+        "episodes": len(store),
+        "collected_now": len(results),
         "success_rate": float(np.mean(all_success)) if all_success else 0.0,
         "frames_now": int(sum(r["length"] for r in results)),
         "episodes_per_s": len(results) / wall if wall > 0 else 0.0,
-        "store": str(store_path), "run_dir": str(run_dir),
+        "store": str(store_path),
+        "run_dir": str(run_dir),
     }
-    write_json_atomic(run_dir / "summary.json", {**summary, "episodes_detail": sorted(
-        results, key=lambda r: r["index"])})
+    write_json_atomic(
+        run_dir / "summary.json", {**summary, "episodes_detail": sorted(results, key=lambda r: r["index"])}
+    )
     if cfg.video_episodes > 0 and len(store):
         summary["video"] = str(write_store_video(store, run_dir / "episodes.mp4", cfg.video_episodes))
     return summary

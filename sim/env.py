@@ -54,8 +54,14 @@ def anchor_from_dict(d: dict) -> AnchorSpec:
     return AnchorSpec(**d)
 
 
-def make_rig(views: Sequence[str] | None, anchors: list[dict] | None, width: int, height: int,
-             max_steps: int | None, render_mode: str | None) -> RigSpec:
+def make_rig(
+    views: Sequence[str] | None,
+    anchors: list[dict] | None,
+    width: int,
+    height: int,
+    max_steps: int | None,
+    render_mode: str | None,
+) -> RigSpec:
     """Check the constructor arguments every env shares; return the validated camera rig."""
     if int(width) <= 0 or int(height) <= 0:
         raise ValueError(f"resolution must be positive, got width={width} height={height}")
@@ -100,9 +106,18 @@ class EnerVerseEnv(RigViews, gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(CONTROL_HZ)}
 
-    def __init__(self, task: str = "pick_place", views: Sequence[str] | None = None, width: int = 64,
-                 height: int = 64, depth: bool = False, control: str = "ee", max_steps: int | None = None,
-                 anchors: list[dict] | None = None, render_mode: str | None = None) -> None:
+    def __init__(
+        self,
+        task: str = "pick_place",
+        views: Sequence[str] | None = None,
+        width: int = 64,
+        height: int = 64,
+        depth: bool = False,
+        control: str = "ee",
+        max_steps: int | None = None,
+        anchors: list[dict] | None = None,
+        render_mode: str | None = None,
+    ) -> None:
         task_cls = get_task_class(task)
         if control not in ("ee", "joint"):
             raise ValueError(f"control must be 'ee' or 'joint', got {control!r}")
@@ -121,8 +136,9 @@ class EnerVerseEnv(RigViews, gym.Env):
         self.arm = ArmController(self.model, self.data)
         self.task.bind(self.model, self.data, self.arm)
         self._base_rgba = self.model.geom_rgba.copy()
-        self.renderer = MultiViewRenderer(self.model, list(rig.views), self.width, self.height,
-                                          self.use_depth)
+        self.renderer = MultiViewRenderer(
+            self.model, list(rig.views), self.width, self.height, self.use_depth
+        )
         self._cam_ids = [self.model.camera(v).id for v in rig.views]
         self._fixed_T: dict[int, np.ndarray] | None = None  # filled after the first mj_forward
         self._static_K = np.stack([c.K for c in self.cameras()]).astype(np.float32)
@@ -155,8 +171,10 @@ class EnerVerseEnv(RigViews, gym.Env):
 
     def cameras(self) -> list[Camera]:
         """The rig's cameras at their current poses (OpenCV convention)."""
-        return [camera_from_mujoco(self.model, self.data, v, self.width, self.height, self.rig.kind(v))
-                for v in self.rig.views]
+        return [
+            camera_from_mujoco(self.model, self.data, v, self.width, self.height, self.rig.kind(v))
+            for v in self.rig.views
+        ]
 
     # --- gymnasium API --------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
@@ -213,15 +231,19 @@ class EnerVerseEnv(RigViews, gym.Env):
     # --- internals ------------------------------------------------------------------------------
     def _state(self) -> np.ndarray:
         pos, rot = self.arm.ee_pose()
-        return np.concatenate([pos, mat_to_quat(rot), [self.arm.gripper_width()],
-                               self.data.qpos[self.arm.qadr]]).astype(np.float32)
+        return np.concatenate(
+            [pos, mat_to_quat(rot), [self.arm.gripper_width()], self.data.qpos[self.arm.qadr]]
+        ).astype(np.float32)
 
     def _extrinsics(self) -> np.ndarray:
         """T_cam_world [V, 4, 4]: world-fixed cameras are cached, moving ones (wrist) recomputed."""
         d = self.data
         if self._fixed_T is None:
-            self._fixed_T = {i: mujoco_to_opencv(d.cam_xpos[c], d.cam_xmat[c]).astype(np.float32)
-                             for i, c in enumerate(self._cam_ids) if self.model.cam_bodyid[c] == 0}
+            self._fixed_T = {
+                i: mujoco_to_opencv(d.cam_xpos[c], d.cam_xmat[c]).astype(np.float32)
+                for i, c in enumerate(self._cam_ids)
+                if self.model.cam_bodyid[c] == 0
+            }
         out = np.empty((len(self._cam_ids), 4, 4), dtype=np.float32)
         for i, c in enumerate(self._cam_ids):
             fixed = self._fixed_T.get(i)
@@ -230,12 +252,22 @@ class EnerVerseEnv(RigViews, gym.Env):
 
     def _obs(self) -> dict:
         rgb, depth = self.renderer.render(self.data)
-        obs = {"rgb": rgb, "state": self._state(), "privileged": self.task.privileged(),
-               "K": self._static_K.copy(), "T_cam_world": self._extrinsics()}
+        obs = {
+            "rgb": rgb,
+            "state": self._state(),
+            "privileged": self.task.privileged(),
+            "K": self._static_K.copy(),
+            "T_cam_world": self._extrinsics(),
+        }
         if depth is not None:
             obs["depth"] = depth
         return obs
 
     def _info(self, success: bool) -> dict:
-        return {"success": bool(success), "instruction": self.task.instruction, "task": self.task.name,
-                "step": self._steps, **self.task.progress()}
+        return {
+            "success": bool(success),
+            "instruction": self.task.instruction,
+            "task": self.task.name,
+            "step": self._steps,
+            **self.task.progress(),
+        }

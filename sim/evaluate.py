@@ -77,8 +77,10 @@ class EvalConfig(SimSettings):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.policy != "expert" and not (Path(self.policy) / "config.json").is_file():
-            raise ConfigError(f"policy={self.policy!r}: expected 'expert' or a policy checkpoint folder "
-                              "(with config.json, written by ev-train-policy)")
+            raise ConfigError(
+                f"policy={self.policy!r}: expected 'expert' or a policy checkpoint folder "
+                "(with config.json, written by ev-train-policy)"
+            )
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -98,8 +100,10 @@ def policy_loader(name: str = "checkpoint"):
 
     found = [ep for ep in entry_points(group="enerverse.policy_loaders") if ep.name == name]
     if not found:
-        raise ConfigError("no policy loader is installed: reinstall the project (pip install -e .) so the "
-                          "'enerverse.policy_loaders' entry point of the policies package is registered")
+        raise ConfigError(
+            "no policy loader is installed: reinstall the project (pip install -e .) so the "
+            "'enerverse.policy_loaders' entry point of the policies package is registered"
+        )
     return found[0].load()
 
 
@@ -112,9 +116,18 @@ def make_policy(spec: str, task: str, **kw):
     return policy_loader()(spec, **kw)
 
 
-def evaluate(policy, task: str, episodes: int, num_envs: int = 4, seed: int = 1000,
-             asynchronous: bool = False, videos: int = 0, env_kwargs: dict | None = None,
-             show_progress: bool = True, imagine: bool = True) -> dict:
+def evaluate(
+    policy,
+    task: str,
+    episodes: int,
+    num_envs: int = 4,
+    seed: int = 1000,
+    asynchronous: bool = False,
+    videos: int = 0,
+    env_kwargs: dict | None = None,
+    show_progress: bool = True,
+    imagine: bool = True,
+) -> dict:
     """Run ``episodes`` seeded episodes of ``task``; returns per-episode results and frames to show.
 
     Envs are reset together in batches of ``num_envs``; an env that finishes early is restarted and
@@ -144,8 +157,9 @@ def evaluate(policy, task: str, episodes: int, num_envs: int = 4, seed: int = 10
             while not done.all():
                 chunk = np.asarray(policy.act(obs))
                 if chunk.ndim != 3 or chunk.shape[0] != num_envs:
-                    raise ValueError(f"policy.act must return actions [B={num_envs}, chunk, A], "
-                                     f"got shape {chunk.shape}")
+                    raise ValueError(
+                        f"policy.act must return actions [B={num_envs}, chunk, A], got shape {chunk.shape}"
+                    )
                 future = imagine_fn() if dreams else None  # [B, V, M, H, W, 3] or None (no generator)
                 if future is None:
                     dreams = {}
@@ -168,8 +182,9 @@ def evaluate(policy, task: str, episodes: int, num_envs: int = 4, seed: int = 10
                         break
                     if ended.any():  # idle envs restart (results ignored) so the batch can keep stepping
                         obs, _ = venv.reset(options={"reset_mask": ended})
-            per_episode += [{"seed": seeds[i], "success": bool(success[i]), "length": int(length[i])}
-                            for i in range(n)]
+            per_episode += [
+                {"seed": seeds[i], "success": bool(success[i]), "length": int(length[i])} for i in range(n)
+            ]
             for i in show:
                 real = np.stack(clips[i])
                 if dreams:  # real views | imagined views, side by side
@@ -182,9 +197,16 @@ def evaluate(policy, task: str, episodes: int, num_envs: int = 4, seed: int = 10
         venv.close()
     k = sum(e["success"] for e in per_episode)
     lo, hi = wilson_interval(k, episodes)
-    return {"task": task, "episodes": episodes, "successes": k, "success_rate": k / episodes,
-            "ci95": [lo, hi], "mean_length": float(np.mean([e["length"] for e in per_episode])),
-            "per_episode": per_episode, "frames": frames}
+    return {
+        "task": task,
+        "episodes": episodes,
+        "successes": k,
+        "success_rate": k / episodes,
+        "ci95": [lo, hi],
+        "mean_length": float(np.mean([e["length"] for e in per_episode])),
+        "per_episode": per_episode,
+        "frames": frames,
+    }
 
 
 def success_plot(rows: list[dict], path: Path) -> Path:
@@ -205,8 +227,15 @@ def success_plot(rows: list[dict], path: Path) -> Path:
         lo, hi = r["ci95"]
         cv2.line(img, (x + 30, y(lo)), (x + 30, y(hi)), (0, 0, 0), 2)
         cv2.putText(img, r["task"][:14], (x - 10, H - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
-        cv2.putText(img, f"{r['success_rate']:.2f}", (x + 10, y(r["success_rate"]) - 6),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        cv2.putText(
+            img,
+            f"{r['success_rate']:.2f}",
+            (x + 10, y(r["success_rate"]) - 6),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4,
+            (0, 0, 0),
+            1,
+        )
     return write_png(path, img)
 
 
@@ -224,8 +253,17 @@ def run(cfg: EvalConfig, run_dir: Path) -> dict:
         else:
             policy = make_policy(cfg.policy, task, device=cfg.device, steps=cfg.policy_steps)
             env_kwargs.update(views=list(policy.views), width=policy.resolution, height=policy.resolution)
-        res = evaluate(policy, task, cfg.episodes, cfg.num_envs, cfg.seed, cfg.asynchronous, cfg.videos,
-                       env_kwargs, imagine=cfg.imagine)
+        res = evaluate(
+            policy,
+            task,
+            cfg.episodes,
+            cfg.num_envs,
+            cfg.seed,
+            cfg.asynchronous,
+            cfg.videos,
+            env_kwargs,
+            imagine=cfg.imagine,
+        )
         res["seconds"] = time.perf_counter() - t0
         if hasattr(policy, "runtime"):
             res["latency"] = policy.runtime.latency()
@@ -235,7 +273,7 @@ def run(cfg: EvalConfig, run_dir: Path) -> dict:
             if res["frames"][0].shape[1] == 2 * len(views):
                 views += [f"{v} imagined" for v in views]
             labels = [f"ep{j} {'ok' if e['success'] else 'fail'}" for j, e in enumerate(res["per_episode"])]
-            vid = grid_video(res["frames"], views, labels[:len(res["frames"])], max(1, 128 // H))
+            vid = grid_video(res["frames"], views, labels[: len(res["frames"])], max(1, 128 // H))
             res["video"] = str(write_video(run_dir / f"{task.replace('/', '_')}.mp4", vid, 20))
         del res["frames"]
         rows.append(res)
@@ -245,9 +283,15 @@ def run(cfg: EvalConfig, run_dir: Path) -> dict:
     print("\n" + format_table(rows), file=sys.stderr)
     success_plot(rows, run_dir / "success.png")
     write_json_atomic(run_dir / "results.json", {"policy": cfg.policy, "tasks": rows})
-    return {"task": cfg.task, "policy": cfg.policy, "success_rate": k / total, "ci95": [lo, hi],
-            "episodes": total, "per_task": {r["task"]: r["success_rate"] for r in rows},
-            "run_dir": str(run_dir)}
+    return {
+        "task": cfg.task,
+        "policy": cfg.policy,
+        "success_rate": k / total,
+        "ci95": [lo, hi],
+        "episodes": total,
+        "per_task": {r["task"]: r["success_rate"] for r in rows},
+        "run_dir": str(run_dir),
+    }
 
 
 def format_table(rows: list[dict]) -> str:
@@ -255,8 +299,10 @@ def format_table(rows: list[dict]) -> str:
     lines = [f"{'task':<28} {'episodes':>8} {'success':>8} {'95% CI':>15} {'mean len':>9}"]
     for r in rows:
         lo, hi = r["ci95"]
-        lines.append(f"{r['task']:<28} {r['episodes']:>8} {r['success_rate']:>8.3f} "
-                     f"{f'[{lo:.2f}, {hi:.2f}]':>15} {r['mean_length']:>9.1f}")
+        lines.append(
+            f"{r['task']:<28} {r['episodes']:>8} {r['success_rate']:>8.3f} "
+            f"{f'[{lo:.2f}, {hi:.2f}]':>15} {r['mean_length']:>9.1f}"
+        )
     return "\n".join(lines)
 
 

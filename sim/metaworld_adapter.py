@@ -104,9 +104,18 @@ class MetaWorldEnv(RigViews, gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
 
-    def __init__(self, task_name: str = "pick-place-v3", views: Sequence[str] | None = None, width: int = 64,
-                 height: int = 64, depth: bool = False, control: str = "ee", max_steps: int | None = None,
-                 anchors: list[dict] | None = None, render_mode: str | None = None) -> None:
+    def __init__(
+        self,
+        task_name: str = "pick-place-v3",
+        views: Sequence[str] | None = None,
+        width: int = 64,
+        height: int = 64,
+        depth: bool = False,
+        control: str = "ee",
+        max_steps: int | None = None,
+        anchors: list[dict] | None = None,
+        render_mode: str | None = None,
+    ) -> None:
         mw = _metaworld()
         self.task_name = check_task_name(task_name)
         if control != "ee":
@@ -173,8 +182,10 @@ class MetaWorldEnv(RigViews, gym.Env):
 
     def cameras(self) -> list[Camera]:
         """The rig's cameras at their current poses (OpenCV convention)."""
-        return [Camera(v, K, T, self.width, self.height, self.rig.kind(v))
-                for v, K, T in zip(self.rig.views, self._K, self._extrinsics())]
+        return [
+            Camera(v, K, T, self.width, self.height, self.rig.kind(v))
+            for v, K, T in zip(self.rig.views, self._K, self._extrinsics())
+        ]
 
     # --- gymnasium API --------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
@@ -254,16 +265,26 @@ class MetaWorldEnv(RigViews, gym.Env):
     def _obs(self) -> dict:
         rgb, depth = self._render()
         o = np.asarray(self._obs39, dtype=np.float32)
-        obs = {"rgb": rgb, "state": o[:STATE_DIM].copy(), "privileged": o.copy(),
-               "K": self._K.astype(np.float32), "T_cam_world": self._extrinsics().astype(np.float32)}
+        obs = {
+            "rgb": rgb,
+            "state": o[:STATE_DIM].copy(),
+            "privileged": o.copy(),
+            "K": self._K.astype(np.float32),
+            "T_cam_world": self._extrinsics().astype(np.float32),
+        }
         if depth is not None:
             obs["depth"] = depth
         return obs
 
     def _info(self, success: bool, dense_reward: float) -> dict:
-        return {"success": bool(success), "instruction": self.instruction,
-                "task": f"metaworld/{self.task_name}",
-                "step": self._steps, "seed": self._episode, "dense_reward": dense_reward}
+        return {
+            "success": bool(success),
+            "instruction": self.instruction,
+            "task": f"metaworld/{self.task_name}",
+            "step": self._steps,
+            "seed": self._episode,
+            "dense_reward": dense_reward,
+        }
 
 
 def to_metaworld_action(action: np.ndarray, action_scale: float) -> np.ndarray:

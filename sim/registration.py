@@ -15,8 +15,13 @@ def register_envs() -> None:
     """Register every task as ``enerverse/<Task>-v0`` (idempotent)."""
     for name, gym_id in GYM_IDS.items():
         if gym_id not in gym.registry:
-            gym.register(gym_id, entry_point="sim.env:EnerVerseEnv", kwargs={"task": name},
-                         max_episode_steps=None, disable_env_checker=True)
+            gym.register(
+                gym_id,
+                entry_point="sim.env:EnerVerseEnv",
+                kwargs={"task": name},
+                max_episode_steps=None,
+                disable_env_checker=True,
+            )
 
 
 def make_env(task: str, **kwargs: Any) -> gym.Env:

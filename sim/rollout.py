@@ -23,21 +23,40 @@ def record_episode(env, policy, store: EpisodeStore, index: int, seed: int, **at
     obs, info = env.reset(seed=seed)
     policy.reset()
     uw = env.unwrapped
-    with store.write_episode(index, task=info["task"], instruction=info["instruction"], seed=int(seed),
-                             view_names=uw.view_names, view_kinds=uw.view_kinds, fps=float(uw.fps),
-                             K=obs["K"], provenance="sim", **attrs) as ep:
+    with store.write_episode(
+        index,
+        task=info["task"],
+        instruction=info["instruction"],
+        seed=int(seed),
+        view_names=uw.view_names,
+        view_kinds=uw.view_kinds,
+        fps=float(uw.fps),
+        K=obs["K"],
+        provenance="sim",
+        **attrs,
+    ) as ep:
         done = False
         while not done:
             for a in policy.act(batch_obs(obs))[0]:
                 nxt, _, term, trunc, info = env.step(a)
                 applied = info.get("applied_action", a)  # what the env executed (after clipping)
-                ep.add_frame(rgb=obs["rgb"], state=obs["state"], action=applied,
-                             T_cam_world=obs["T_cam_world"], depth=obs.get("depth"))
+                ep.add_frame(
+                    rgb=obs["rgb"],
+                    state=obs["state"],
+                    action=applied,
+                    T_cam_world=obs["T_cam_world"],
+                    depth=obs.get("depth"),
+                )
                 obs, done = nxt, term or trunc
                 if done:
                     break
-        ep.add_frame(rgb=obs["rgb"], state=obs["state"], action=uw.hold_action(),
-                     T_cam_world=obs["T_cam_world"], depth=obs.get("depth"))
+        ep.add_frame(
+            rgb=obs["rgb"],
+            state=obs["state"],
+            action=uw.hold_action(),
+            T_cam_world=obs["T_cam_world"],
+            depth=obs.get("depth"),
+        )
         ep.set_attrs(success=bool(info["success"]))
         length = ep.n_frames
     return {"index": index, "seed": int(seed), "success": bool(info["success"]), "length": length}

@@ -23,8 +23,15 @@ CUBE_HALF = 0.025
 CONTROL_HZ = 20.0
 PHYSICS_DT = 0.002
 
-_JOINT_RANGES = [(-2.8973, 2.8973), (-1.7628, 1.7628), (-2.8973, 2.8973), (-3.0718, -0.0698),
-                 (-2.8973, 2.8973), (-0.0175, 3.7525), (-2.8973, 2.8973)]
+_JOINT_RANGES = [
+    (-2.8973, 2.8973),
+    (-1.7628, 1.7628),
+    (-2.8973, 2.8973),
+    (-3.0718, -0.0698),
+    (-2.8973, 2.8973),
+    (-0.0175, 3.7525),
+    (-2.8973, 2.8973),
+]
 # (body pos in parent, joint axis, capsule from-to in body frame, radius)
 _LINKS = [
     ((0, 0, 0.333), (0, 0, 1), (0, 0, -0.25, 0, 0, -0.02), 0.06),
@@ -50,16 +57,22 @@ def _fmt(v) -> str:
 
 
 def _arm_xml() -> str:
-    parts = ['<body name="link0" pos="0 0 0">',
-             '<geom type="cylinder" size="0.08 0.05" pos="0 0 0.05" material="arm_dark"/>']
+    parts = [
+        '<body name="link0" pos="0 0 0">',
+        '<geom type="cylinder" size="0.08 0.05" pos="0 0 0.05" material="arm_dark"/>',
+    ]
     for i, (pos, axis, fromto, radius) in enumerate(_LINKS):
         lo, hi = _JOINT_RANGES[i]
         mat = "arm_light" if i % 2 == 0 else "arm_dark"
         parts.append(f'<body name="link{i + 1}" pos="{_fmt(pos)}" gravcomp="1">')
-        parts.append(f'<joint name="{ARM_JOINTS[i]}" axis="{_fmt(axis)}" range="{lo} {hi}" '
-                     'damping="5" armature="0.1"/>')
-        parts.append(f'<geom type="capsule" fromto="{_fmt(fromto)}" size="{radius}" material="{mat}" '
-                     'mass="1.0" contype="0" conaffinity="0"/>')
+        parts.append(
+            f'<joint name="{ARM_JOINTS[i]}" axis="{_fmt(axis)}" range="{lo} {hi}" '
+            'damping="5" armature="0.1"/>'
+        )
+        parts.append(
+            f'<geom type="capsule" fromto="{_fmt(fromto)}" size="{radius}" material="{mat}" '
+            'mass="1.0" contype="0" conaffinity="0"/>'
+        )
     lo, hi = _JOINT_RANGES[6]
     # link7's z axis points down at the zero posture; the hand hangs below it.
     parts += [
@@ -90,43 +103,63 @@ def _arm_xml() -> str:
 def _object_xml(spec: ObjectSpec) -> str:
     n, s = spec.name, spec.size
     if spec.kind == "cube":
-        return (f'<body name="{n}" pos="0.5 0 {s}"><freejoint name="{n}_joint"/>'
-                f'<geom name="{n}_geom" type="box" size="{s} {s} {s}" rgba="1 0 0 1" mass="0.08" '
-                'friction="1.2 0.01 0.001" condim="4"/></body>')
+        return (
+            f'<body name="{n}" pos="0.5 0 {s}"><freejoint name="{n}_joint"/>'
+            f'<geom name="{n}_geom" type="box" size="{s} {s} {s}" rgba="1 0 0 1" mass="0.08" '
+            'friction="1.2 0.01 0.001" condim="4"/></body>'
+        )
     if spec.kind == "pad":  # flat target region, visual only
-        return (f'<body name="{n}" mocap="true" pos="0.5 0 0.001"><geom name="{n}_geom" type="cylinder" '
-                f'size="{s} 0.001" rgba="0 1 0 1" contype="0" conaffinity="0"/></body>')
+        return (
+            f'<body name="{n}" mocap="true" pos="0.5 0 0.001"><geom name="{n}_geom" type="cylinder" '
+            f'size="{s} 0.001" rgba="0 1 0 1" contype="0" conaffinity="0"/></body>'
+        )
     if spec.kind == "marker":  # floating goal sphere, visual only
-        return (f'<body name="{n}" mocap="true" pos="0.5 0 0.2"><geom name="{n}_geom" type="sphere" '
-                f'size="{s}" rgba="0 1 0 0.6" contype="0" conaffinity="0"/></body>')
+        return (
+            f'<body name="{n}" mocap="true" pos="0.5 0 0.2"><geom name="{n}_geom" type="sphere" '
+            f'size="{s}" rgba="0 1 0 0.6" contype="0" conaffinity="0"/></body>'
+        )
     if spec.kind == "lamp":  # cue light on a post
-        return (f'<body name="{n}" mocap="true" pos="0.75 0.3 0"><geom type="cylinder" size="0.01 0.05" '
-                f'pos="0 0 0.05" rgba="0.3 0.3 0.3 1" contype="0" conaffinity="0"/>'
-                f'<geom name="{n}_geom" type="sphere" size="{s}" pos="0 0 0.11" rgba="1 1 1 1" '
-                'contype="0" conaffinity="0"/></body>')
+        return (
+            f'<body name="{n}" mocap="true" pos="0.75 0.3 0"><geom type="cylinder" size="0.01 0.05" '
+            f'pos="0 0 0.05" rgba="0.3 0.3 0.3 1" contype="0" conaffinity="0"/>'
+            f'<geom name="{n}_geom" type="sphere" size="{s}" pos="0 0 0.11" rgba="1 1 1 1" '
+            'contype="0" conaffinity="0"/></body>'
+        )
     if spec.kind == "bin":  # open box (inner half-width s) with a sliding lid along +y
         w, h, t = s, 0.055, 0.006
-        walls = [((w + t, 0, h / 2), (t, w + 2 * t, h / 2)), ((-w - t, 0, h / 2), (t, w + 2 * t, h / 2)),
-                 ((0, w + t, h / 2), (w, t, h / 2)), ((0, -w - t, h / 2), (w, t, h / 2))]
-        geoms = "".join(f'<geom type="box" pos="{_fmt(p)}" size="{_fmt(z)}" material="bin"/>'
-                        for p, z in walls)
-        lid = (f'<body name="{n}_lid" pos="0 0 {h + 0.006}"><joint name="{n}_lid_joint" type="slide" '
-               f'axis="0 1 0" range="0 {2 * w + 0.02}" damping="3" frictionloss="0.3"/>'
-               f'<geom name="{n}_lid_geom" type="box" size="{w + 2 * t} {w + 2 * t} 0.004" material="lid" '
-               f'mass="0.1"/><geom name="{n}_handle" type="box" size="{w * 0.6} 0.008 0.012" '
-               f'pos="0 {w + 2 * t - 0.012} 0.016" material="lid" mass="0.02"/></body>')
-        rails = (f'<geom type="box" pos="{-(w + 2 * t + 0.004)} {w + 0.03} {h + 0.006}" '
-                 f'size="0.003 {2 * w} 0.01" material="bin"/>'
-                 f'<geom type="box" pos="{w + 2 * t + 0.004} {w + 0.03} {h + 0.006}" '
-                 f'size="0.003 {2 * w} 0.01" material="bin"/>')
-        return (f'<body name="{n}" mocap="true" pos="0.5 -0.15 0.0">'
-                f'<geom type="box" pos="0 0 0.002" size="{w + 2 * t} {w + 2 * t} 0.002" material="bin"/>'
-                f'{geoms}{rails}{lid}</body>')
+        walls = [
+            ((w + t, 0, h / 2), (t, w + 2 * t, h / 2)),
+            ((-w - t, 0, h / 2), (t, w + 2 * t, h / 2)),
+            ((0, w + t, h / 2), (w, t, h / 2)),
+            ((0, -w - t, h / 2), (w, t, h / 2)),
+        ]
+        geoms = "".join(
+            f'<geom type="box" pos="{_fmt(p)}" size="{_fmt(z)}" material="bin"/>' for p, z in walls
+        )
+        lid = (
+            f'<body name="{n}_lid" pos="0 0 {h + 0.006}"><joint name="{n}_lid_joint" type="slide" '
+            f'axis="0 1 0" range="0 {2 * w + 0.02}" damping="3" frictionloss="0.3"/>'
+            f'<geom name="{n}_lid_geom" type="box" size="{w + 2 * t} {w + 2 * t} 0.004" material="lid" '
+            f'mass="0.1"/><geom name="{n}_handle" type="box" size="{w * 0.6} 0.008 0.012" '
+            f'pos="0 {w + 2 * t - 0.012} 0.016" material="lid" mass="0.02"/></body>'
+        )
+        rails = (
+            f'<geom type="box" pos="{-(w + 2 * t + 0.004)} {w + 0.03} {h + 0.006}" '
+            f'size="0.003 {2 * w} 0.01" material="bin"/>'
+            f'<geom type="box" pos="{w + 2 * t + 0.004} {w + 0.03} {h + 0.006}" '
+            f'size="0.003 {2 * w} 0.01" material="bin"/>'
+        )
+        return (
+            f'<body name="{n}" mocap="true" pos="0.5 -0.15 0.0">'
+            f'<geom type="box" pos="0 0 0.002" size="{w + 2 * t} {w + 2 * t} 0.002" material="bin"/>'
+            f"{geoms}{rails}{lid}</body>"
+        )
     raise ValueError(f"unknown object kind {spec.kind!r}; expected cube, pad, marker, lamp or bin")
 
 
-def build_scene_xml(objects: list[ObjectSpec], cameras_xml: str = "", offscreen: tuple[int, int] = (640, 480)
-                    ) -> str:
+def build_scene_xml(
+    objects: list[ObjectSpec], cameras_xml: str = "", offscreen: tuple[int, int] = (640, 480)
+) -> str:
     """Complete MJCF [str] for the arm, table, the given objects and extra world cameras.
 
     ``offscreen`` (width, height) sizes the offscreen framebuffer (the renderer tiles all views in it).
@@ -135,11 +168,15 @@ def build_scene_xml(objects: list[ObjectSpec], cameras_xml: str = "", offscreen:
     act = "\n".join(
         f'<position name="act_{j}" joint="{j}" kp="{kp}" kv="{kv}" ctrlrange="{lo} {hi}" '
         f'forcerange="-{f} {f}"/>'
-        for j, (lo, hi), kp, kv, f in zip(ARM_JOINTS, _JOINT_RANGES, [800] * 4 + [400] * 3,
-                                          [60] * 4 + [25] * 3, [87] * 4 + [12] * 3))
+        for j, (lo, hi), kp, kv, f in zip(
+            ARM_JOINTS, _JOINT_RANGES, [800] * 4 + [400] * 3, [60] * 4 + [25] * 3, [87] * 4 + [12] * 3
+        )
+    )
     fingers = "\n".join(
         f'<position name="act_{j}" joint="{j}" kp="300" kv="10" ctrlrange="0 {FINGER_OPEN}" '
-        'forcerange="-25 25"/>' for j in FINGER_JOINTS)
+        'forcerange="-25 25"/>'
+        for j in FINGER_JOINTS
+    )
     return f"""<mujoco model="enerverse_tabletop">
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{PHYSICS_DT}" integrator="implicitfast" cone="elliptic" impratio="5"/>

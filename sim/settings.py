@@ -48,5 +48,10 @@ class SimSettings:
 
     def env_kwargs(self) -> dict:
         """Keyword arguments for :func:`sim.make_env`."""
-        return {"views": list(self.views), "width": self.resolution, "height": self.resolution,
-                "depth": self.depth, "max_steps": self.max_steps}
+        return {
+            "views": list(self.views),
+            "width": self.resolution,
+            "height": self.resolution,
+            "depth": self.depth,
+            "max_steps": self.max_steps,
+        }

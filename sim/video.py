@@ -18,8 +18,12 @@ def label(img: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
-def grid_video(episodes: list[np.ndarray], view_names: list[str] | None = None,
-               row_labels: list[str] | None = None, scale: int = 1) -> np.ndarray:
+def grid_video(
+    episodes: list[np.ndarray],
+    view_names: list[str] | None = None,
+    row_labels: list[str] | None = None,
+    scale: int = 1,
+) -> np.ndarray:
     """Episodes as rows, views as columns: list of [T_i, V, H, W, 3] -> video [T_max, R*H, V*W, 3].
 
     Shorter episodes hold their last frame. ``scale`` upsamples (nearest) small renders for viewing.

@@ -34,8 +34,9 @@ def env() -> Iterator[EnerVerseEnv]:
     e.close()
 
 
-@pytest.mark.parametrize("pos", [(0.5, 0.0, 0.2), (0.4, 0.2, 0.1), (0.6, -0.2, 0.15), (0.45, -0.1, 0.05),
-                                 (0.55, 0.15, 0.3)])
+@pytest.mark.parametrize(
+    "pos", [(0.5, 0.0, 0.2), (0.4, 0.2, 0.1), (0.6, -0.2, 0.15), (0.45, -0.1, 0.05), (0.55, 0.15, 0.3)]
+)
 @pytest.mark.parametrize("yaw", [-0.6, 0.0, 0.7])
 def test_solve_ik_reaches_pointing_down_targets(env: EnerVerseEnv, pos: tuple, yaw: float) -> None:
     arm = env.arm
@@ -73,8 +74,9 @@ def test_home_pose_points_down() -> None:
         e.close()
 
 
-@pytest.mark.parametrize("offset,dyaw", [((0.08, 0.06, -0.12), 0.3), ((-0.05, -0.1, -0.05), -0.4),
-                                         ((0.1, 0.0, 0.0), 0.0)])
+@pytest.mark.parametrize(
+    "offset,dyaw", [((0.08, 0.06, -0.12), 0.3), ((-0.05, -0.1, -0.05), -0.4), ((0.1, 0.0, 0.0), 0.0)]
+)
 def test_delta_ee_actions_converge_to_the_target_pose(env: EnerVerseEnv, offset: tuple, dyaw: float) -> None:
     obs, _ = env.reset(seed=0)
     p0 = obs["state"][:3].astype(np.float64)

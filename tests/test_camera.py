@@ -101,8 +101,9 @@ def test_unproject_then_project_round_trip_hits_pixel_centres() -> None:
 def test_project_then_unproject_recovers_points() -> None:
     rng = np.random.default_rng(2)
     T = look_at(EYE, TARGET)
-    cam_pts = np.column_stack([rng.uniform(-0.3, 0.3, 50), rng.uniform(-0.2, 0.2, 50),
-                               rng.uniform(0.5, 3.0, 50)])
+    cam_pts = np.column_stack(
+        [rng.uniform(-0.3, 0.3, 50), rng.uniform(-0.2, 0.2, 50), rng.uniform(0.5, 3.0, 50)]
+    )
     world = (cam_pts - T[:3, 3]) @ T[:3, :3]  # R^T (p - t)
     uv, z = project_points(K, T, world)
     np.testing.assert_allclose(z, cam_pts[:, 2], atol=1e-9)

@@ -168,12 +168,14 @@ class _KillAfter:
                 if self.renames > self.n:
                     raise _Killed
             return result
+
         return wrapped
 
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "fallback"])
 def test_replacing_a_checkpoint_never_leaves_the_path_without_one(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
+) -> None:
     """Interrupt the replacement after each rename in turn: the path must hold a complete checkpoint
     (old or new). With the documented fallback, a kill between its two renames leaves the complete old
     checkpoint in the ``.<name>.old-*`` folder instead."""

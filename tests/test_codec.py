@@ -74,8 +74,10 @@ def test_tiny_autoencoder_overfits_coloured_squares(one_thread: None) -> None:
     assert losses[0] / min(losses[-10:]) > 4.0, (losses[0], losses[-10:])
     assert after > 18.0 and after > before + 6.0, (before, after)
     assert not codec.training
-    print(f"overfit: loss {losses[0]:.3f} -> {losses[-1]:.3f}, psnr {before:.1f} -> {after:.1f} dB, "
-          f"{elapsed:.1f}s")
+    print(
+        f"overfit: loss {losses[0]:.3f} -> {losses[-1]:.3f}, psnr {before:.1f} -> {after:.1f} dB, "
+        f"{elapsed:.1f}s"
+    )
 
 
 def test_calibrate_gives_unit_std_and_keeps_reconstruction() -> None:

@@ -199,6 +199,7 @@ def test_replace_dir_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc
             if Path(src).name == "new3":
                 raise OSError("cannot rename")
             return fn(src, *args)
+
         return wrapped
 
     monkeypatch.setattr(os, "rename", refusing(os.rename))

@@ -145,8 +145,9 @@ def test_memory_cue_is_only_shown_at_the_start() -> None:
             obs, *_ = env.step(NOOP)
         p = env.task.decode_privileged(obs["privileged"])
         np.testing.assert_allclose(p["lamp_rgb"], LAMP_OFF, atol=1e-6)
-        assert not np.allclose(p["lamp_rgb"], p["plate_a_rgb"]) and not np.allclose(p["lamp_rgb"],
-                                                                                   p["plate_b_rgb"])
+        assert not np.allclose(p["lamp_rgb"], p["plate_a_rgb"]) and not np.allclose(
+            p["lamp_rgb"], p["plate_b_rgb"]
+        )
     finally:
         env.close()
 
@@ -156,7 +157,8 @@ def test_memory_wrong_plate_fails() -> None:
     try:
         for seed in (0, 4):
             ok, cued, remembered = _memory_rollout(
-                env, seed, lambda p: "plate_b" if p == "plate_a" else "plate_a")
+                env, seed, lambda p: "plate_b" if p == "plate_a" else "plate_a"
+            )
             assert remembered == cued  # the expert read the cue correctly ...
             assert not ok, f"seed {seed}: success on the wrong plate"  # ... and the wrong plate fails
     finally:

@@ -63,13 +63,23 @@ def test_shapes_of_every_mode(tiny: EnerVerseGenerator) -> None:
     chunk = tiny.sample_chunk(z[:, :, :, :m], b["rays"], b["pos"], b["instruction"], steps=2, seed=0)
     assert chunk.shape == (2, C, V, M, h, h)
     feats = tiny.extract_features(z[:, :, :, :m], b["rays"], b["pos"], b["instruction"], seed=0)
-    assert feats.shape == (2, V, m + M, tiny.denoiser.feature_dim, h // 2, h // 2)
+    assert feats.shape == (2, V, m + M, tiny.denoiser.feature_dim(), h // 2, h // 2)
     # the features-only forward (no up path) gives the full forward's middle-block features
     x = torch.randn(2, C, V, m + M, h, h)
     t = torch.randint(0, 1000, (2, m + M))
     tok, mask = tiny.text_tokens(b["instruction"])
     full = tiny.denoiser(x, b["rays"], t, b["pos"], tok, mask, return_features=True)[1]
     torch.testing.assert_close(tiny.denoiser(x, b["rays"], t, b["pos"], tok, mask, features_only=True), full)
+    # "first": the first down level's output at latent resolution, the same as in the full forward
+    seen: list[torch.Tensor] = []
+    hook = tiny.denoiser.down[0].register_forward_hook(lambda mod, i, out: seen.append(out))
+    tiny.denoiser(x, b["rays"], t, b["pos"], tok, mask)
+    hook.remove()
+    first = tiny.denoiser(x, b["rays"], t, b["pos"], tok, mask, features_only=True, feature_block="first")
+    assert first.shape == (2, V, m + M, tiny.denoiser.feature_dim("first"), h, h)
+    torch.testing.assert_close(first, seen[0].reshape(first.shape))
+    with pytest.raises(ValueError, match="feature_block must be one of"):
+        tiny.denoiser(x, b["rays"], t, b["pos"], tok, mask, features_only=True, feature_block="last")
     res = tiny.generate(b["frames"][0, :, :3], b["K"], _cams(V, 1)[:, 0], "push", max_chunks=2, steps=2)
     assert res.frames.shape[:2] == (V, res.latents.shape[2]) and res.chunks in (1, 2)
 

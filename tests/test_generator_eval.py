@@ -73,8 +73,16 @@ def test_train_then_evaluate_end_to_end(tmp_path: Path) -> None:
         f"out={store}",
         "video_episodes=0",
     )
-    train_args = ["enerverse.train", "task=reach", "preset=tiny", f"store={store}", "codec.steps=4",
-                  "train.steps=3", "sample_every=0", "out=run"]
+    train_args = [
+        "enerverse.train",
+        "task=reach",
+        "preset=tiny",
+        f"store={store}",
+        "codec.steps=4",
+        "train.steps=3",
+        "sample_every=0",
+        "out=run",
+    ]
     summary = run(*train_args)
     assert summary["steps"] == 3 and (tmp_path / "run" / "checkpoint" / "model.safetensors").exists()
     ev = run(

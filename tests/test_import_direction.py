@@ -39,14 +39,18 @@ def imported_modules(source: str, module: str, is_package: bool) -> set[str]:
                 full = node.module or ""
             found.add(full)
             # ``from pkg import sub`` may import the submodule pkg.sub
-            found.update(f"{full}.{a.name}" for a in node.names
-                         if a.name != "*" and not a.name.startswith("__"))
+            found.update(
+                f"{full}.{a.name}" for a in node.names if a.name != "*" and not a.name.startswith("__")
+            )
         elif isinstance(node, ast.Call):
             f = node.func
             name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
             arg = node.args[0] if node.args else None
-            if name in ("import_module", "__import__") and isinstance(arg, ast.Constant) \
-                    and isinstance(arg.value, str):
+            if (
+                name in ("import_module", "__import__")
+                and isinstance(arg, ast.Constant)
+                and isinstance(arg.value, str)
+            ):
                 found.add(arg.value)
     return found
 
@@ -86,7 +90,8 @@ FORBIDDEN = {
 def _ros_allowed(target: str) -> bool:
     t = layer(target)
     return t in ("core", "sim", "ros_nodes", "enerverse-root") or (
-        t == "policies" and (target == "policies" or target.startswith("policies.runtime")))
+        t == "policies" and (target == "policies" or target.startswith("policies.runtime"))
+    )
 
 
 def violations() -> list[str]:
@@ -120,8 +125,16 @@ def test_import_extractor_resolves_relative_and_lazy_imports() -> None:
         "    import importlib; importlib.import_module('data_engine.flywheel')\n"
     )
     got = imported_modules(src, "enerverse.core.camera", is_package=False)
-    for name in ("os", "sim.env", "enerverse.core", "enerverse.core.store", "enerverse.core.config",
-                 "enerverse.generator", "policies.runtime", "data_engine.flywheel"):
+    for name in (
+        "os",
+        "sim.env",
+        "enerverse.core",
+        "enerverse.core.store",
+        "enerverse.core.config",
+        "enerverse.generator",
+        "policies.runtime",
+        "data_engine.flywheel",
+    ):
         assert name in got, (name, got)
     got_pkg = imported_modules("from .store import EpisodeStore\n", "enerverse.core", is_package=True)
     assert "enerverse.core.store" in got_pkg
@@ -164,7 +177,8 @@ def test_sim_imports_and_steps_without_torch(tmp_path: Path) -> None:
         "print('OK')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("OK")

@@ -29,8 +29,9 @@ TASK = "pick-place-v3"
 
 @pytest.fixture(scope="module")
 def env():
-    e = MetaWorldEnv(TASK, views=("main", "anchor_left", "anchor_right", "wrist"), width=128, height=128,
-                     depth=True)
+    e = MetaWorldEnv(
+        TASK, views=("main", "anchor_left", "anchor_right", "wrist"), width=128, height=128, depth=True
+    )
     yield e
     e.close()
 
@@ -89,8 +90,11 @@ def test_known_points_project_onto_markers_in_every_view(env, seed):
     onto its blob, and the rendered depth there agrees with the point's camera depth."""
     env.reset(seed=seed)
     m = env.model
-    markers = {"objGeom": ((1,), [0.0, 1.0, 0.0, 1.0]), "rightpad_geom": ((0, 2), [1.0, 0.0, 1.0, 1.0]),
-               "leftpad_geom": ((0, 1), [1.0, 1.0, 0.0, 1.0])}
+    markers = {
+        "objGeom": ((1,), [0.0, 1.0, 0.0, 1.0]),
+        "rightpad_geom": ((0, 2), [1.0, 0.0, 1.0, 1.0]),
+        "leftpad_geom": ((0, 1), [1.0, 1.0, 0.0, 1.0]),
+    }
     rgba = m.geom_rgba.copy()
     for geom, (_, colour) in markers.items():
         m.geom_rgba[m.geom(geom).id] = colour
@@ -110,7 +114,9 @@ def test_known_points_project_onto_markers_in_every_view(env, seed):
                 continue
             mask = _blob(obs["rgb"][v], channels)
             u, w = int(uv[0]), int(uv[1])
-            assert mask[w - 1:w + 2, u - 1:u + 2].any(), f"{name}: {marker} projects to {uv}, off its blob"
+            assert mask[w - 1 : w + 2, u - 1 : u + 2].any(), (
+                f"{name}: {marker} projects to {uv}, off its blob"
+            )
             d, size = obs["depth"][v][w, u], float(np.max(m.geom_size[gid]))
             assert abs(d - z) < size + 0.01, f"{name}: {marker} rendered depth {d} vs point depth {z}"
             if name != "wrist":  # near the wrist camera the pads are large and cut by the image border
@@ -126,8 +132,11 @@ def test_depth_unprojects_onto_the_table_plane(env):
     table top (z = 0) to well under a millimetre (a half-pixel error in K would give ~4 mm)."""
     obs, _ = env.reset(seed=0)
     for v, name in enumerate(env.view_names):
-        P = unproject_depth(obs["K"][v].astype(np.float64), obs["T_cam_world"][v].astype(np.float64),
-                            obs["depth"][v].astype(np.float64))
+        P = unproject_depth(
+            obs["K"][v].astype(np.float64),
+            obs["T_cam_world"][v].astype(np.float64),
+            obs["depth"][v].astype(np.float64),
+        )
         x, y, z = P[..., 0], P[..., 1], P[..., 2]
         on_table = (np.abs(z) < 0.02) & (np.abs(x) < 0.3) & (y > 0.45) & (y < 0.85)
         assert on_table.sum() > 500, f"{name}: too little table in view"

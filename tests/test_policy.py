@@ -51,6 +51,23 @@ def test_head_shapes_and_sampling() -> None:
         head(torch.randn(3, 4, 7), torch.zeros(3, dtype=torch.long), cond, pad)
 
 
+def test_random_shift_translates_each_image_with_edge_padding() -> None:
+    from policies.encoders import random_shift
+
+    torch.manual_seed(0)
+    x = torch.arange(40 * 2 * 6 * 6, dtype=torch.float32).reshape(40, 2, 6, 6)
+    y = random_shift(x, 2)
+    assert y.shape == x.shape
+    seen = set()
+    for n in range(40):  # each output is a 6x6 crop of its own edge-padded input, offset <= 2 px
+        src = torch.nn.functional.pad(x[n : n + 1], (2, 2, 2, 2), mode="replicate")[0]
+        hits = [(i, j) for i in range(5) for j in range(5) if torch.equal(src[:, i : i + 6, j : j + 6], y[n])]
+        assert hits, f"image {n} is not a shifted crop of its input"
+        seen.add(hits[0])
+    assert len(seen) > 5  # offsets are drawn per image
+    assert torch.equal(random_shift(x, 0), x)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """4 reach episodes (2 views, 32 px) and a tiny generator trained for 3 steps."""

@@ -24,14 +24,26 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> EpisodeStore:
     store = EpisodeStore.create(tmp_path_factory.mktemp("sampler") / "store")
     K = np.tile(np.array([[5.0, 0, 2], [0, 5.0, 2], [0, 0, 1]], np.float32), (V, 1, 1))
     for e, T in LENGTHS.items():
-        with store.write_episode(e, task="t", instruction="i", seed=e, view_names=["a", "b"],
-                                 view_kinds=["real", "anchor"], fps=10, K=K, success=SUCCESS[e]) as w:
+        with store.write_episode(
+            e,
+            task="t",
+            instruction="i",
+            seed=e,
+            view_names=["a", "b"],
+            view_kinds=["real", "anchor"],
+            fps=10,
+            K=K,
+            success=SUCCESS[e],
+        ) as w:
             for t in range(T):
                 Tcw = np.tile(np.eye(4, dtype=np.float32), (V, 1, 1))
                 Tcw[:, 0, 3] = t
-                w.add_frame(rgb=np.full((V, H, W, 3), pixel(e, t), np.uint8),
-                            state=np.array([e, t], np.float32),
-                            action=np.array([e, t, 100 + t], np.float32), T_cam_world=Tcw)
+                w.add_frame(
+                    rgb=np.full((V, H, W, 3), pixel(e, t), np.uint8),
+                    state=np.array([e, t], np.float32),
+                    action=np.array([e, t, 100 + t], np.float32),
+                    T_cam_world=Tcw,
+                )
     return store
 
 
@@ -39,12 +51,15 @@ def all_windows(s: WindowSampler) -> list[dict]:
     return [s.window(i) for i in range(len(s))]
 
 
-@pytest.mark.parametrize("kw, expected", [
-    ({}, 4 + 11 + 2 + 0),
-    ({"min_future": 0}, 5 + 12 + 3 + 1),
-    ({"min_future": 3}, 2 + 9 + 0 + 0),
-    ({"only_success": True}, 4 + 2 + 0),
-])
+@pytest.mark.parametrize(
+    "kw, expected",
+    [
+        ({}, 4 + 11 + 2 + 0),
+        ({"min_future": 0}, 5 + 12 + 3 + 1),
+        ({"min_future": 3}, 2 + 9 + 0 + 0),
+        ({"only_success": True}, 4 + 2 + 0),
+    ],
+)
 def test_window_counts(store: EpisodeStore, kw: dict, expected: int) -> None:
     assert len(WindowSampler(store, **kw)) == expected
 

@@ -33,16 +33,27 @@ def _centre(T_cam_world: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def rig_env() -> Iterator[EnerVerseEnv]:
-    env = EnerVerseEnv("pick_place", views=["main", "wrist", "anchor_left", "anchor_right"], width=RES,
-                       height=RES, depth=True)
+    env = EnerVerseEnv(
+        "pick_place",
+        views=["main", "wrist", "anchor_left", "anchor_right"],
+        width=RES,
+        height=RES,
+        depth=True,
+    )
     yield env
     env.close()
 
 
 @pytest.fixture(scope="module")
 def top_env() -> Iterator[EnerVerseEnv]:
-    env = EnerVerseEnv("pick_place", views=["main", "top"], width=RES, height=RES, depth=True,
-                       anchors=[{"name": "top", "eye": TOP_EYE, "target": TOP_TARGET}])
+    env = EnerVerseEnv(
+        "pick_place",
+        views=["main", "top"],
+        width=RES,
+        height=RES,
+        depth=True,
+        anchors=[{"name": "top", "eye": TOP_EYE, "target": TOP_TARGET}],
+    )
     yield env
     env.close()
 
@@ -60,8 +71,10 @@ def _check_known_points_in_every_view(env: EnerVerseEnv, seed: int) -> None:
         K, T = obs["K"][v].astype(np.float64), obs["T_cam_world"][v].astype(np.float64)
         rgb, depth = obs["rgb"][v].astype(int), obs["depth"][v]
         uv, z = project_points(K, T, np.stack([cube_top, plate_top, cube]))
-        for (u, vv), zz, colour, what in [(uv[0], z[0], "magenta", "cube top"),
-                                          (uv[1], z[1], "cyan", "plate centre")]:
+        for (u, vv), zz, colour, what in [
+            (uv[0], z[0], "magenta", "cube top"),
+            (uv[1], z[1], "cyan", "plate centre"),
+        ]:
             where = f"{name} (seed {seed}): {what} projects to ({u:.1f}, {vv:.1f})"
             assert zz > 0 and 1 <= u < RES - 1 and 1 <= vv < RES - 1, f"{where}: not in the image"
             r, g, b = rgb[int(vv), int(u)]
@@ -89,8 +102,9 @@ def test_ray_maps_predict_the_rendered_plate_to_sub_pixel_accuracy() -> None:
     ray lands inside the plate disc must be the ones rendered in its colour. A half-pixel convention
     error drops the overlap to ~0.7-0.89."""
     res = 96
-    env = EnerVerseEnv("pick_place", views=["main", "wrist", "anchor_left", "anchor_right"], width=res,
-                       height=res)
+    env = EnerVerseEnv(
+        "pick_place", views=["main", "wrist", "anchor_left", "anchor_right"], width=res, height=res
+    )
     try:
         env.reset(seed=0)
         env.model.geom_rgba[env.model.geom("plate_geom").id] = CYAN
@@ -116,15 +130,17 @@ def test_explicit_anchor_view_follows_the_camera_convention(top_env: EnerVerseEn
     assert top_env.view_kinds == ["real", "anchor"]
     obs, _ = top_env.reset(seed=0)
     np.testing.assert_allclose(_centre(obs["T_cam_world"][1]), TOP_EYE, atol=1e-4)
-    uv, _ = project_points(obs["K"][1].astype(np.float64), obs["T_cam_world"][1].astype(np.float64),
-                           np.array([TOP_TARGET]))
+    uv, _ = project_points(
+        obs["K"][1].astype(np.float64), obs["T_cam_world"][1].astype(np.float64), np.array([TOP_TARGET])
+    )
     np.testing.assert_allclose(uv[0], [RES / 2, RES / 2], atol=0.05)
     _check_known_points_in_every_view(top_env, 0)
 
 
 def test_explicit_anchors_without_views_render_main_and_those_anchors() -> None:
-    env = EnerVerseEnv("reach", width=16, height=16,
-                       anchors=[{"name": "top", "eye": TOP_EYE, "target": TOP_TARGET}])
+    env = EnerVerseEnv(
+        "reach", width=16, height=16, anchors=[{"name": "top", "eye": TOP_EYE, "target": TOP_TARGET}]
+    )
     try:
         assert env.view_names == ["main", "top"]
         obs, _ = env.reset(seed=0)

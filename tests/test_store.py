@@ -41,8 +41,15 @@ VIEWS, KINDS = ["main", "anchor_left"], ["real", "anchor"]
 
 
 def meta(ep: dict[str, Any], **kw: Any) -> dict[str, Any]:
-    base = {"task": "push", "instruction": "push the cube", "seed": 3, "view_names": VIEWS,
-            "view_kinds": KINDS, "fps": 10.0, "K": ep["K"]}
+    base = {
+        "task": "push",
+        "instruction": "push the cube",
+        "seed": 3,
+        "view_names": VIEWS,
+        "view_kinds": KINDS,
+        "fps": 10.0,
+        "K": ep["K"],
+    }
     return base | kw
 
 
@@ -92,9 +99,19 @@ def test_round_trip_arrays_and_attrs(store: EpisodeStore) -> None:
     with pytest.raises(IndexError):
         view.load("state", [19])
     assert view.attrs == {
-        "task": "push", "instruction": "push the cube", "success": True, "seed": 3, "view_names": VIEWS,
-        "view_kinds": KINDS, "fps": 10.0, "provenance": "sim", "generator_version": None, "length": 19,
-        "robot": "panda", "tags": ["a", "b"], "note": "ok",
+        "task": "push",
+        "instruction": "push the cube",
+        "success": True,
+        "seed": 3,
+        "view_names": VIEWS,
+        "view_kinds": KINDS,
+        "fps": 10.0,
+        "provenance": "sim",
+        "generator_version": None,
+        "length": 19,
+        "robot": "panda",
+        "tags": ["a", "b"],
+        "note": "ok",
     }
 
 
@@ -123,16 +140,24 @@ BAD_FRAMES = {
     "rgb float": (lambda ep: _bad(ep, 0, rgb=ep["rgb"][0].astype(np.float32)), r"rgb: expected dtype uint8"),
     "rgb 3 views": (lambda ep: _bad(ep, 0, rgb=np.zeros((3, 8, 8, 3), np.uint8)), r"V=2.*got \(3, 8, 8, 3\)"),
     "rgb no channel": (lambda ep: _bad(ep, 0, rgb=np.zeros((2, 8, 8), np.uint8)), r"expected shape"),
-    "T 3 views": (lambda ep: _bad(ep, 0, T_cam_world=np.tile(np.eye(4, dtype=np.float32), (3, 1, 1))),
-                  r"T_cam_world: expected shape \(2, 4, 4\), got \(3, 4, 4\)"),
+    "T 3 views": (
+        lambda ep: _bad(ep, 0, T_cam_world=np.tile(np.eye(4, dtype=np.float32), (3, 1, 1))),
+        r"T_cam_world: expected shape \(2, 4, 4\), got \(3, 4, 4\)",
+    ),
     "nan action": (lambda ep: _bad(ep, 0, action=np.full(7, np.nan, np.float32)), r"action: contains NaN"),
-    "inf state": (lambda ep: _bad(ep, 0, state=np.array([np.inf] * 5, np.float32)),
-                  r"state: contains NaN or inf"),
-    "int action": (lambda ep: _bad(ep, 0, action=np.zeros(7, np.int64)),
-                   r"action: expected a floating dtype"),
+    "inf state": (
+        lambda ep: _bad(ep, 0, state=np.array([np.inf] * 5, np.float32)),
+        r"state: contains NaN or inf",
+    ),
+    "int action": (
+        lambda ep: _bad(ep, 0, action=np.zeros(7, np.int64)),
+        r"action: expected a floating dtype",
+    ),
     "bad T last row": (lambda ep: _bad(ep, 0, T_cam_world=np.zeros((2, 4, 4), np.float32)), r"last row"),
-    "depth shape": (lambda ep: _bad(ep, 0, depth=np.ones((2, 4, 4), np.float32)),
-                    r"depth: expected shape \(2, 8, 8\), got \(2, 4, 4\)"),
+    "depth shape": (
+        lambda ep: _bad(ep, 0, depth=np.ones((2, 4, 4), np.float32)),
+        r"depth: expected shape \(2, 8, 8\), got \(2, 4, 4\)",
+    ),
 }
 
 
@@ -148,24 +173,32 @@ def test_writer_rejects_bad_frame_and_commits_nothing(store: EpisodeStore, case:
 @pytest.mark.parametrize("change", ["state shape", "state dtype", "rgb size", "depth vanishes"])
 def test_writer_rejects_frames_inconsistent_with_frame0(store: EpisodeStore, change: str) -> None:
     ep = make_episode(3, T=4)
-    over = {"state shape": {"state": np.zeros(6, np.float32)},
-            "state dtype": {"state": ep["state"][1].astype(np.float64)},
-            "rgb size": {"rgb": np.zeros((2, 8, 9, 3), np.uint8)},
-            "depth vanishes": {"depth": None}}[change]
+    over = {
+        "state shape": {"state": np.zeros(6, np.float32)},
+        "state dtype": {"state": ep["state"][1].astype(np.float64)},
+        "rgb size": {"rgb": np.zeros((2, 8, 9, 3), np.uint8)},
+        "depth vanishes": {"depth": None},
+    }[change]
     with pytest.raises(ValueError, match="expected|frame 0"), store.write_episode(0, **meta(ep)) as w:
         w.add_frame(**frame(ep, 0))
         w.add_frame(**_bad(ep, 1, **over))
     assert_nothing_written(store)
 
 
-@pytest.mark.parametrize("kw, msg", [
-    ({"provenance": "dreamed"}, r"unknown provenance 'dreamed'; expected one of"),
-    ({"provenance": "gs4d"}, r"requires a non-empty 'generator_version'"),
-    ({"view_kinds": ["real", "virtual"]}, r"view_kinds"),
-    ({"view_names": ["main"], "view_kinds": ["real"]}, r"K must be .*shape \(1, 3, 3\).*got .*\(2, 3, 3\)"),
-    ({"fps": 0}, r"fps"),
-    ({"blob": object()}, r"not JSON-serialisable"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        ({"provenance": "dreamed"}, r"unknown provenance 'dreamed'; expected one of"),
+        ({"provenance": "gs4d"}, r"requires a non-empty 'generator_version'"),
+        ({"view_kinds": ["real", "virtual"]}, r"view_kinds"),
+        (
+            {"view_names": ["main"], "view_kinds": ["real"]},
+            r"K must be .*shape \(1, 3, 3\).*got .*\(2, 3, 3\)",
+        ),
+        ({"fps": 0}, r"fps"),
+        ({"blob": object()}, r"not JSON-serialisable"),
+    ],
+)
 def test_write_episode_rejects_bad_metadata(store: EpisodeStore, kw: dict[str, Any], msg: str) -> None:
     ep = make_episode(4, T=2)
     with pytest.raises(ValueError, match=msg):
@@ -277,7 +310,8 @@ def test_cleanup_removes_only_dead_writers_leftovers(store: EpisodeStore) -> Non
 
 @pytest.mark.parametrize("tamper", ["deleted", "replaced by a copy", "lock file removed"])
 def test_writer_refuses_to_commit_when_its_temp_folder_was_replaced(
-        store: EpisodeStore, tmp_path: Path, tamper: str) -> None:
+    store: EpisodeStore, tmp_path: Path, tamper: str
+) -> None:
     ep = make_episode(14, T=50)
     conflict = pytest.raises(WriterConflictError, match="removed or replaced.*nothing is committed")
     with conflict, store.write_episode(0, flush_every=32, **meta(ep)) as w:
@@ -310,11 +344,19 @@ def test_writer_notices_a_deleted_temp_folder_at_the_next_flush(store: EpisodeSt
 def test_cleanup_in_another_process_skips_live_writer(store: EpisodeStore) -> None:
     ep = make_episode(16, T=45)
     w = _start(store, ep, 40)
-    code = ("import sys; from enerverse.core.store import EpisodeStore; "
-            "s = EpisodeStore.open(sys.argv[1]); print(s.incomplete(in_use=True), s.cleanup_incomplete())")
+    code = (
+        "import sys; from enerverse.core.store import EpisodeStore; "
+        "s = EpisodeStore.open(sys.argv[1]); print(s.incomplete(in_use=True), s.cleanup_incomplete())"
+    )
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    out = subprocess.run([sys.executable, "-c", code, str(store.path)], env=env, capture_output=True,
-                         text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(store.path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert out.split() == [f"['{w.tmp_path.name}']", "0"]
     for t in range(40, 45):
         w.add_frame(**frame(ep, t))
@@ -368,8 +410,13 @@ def test_sigkill_mid_episode_loses_only_that_episode(tmp_path: Path) -> None:
     path = tmp_path / "store"
     pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = dict(os.environ, PYTHONPATH=pythonpath)
-    proc = subprocess.Popen([sys.executable, str(HELPER), str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(HELPER), str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = proc.stdout.readline()
         assert line.strip() == crash_writer.MARKER, f"helper said {line!r}; stderr: {proc.stderr.read()}"
@@ -441,15 +488,21 @@ def test_stats_match_numpy(store: EpisodeStore) -> None:
     assert EpisodeStore.open(store.path).indices() == [0, 1, 2]  # stats.json does not disturb zarr
 
 
-@pytest.mark.parametrize("payload, msg", [
-    ({"format": FORMAT_NAME, "version": 2, "stats": {}}, r"expected enerverse-episodes version 1.*version 2"),
-    ({"format": FORMAT_NAME, "version": True, "stats": {}}, r"found version True"),
-    ({"format": "lerobot", "version": 1, "stats": {}}, r"found format='lerobot'"),
-    ({"stats": {}}, r"found format=None"),
-    ({"format": FORMAT_NAME, "version": 1}, r"found no 'stats' object"),
-    ([1, 2], r"found a JSON list"),
-    ("{not json", r"found invalid JSON"),
-])
+@pytest.mark.parametrize(
+    "payload, msg",
+    [
+        (
+            {"format": FORMAT_NAME, "version": 2, "stats": {}},
+            r"expected enerverse-episodes version 1.*version 2",
+        ),
+        ({"format": FORMAT_NAME, "version": True, "stats": {}}, r"found version True"),
+        ({"format": "lerobot", "version": 1, "stats": {}}, r"found format='lerobot'"),
+        ({"stats": {}}, r"found format=None"),
+        ({"format": FORMAT_NAME, "version": 1}, r"found no 'stats' object"),
+        ([1, 2], r"found a JSON list"),
+        ("{not json", r"found invalid JSON"),
+    ],
+)
 def test_load_stats_checks_format_and_version(store: EpisodeStore, payload: Any, msg: str) -> None:
     text = payload if isinstance(payload, str) else json.dumps(payload)
     (store.path / "stats.json").write_text(text)

@@ -38,8 +38,9 @@ def test_truncation_to_max_length(minilm: InstructionEncoder) -> None:
 
 
 def test_similar_instructions_are_closer(minilm: InstructionEncoder) -> None:
-    e = minilm.pooled(["put the red cube on the blue plate", "place the red block onto the blue plate",
-                       "close the drawer"])
+    e = minilm.pooled(
+        ["put the red cube on the blue plate", "place the red block onto the blue plate", "close the drawer"]
+    )
     assert e.shape == (3, 384)
     torch.testing.assert_close(e.norm(dim=-1), torch.ones(3))
     near, far = (e[0] @ e[1]).item(), (e[0] @ e[2]).item()

@@ -65,8 +65,15 @@ class Camera:
 
     def resized(self, width: int, height: int) -> Camera:
         """The same camera at another resolution (intrinsics scaled)."""
-        return Camera(self.name, scale_intrinsics(self.K, self.width, self.height, width, height),
-                      self.T_cam_world.copy(), width, height, self.kind, dict(self.meta))
+        return Camera(
+            self.name,
+            scale_intrinsics(self.K, self.width, self.height, width, height),
+            self.T_cam_world.copy(),
+            width,
+            height,
+            self.kind,
+            dict(self.meta),
+        )
 
 
 # --- free functions (used by the store, sim, the generator and the data engine) ----------------------
@@ -102,8 +109,9 @@ def scale_intrinsics(K: np.ndarray, width: int, height: int, new_width: int, new
     return K2
 
 
-def project_points(K: np.ndarray, T_cam_world: np.ndarray, points_world: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def project_points(
+    K: np.ndarray, T_cam_world: np.ndarray, points_world: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Project [N, 3] world points. Returns continuous pixel coords [N, 2] and camera depths [N]."""
     p = np.asarray(points_world, dtype=np.float64).reshape(-1, 3)
     pc = p @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
@@ -124,8 +132,14 @@ def unproject_depth(K: np.ndarray, T_cam_world: np.ndarray, depth: np.ndarray) -
     return pc @ T_wc[:3, :3].T + T_wc[:3, 3]
 
 
-def ray_map(K: np.ndarray, T_cam_world: np.ndarray, width: int, height: int,
-            out_width: int | None = None, out_height: int | None = None) -> np.ndarray:
+def ray_map(
+    K: np.ndarray,
+    T_cam_world: np.ndarray,
+    width: int,
+    height: int,
+    out_width: int | None = None,
+    out_height: int | None = None,
+) -> np.ndarray:
     """Ray map [6, H, W] at (out_width, out_height): world origin and unit direction per pixel centre."""
     out_width = width if out_width is None else out_width
     out_height = height if out_height is None else out_height

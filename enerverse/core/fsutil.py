@@ -80,8 +80,9 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = 
     return path
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = 2, allow_nan: bool = True,
-                      durable: bool = True) -> Path:
+def write_json_atomic(
+    path: str | os.PathLike, obj: Any, *, indent: int | None = 2, allow_nan: bool = True, durable: bool = True
+) -> Path:
     """Write plain-JSON ``obj`` (plus a final newline) with :func:`write_bytes_atomic`.
 
     ``obj`` must already be JSON-serialisable (see :func:`enerverse.core.outputs.write_json_atomic`

@@ -66,8 +66,15 @@ def action(ctx: Ctx, dpos: np.ndarray, grip: float) -> np.ndarray:
     return np.concatenate([dpos, drot, [grip]]).astype(np.float32)
 
 
-def move_to(ctx: Ctx, target: Callable[[], np.ndarray], grip: float, tol: float = 0.01,
-            speed: float = 0.025, gain: float = 0.6, max_steps: int = 80) -> Script:
+def move_to(
+    ctx: Ctx,
+    target: Callable[[], np.ndarray],
+    grip: float,
+    tol: float = 0.01,
+    speed: float = 0.025,
+    gain: float = 0.6,
+    max_steps: int = 80,
+) -> Script:
     """Servo the gripper toward ``target()`` (re-evaluated each step) until within ``tol`` metres."""
     for _ in range(max_steps):
         err = target() - ctx.ee
@@ -85,8 +92,9 @@ def hold(ctx: Ctx, grip: float, steps: int) -> Script:
         yield action(ctx, np.zeros(3), grip)
 
 
-def pick_and_place(ctx: Ctx, obj: str, place: Callable[[], np.ndarray], release_height: float,
-                   lift: float = 0.14) -> Script:
+def pick_and_place(
+    ctx: Ctx, obj: str, place: Callable[[], np.ndarray], release_height: float, lift: float = 0.14
+) -> Script:
     """Grasp cube ``obj`` from above and release it ``release_height`` above ``place()`` (xy used)."""
     from sim.scene import CUBE_HALF
 

@@ -27,6 +27,7 @@ def stack(ctx: Ctx) -> Script:
 def push(ctx: Ctx) -> Script:
     """Come down behind the cube (seen from the target) and push it along the line to the target."""
     for _attempt in range(4):
+
         def direction() -> np.ndarray:
             d = ctx.priv["target"][:2] - ctx.priv["cube"][:2]
             return d / max(np.linalg.norm(d), 1e-6)
@@ -69,8 +70,9 @@ def long_horizon(ctx: Ctx) -> Script:
     for _ in range(60):
         if ctx.priv["lid"][0] < 0.002:
             break
-        yield from move_to(ctx, lambda: ctx.priv["handle"] + [0.0, 0.0, 0.0], 0.0, tol=0.0,
-                           speed=0.012, max_steps=1)
+        yield from move_to(
+            ctx, lambda: ctx.priv["handle"] + [0.0, 0.0, 0.0], 0.0, tol=0.0, speed=0.012, max_steps=1
+        )
     yield from move_to(ctx, lambda: np.array([*ctx.ee[:2], 0.2]), 1.0, tol=0.02, speed=0.03)
 
 
@@ -84,5 +86,11 @@ def memory(ctx: Ctx) -> Script:
     yield from pick_and_place(ctx, "cube", lambda: ctx.priv[ctx.memo["plate"]], CUBE_HALF + 0.01)
 
 
-SCRIPTS = {"reach": reach, "push": push, "pick_place": pick_place, "stack": stack,
-           "long_horizon": long_horizon, "memory": memory}
+SCRIPTS = {
+    "reach": reach,
+    "push": push,
+    "pick_place": pick_place,
+    "stack": stack,
+    "long_horizon": long_horizon,
+    "memory": memory,
+}

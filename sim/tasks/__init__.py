@@ -12,8 +12,9 @@ from sim.tasks.push import PushTask
 from sim.tasks.reach import ReachTask
 from sim.tasks.stack import StackTask
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (
-    ReachTask, PushTask, PickPlaceTask, StackTask, LongHorizonTask, MemoryTask)}
+TASKS: dict[str, type[Task]] = {
+    t.name: t for t in (ReachTask, PushTask, PickPlaceTask, StackTask, LongHorizonTask, MemoryTask)
+}
 DEFAULT_TASK = "pick_place"
 
 
@@ -22,8 +23,10 @@ def get_task_class(name: str) -> type[Task]:
     if name in TASKS:
         return TASKS[name]
     hint = difflib.get_close_matches(name, list(TASKS), n=1)
-    raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}"
-                     + (f"; did you mean {hint[0]!r}?" if hint else ""))
+    raise ValueError(
+        f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}"
+        + (f"; did you mean {hint[0]!r}?" if hint else "")
+    )
 
 
 __all__ = ["TASKS", "DEFAULT_TASK", "Task", "get_task_class"]

@@ -17,8 +17,12 @@ from sim.rotations import mat_to_quat, quat_to_mat, yaw_of
 from sim.scene import CUBE_HALF, ObjectSpec
 
 PALETTE: dict[str, tuple[float, float, float]] = {
-    "red": (0.85, 0.15, 0.12), "green": (0.15, 0.70, 0.20), "blue": (0.15, 0.35, 0.90),
-    "yellow": (0.95, 0.85, 0.10), "purple": (0.55, 0.20, 0.75), "orange": (0.98, 0.50, 0.05),
+    "red": (0.85, 0.15, 0.12),
+    "green": (0.15, 0.70, 0.20),
+    "blue": (0.15, 0.35, 0.90),
+    "yellow": (0.95, 0.85, 0.10),
+    "purple": (0.55, 0.20, 0.75),
+    "orange": (0.98, 0.50, 0.05),
 }
 LAMP_OFF = (0.35, 0.35, 0.35)
 
@@ -78,7 +82,7 @@ class Task:
         """Split a privileged vector [P] back into named parts."""
         out, i = {}, 0
         for k, n in cls.privileged_spec:
-            out[k] = np.asarray(vec[i:i + n])
+            out[k] = np.asarray(vec[i : i + n])
             i += n
         return out
 
@@ -87,9 +91,9 @@ class Task:
         """Place a free-jointed body at ``pos`` [3] with heading ``yaw``, at rest."""
         j = self.model.body(body).jntadr[0]
         a, v = self.model.jnt_qposadr[j], self.model.jnt_dofadr[j]
-        self.data.qpos[a:a + 3] = pos
-        self.data.qpos[a + 3:a + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
-        self.data.qvel[v:v + 6] = 0.0
+        self.data.qpos[a : a + 3] = pos
+        self.data.qpos[a + 3 : a + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+        self.data.qvel[v : v + 6] = 0.0
 
     def set_mocap(self, body: str, pos: np.ndarray) -> None:
         """Move a mocap body to ``pos`` [3]."""
@@ -123,8 +127,15 @@ class Task:
         return self.arm.gripper_width() > 2 * CUBE_HALF + 0.012
 
 
-def sample_xy(rng: np.random.Generator, n: int, low: tuple[float, float], high: tuple[float, float],
-              min_dist: float, avoid: list[np.ndarray] | None = None, tries: int = 1000) -> list[np.ndarray]:
+def sample_xy(
+    rng: np.random.Generator,
+    n: int,
+    low: tuple[float, float],
+    high: tuple[float, float],
+    min_dist: float,
+    avoid: list[np.ndarray] | None = None,
+    tries: int = 1000,
+) -> list[np.ndarray]:
     """``n`` xy points [2] uniformly in a box, pairwise (and from ``avoid``) at least min_dist apart."""
     pts: list[np.ndarray] = []
     others = [np.asarray(a)[:2] for a in (avoid or [])]

@@ -31,8 +31,9 @@ class LongHorizonTask(Task):
         c = self.pick_colors(rng, ["cube_a", "cube_b"])
         self.set_color("cube_a_geom", PALETTE[c["cube_a"]])
         self.set_color("cube_b_geom", PALETTE[c["cube_b"]])
-        self.instruction = (f"put the {c['cube_a']} cube and the {c['cube_b']} cube into the bin, "
-                            "then close the lid")
+        self.instruction = (
+            f"put the {c['cube_a']} cube and the {c['cube_b']} cube into the bin, then close the lid"
+        )
 
     def lid_opening(self) -> float:
         """Lid slide position (m): 0 when closed."""
@@ -48,9 +49,13 @@ class LongHorizonTask(Task):
         return {"stages_done": int(sum(stages)), "stages": [bool(s) for s in stages]}
 
     def privileged_dict(self) -> dict[str, np.ndarray]:
-        return {"cube_a": self.body_pose7("cube_a"), "cube_b": self.body_pose7("cube_b"),
-                "bin": self.body_pos("bin"), "lid": np.array([self.lid_opening()]),
-                "handle": self.data.geom_xpos[self.model.geom("bin_handle").id].copy()}
+        return {
+            "cube_a": self.body_pose7("cube_a"),
+            "cube_b": self.body_pose7("cube_b"),
+            "bin": self.body_pos("bin"),
+            "lid": np.array([self.lid_opening()]),
+            "handle": self.data.geom_xpos[self.model.geom("bin_handle").id].copy(),
+        }
 
     def success(self) -> bool:
         return bool(all(self.progress()["stages"]))

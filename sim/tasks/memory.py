@@ -17,10 +17,20 @@ class MemoryTask(Task):
     name = "memory"
     max_steps = 170
     cue_steps = 3  # the lamp is lit in frames 0 .. cue_steps-1
-    objects = [ObjectSpec("cube", "cube"), ObjectSpec("plate_a", "pad", 0.05),
-               ObjectSpec("plate_b", "pad", 0.05), ObjectSpec("lamp", "lamp", 0.025)]
-    privileged_spec = [("cube", 7), ("plate_a", 3), ("plate_b", 3), ("plate_a_rgb", 3), ("plate_b_rgb", 3),
-                       ("lamp_rgb", 3)]
+    objects = [
+        ObjectSpec("cube", "cube"),
+        ObjectSpec("plate_a", "pad", 0.05),
+        ObjectSpec("plate_b", "pad", 0.05),
+        ObjectSpec("lamp", "lamp", 0.025),
+    ]
+    privileged_spec = [
+        ("cube", 7),
+        ("plate_a", 3),
+        ("plate_b", 3),
+        ("plate_a_rgb", 3),
+        ("plate_b_rgb", 3),
+        ("lamp_rgb", 3),
+    ]
     tolerance = 0.04
 
     def randomize(self, rng: np.random.Generator) -> None:
@@ -42,11 +52,14 @@ class MemoryTask(Task):
 
     def privileged_dict(self) -> dict[str, np.ndarray]:
         rgba = self.model.geom_rgba
-        return {"cube": self.body_pose7("cube"), "plate_a": self.body_pos("plate_a"),
-                "plate_b": self.body_pos("plate_b"),
-                "plate_a_rgb": rgba[self.model.geom("plate_a_geom").id, :3].copy(),
-                "plate_b_rgb": rgba[self.model.geom("plate_b_geom").id, :3].copy(),
-                "lamp_rgb": rgba[self.model.geom("lamp_geom").id, :3].copy()}
+        return {
+            "cube": self.body_pose7("cube"),
+            "plate_a": self.body_pos("plate_a"),
+            "plate_b": self.body_pos("plate_b"),
+            "plate_a_rgb": rgba[self.model.geom("plate_a_geom").id, :3].copy(),
+            "plate_b_rgb": rgba[self.model.geom("plate_b_geom").id, :3].copy(),
+            "lamp_rgb": rgba[self.model.geom("lamp_geom").id, :3].copy(),
+        }
 
     def on_plate(self, plate: str) -> bool:
         """Whether the cube rests on ``plate``."""

@@ -21,8 +21,9 @@ KINDS = ["real", "anchor"]
 LENGTHS = {0: 7, 1: 11}
 
 
-def make_episode(seed: int, T: int, V: int = 2, H: int = 8, W: int = 8, with_depth: bool = True
-                 ) -> dict[str, Any]:
+def make_episode(
+    seed: int, T: int, V: int = 2, H: int = 8, W: int = 8, with_depth: bool = True
+) -> dict[str, Any]:
     """Deterministic episode arrays: rgb [T,V,H,W,3] u8, depth [T,V,H,W] f16, state [T,5], action [T,7],
     T_cam_world [T,V,4,4], K [V,3,3] (float32)."""
     rng = np.random.default_rng(seed)
@@ -54,14 +55,32 @@ def main(path: str) -> int:
     store = EpisodeStore.create(path)
     for idx, T in LENGTHS.items():
         ep = make_episode(idx, T)
-        with store.write_episode(idx, task="crash", instruction="do it", seed=idx, view_names=VIEWS,
-                                 view_kinds=KINDS, fps=10.0, K=ep["K"], flush_every=4) as w:
+        with store.write_episode(
+            idx,
+            task="crash",
+            instruction="do it",
+            seed=idx,
+            view_names=VIEWS,
+            view_kinds=KINDS,
+            fps=10.0,
+            K=ep["K"],
+            flush_every=4,
+        ) as w:
             for t in range(T):
                 w.add_frame(**frame(ep, t))
             w.attrs["success"] = True
     ep = make_episode(2, 1000)
-    w = store.write_episode(2, task="crash", instruction="do it", seed=2, view_names=VIEWS, view_kinds=KINDS,
-                            fps=10.0, K=ep["K"], flush_every=4)
+    w = store.write_episode(
+        2,
+        task="crash",
+        instruction="do it",
+        seed=2,
+        view_names=VIEWS,
+        view_kinds=KINDS,
+        fps=10.0,
+        K=ep["K"],
+        flush_every=4,
+    )
     for t in range(10):
         w.add_frame(**frame(ep, t))
     print(MARKER, flush=True)

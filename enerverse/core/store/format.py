@@ -46,8 +46,17 @@ STORED_DTYPES = {
     "K": np.dtype(np.float32),
 }
 # Attributes the store owns; everything else the caller passes is kept as an extra attribute.
-REQUIRED_ATTRS = ("task", "instruction", "success", "seed", "view_names", "view_kinds", "fps",
-                  "provenance", "generator_version")
+REQUIRED_ATTRS = (
+    "task",
+    "instruction",
+    "success",
+    "seed",
+    "view_names",
+    "view_kinds",
+    "fps",
+    "provenance",
+    "generator_version",
+)
 
 
 class StoreFormatError(Exception):
@@ -106,8 +115,10 @@ def validate_episode_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"attribute 'seed' must be an int, got {seed!r}")
     out["seed"] = int(seed)
     fps = out["fps"]
-    if isinstance(fps, bool) or not isinstance(fps, int | float | np.number) or not (
-        math.isfinite(float(fps)) and float(fps) > 0
+    if (
+        isinstance(fps, bool)
+        or not isinstance(fps, int | float | np.number)
+        or not (math.isfinite(float(fps)) and float(fps) > 0)
     ):
         raise ValueError(f"attribute 'fps' must be a finite number > 0, got {fps!r}")
     out["fps"] = float(fps)
@@ -144,8 +155,10 @@ def validate_K(K: Any, n_views: int) -> np.ndarray:
     """Check intrinsics ``K`` [V, 3, 3] (pixels, finite, fx, fy > 0, last row [0, 0, 1])."""
     K = np.asarray(K)
     if K.dtype.kind != "f" or K.shape != (n_views, 3, 3):
-        raise ValueError(f"K must be a float array of shape ({n_views}, 3, 3) (one per view name), "
-                         f"got dtype {K.dtype} shape {K.shape}")
+        raise ValueError(
+            f"K must be a float array of shape ({n_views}, 3, 3) (one per view name), "
+            f"got dtype {K.dtype} shape {K.shape}"
+        )
     K32 = K.astype(np.float32)
     if not np.isfinite(K32).all():
         raise ValueError("K contains NaN or inf")

@@ -111,7 +111,7 @@ class EpisodeView:
             return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
         uniq, inverse = np.unique(ids, return_inverse=True)
         if uniq.size == uniq[-1] - uniq[0] + 1:  # contiguous: one slice read
-            data = np.asarray(arr[int(uniq[0]):int(uniq[-1]) + 1])
+            data = np.asarray(arr[int(uniq[0]) : int(uniq[-1]) + 1])
         else:
             data = np.asarray(arr.oindex[uniq])
         return data[inverse]
@@ -134,8 +134,9 @@ class EpisodeStore:
         self.durable = durable
 
     @classmethod
-    def create(cls, path: str | os.PathLike, *, attrs: dict[str, Any] | None = None,
-               durable: bool = True) -> EpisodeStore:
+    def create(
+        cls, path: str | os.PathLike, *, attrs: dict[str, Any] | None = None, durable: bool = True
+    ) -> EpisodeStore:
         """Create a new store at ``path`` (absent or an empty directory), or open a compatible one.
 
         FileExistsError if ``path`` is a file or a non-empty directory that is not a store;
@@ -148,8 +149,10 @@ class EpisodeStore:
             if any(p.iterdir()):
                 if (p / "zarr.json").is_file():
                     return cls.open(p, durable=durable)
-                raise FileExistsError(f"cannot create an episode store at {p}: it is a non-empty directory "
-                                      "that is not an episode store")
+                raise FileExistsError(
+                    f"cannot create an episode store at {p}: it is a non-empty directory "
+                    "that is not an episode store"
+                )
         root_attrs = {**(attrs or {}), "format": FORMAT_NAME, "version": FORMAT_VERSION}
         # episodes/ first, root zarr.json last: a store whose root exists is always complete.
         zarr.open_group(str(p / EPISODES_DIR), mode="w-", zarr_format=3)
@@ -273,10 +276,24 @@ class EpisodeStore:
         return removed
 
     # -- writing ------------------------------------------------------------------------
-    def write_episode(self, index: int, *, task: str, instruction: str, seed: int, view_names: Sequence[str],
-                      view_kinds: Sequence[str], fps: float, K: Any, provenance: str = "sim",
-                      generator_version: str | None = None, success: bool = False, overwrite: bool = False,
-                      flush_every: int = 32, **extra_attrs: Any) -> EpisodeWriter:
+    def write_episode(
+        self,
+        index: int,
+        *,
+        task: str,
+        instruction: str,
+        seed: int,
+        view_names: Sequence[str],
+        view_kinds: Sequence[str],
+        fps: float,
+        K: Any,
+        provenance: str = "sim",
+        generator_version: str | None = None,
+        success: bool = False,
+        overwrite: bool = False,
+        flush_every: int = 32,
+        **extra_attrs: Any,
+    ) -> EpisodeWriter:
         """Start writing episode ``index``; use the returned writer as a context manager.
 
         ``K`` [V, 3, 3]; extra keyword arguments are stored as JSON attributes. FileExistsError
@@ -285,11 +302,27 @@ class EpisodeStore:
         """
         if "length" in extra_attrs:
             raise ValueError("'length' is set by the store at commit time; do not pass it")
-        attrs = {"task": task, "instruction": instruction, "success": success, "seed": seed,
-                 "view_names": _as_list(view_names), "view_kinds": _as_list(view_kinds), "fps": fps,
-                 "provenance": provenance, "generator_version": generator_version, **extra_attrs}
-        return EpisodeWriter(self.episodes_dir, index, attrs=attrs, K=K, overwrite=overwrite,
-                             flush_every=flush_every, durable=self.durable)
+        attrs = {
+            "task": task,
+            "instruction": instruction,
+            "success": success,
+            "seed": seed,
+            "view_names": _as_list(view_names),
+            "view_kinds": _as_list(view_kinds),
+            "fps": fps,
+            "provenance": provenance,
+            "generator_version": generator_version,
+            **extra_attrs,
+        }
+        return EpisodeWriter(
+            self.episodes_dir,
+            index,
+            attrs=attrs,
+            K=K,
+            overwrite=overwrite,
+            flush_every=flush_every,
+            durable=self.durable,
+        )
 
     def __repr__(self) -> str:
         return f"EpisodeStore({str(self.path)!r}, episodes={len(self)})"

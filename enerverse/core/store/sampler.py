@@ -31,8 +31,9 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def memory_indices(c: int, n_memory: int, mode: str, rng: np.random.Generator | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def memory_indices(
+    c: int, n_memory: int, mode: str, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Memory frame indices [n_memory] (int64, sorted, last == c) and validity mask [n_memory] (bool)."""
     k = n_memory - 1
     if c <= k:  # whole history fits: pad the front with frame 0
@@ -55,8 +56,17 @@ def memory_indices(c: int, n_memory: int, mode: str, rng: np.random.Generator | 
 class WindowSampler:
     """Enumerates windows over the committed episodes of ``store`` (snapshot taken at construction)."""
 
-    def __init__(self, store: EpisodeStore, chunk: int = 8, n_memory: int = 4, action_horizon: int = 8,
-                 mode: str = "train", only_success: bool = False, seed: int = 0, min_future: int = 1) -> None:
+    def __init__(
+        self,
+        store: EpisodeStore,
+        chunk: int = 8,
+        n_memory: int = 4,
+        action_horizon: int = 8,
+        mode: str = "train",
+        only_success: bool = False,
+        seed: int = 0,
+        min_future: int = 1,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.store = store
@@ -109,10 +119,15 @@ class WindowSampler:
         raw_chunk = c + 1 + np.arange(self.chunk, dtype=np.int64)
         raw_action = c + np.arange(self.action_horizon, dtype=np.int64)
         return {
-            "episode": episode, "c": c, "length": T,
-            "memory_idx": memory_idx, "memory_mask": memory_mask,  # [n_memory]
-            "chunk_idx": np.minimum(raw_chunk, T - 1), "chunk_mask": raw_chunk <= T - 1,  # [chunk]
-            "action_idx": np.minimum(raw_action, T - 1), "action_mask": raw_action <= T - 1,  # [H]
+            "episode": episode,
+            "c": c,
+            "length": T,
+            "memory_idx": memory_idx,
+            "memory_mask": memory_mask,  # [n_memory]
+            "chunk_idx": np.minimum(raw_chunk, T - 1),
+            "chunk_mask": raw_chunk <= T - 1,  # [chunk]
+            "action_idx": np.minimum(raw_action, T - 1),
+            "action_mask": raw_action <= T - 1,  # [H]
         }
 
     def get(self, i: int, keys: Sequence[str] = ("rgb", "state", "action", "T_cam_world")) -> dict[str, Any]:
@@ -134,8 +149,9 @@ class WindowSampler:
             elif key == "K":
                 out[key] = view.load("K")
             else:
-                raise ValueError(f"unknown key {key!r}; expected any of "
-                                 f"{(*FRAME_GATHER_KEYS, 'state', 'action', 'K')}")
+                raise ValueError(
+                    f"unknown key {key!r}; expected any of {(*FRAME_GATHER_KEYS, 'state', 'action', 'K')}"
+                )
         return out
 
     def __getitem__(self, i: int) -> dict[str, Any]:

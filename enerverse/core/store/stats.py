@@ -22,8 +22,9 @@ def _root(store: EpisodeStore | str | os.PathLike) -> Path:
     return store.path if isinstance(store, EpisodeStore) else Path(store)
 
 
-def compute_stats(store: EpisodeStore, keys: Sequence[str] = ("state", "action"),
-                  only_success: bool = False) -> dict[str, dict[str, Any]]:
+def compute_stats(
+    store: EpisodeStore, keys: Sequence[str] = ("state", "action"), only_success: bool = False
+) -> dict[str, dict[str, Any]]:
     """Statistics per key over all frames of all (or only successful) episodes.
 
     Each key's array [T, ...] is flattened to [T, D]; returns ``{key: {"mean", "std", "min",
@@ -92,8 +93,10 @@ def load_stats(store: EpisodeStore | str | os.PathLike) -> dict[str, dict[str, A
     if found_fmt != FORMAT_NAME:
         raise StoreFormatError(f"{path}: {expected}, found format={found_fmt!r}")
     if isinstance(found_ver, bool) or found_ver != FORMAT_VERSION:
-        raise StoreFormatError(f"{path}: {expected}, found version {found_ver!r} "
-                               "(written by another release of this code; recompute it)")
+        raise StoreFormatError(
+            f"{path}: {expected}, found version {found_ver!r} "
+            "(written by another release of this code; recompute it)"
+        )
     stats = payload.get("stats")
     if not isinstance(stats, dict):
         raise StoreFormatError(f"{path}: {expected}, found no 'stats' object")

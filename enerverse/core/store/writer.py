@@ -54,8 +54,17 @@ class EpisodeWriter:
     nothing is committed.
     """
 
-    def __init__(self, episodes_dir: str | os.PathLike, index: int, *, attrs: dict[str, Any], K: Any,
-                 overwrite: bool = False, flush_every: int = 32, durable: bool = True) -> None:
+    def __init__(
+        self,
+        episodes_dir: str | os.PathLike,
+        index: int,
+        *,
+        attrs: dict[str, Any],
+        K: Any,
+        overwrite: bool = False,
+        flush_every: int = 32,
+        durable: bool = True,
+    ) -> None:
         self.index = check_index(index)
         self.attrs: dict[str, Any] = validate_episode_attrs(attrs)
         self.n_views = len(self.attrs["view_names"])
@@ -68,13 +77,16 @@ class EpisodeWriter:
         self.episodes_dir = Path(episodes_dir)
         self.final_path = self.episodes_dir / episode_name(self.index)
         if self.final_path.exists() and not overwrite:
-            raise FileExistsError(f"episode {self.index} is already committed at {self.final_path} "
-                                  "(pass overwrite=True to replace it)")
+            raise FileExistsError(
+                f"episode {self.index} is already committed at {self.final_path} "
+                "(pass overwrite=True to replace it)"
+            )
         self._lock_fd: int | None = None
         self.tmp_path, self._tmp_stat = self._make_locked_tmp()
         try:
-            self._group = zarr.create_group(store=str(self.tmp_path), zarr_format=3,
-                                            attributes={**self.attrs, "length": None})
+            self._group = zarr.create_group(
+                store=str(self.tmp_path), zarr_format=3, attributes={**self.attrs, "length": None}
+            )
             self._group.create_array("K", data=self._K, chunks=self._K.shape)
         except BaseException:
             self._release(remove_tmp=True)
@@ -101,8 +113,10 @@ class EpisodeWriter:
                 if not os.path.lexists(tmp):  # a cleaner took the brand-new folder: use a new name
                     break
                 time.sleep(0.001)  # someone was probing the lock (``incomplete(in_use=...)``)
-        raise WriterConflictError(f"could not create and lock a temp folder in {self.episodes_dir} "
-                                  "(something keeps deleting new temp folders)")
+        raise WriterConflictError(
+            f"could not create and lock a temp folder in {self.episodes_dir} "
+            "(something keeps deleting new temp folders)"
+        )
 
     def _check_tmp_owned(self) -> None:
         """WriterConflictError unless ``tmp_path`` is still the folder (and lock file) this writer made.
@@ -117,12 +131,17 @@ class EpisodeWriter:
         except FileNotFoundError:
             st = lock_st = None
         assert self._lock_fd is not None
-        ok = (st is not None and lock_st is not None and os.path.samestat(st, self._tmp_stat)
-              and os.path.samestat(lock_st, os.fstat(self._lock_fd)))
+        ok = (
+            st is not None
+            and lock_st is not None
+            and os.path.samestat(st, self._tmp_stat)
+            and os.path.samestat(lock_st, os.fstat(self._lock_fd))
+        )
         if not ok:
             raise WriterConflictError(
                 f"episode {self.index}: temp folder {self.tmp_path} was removed or replaced while this "
-                "writer was using it (frames are lost); nothing is committed")
+                "writer was using it (frames are lost); nothing is committed"
+            )
 
     def _release(self, remove_tmp: bool) -> None:
         """Remove the temp folder (if asked), then drop the writer lock."""
@@ -161,8 +180,9 @@ class EpisodeWriter:
         if rgb.dtype != np.uint8:
             raise ValueError(f"rgb: expected dtype uint8, got {rgb.dtype}")
         if rgb.ndim != 4 or rgb.shape[0] != V or rgb.shape[3] != 3:
-            raise ValueError(f"rgb: expected shape [V={V}, H, W, 3] (V = len(view_names) = K.shape[0]), "
-                             f"got {rgb.shape}")
+            raise ValueError(
+                f"rgb: expected shape [V={V}, H, W, 3] (V = len(view_names) = K.shape[0]), got {rgb.shape}"
+            )
         state, action = np.asarray(state), np.asarray(action)
         T = np.asarray(T)
         for name, arr, ndim in (("state", state, 1), ("action", action, 1), ("T_cam_world", T, 3)):
@@ -176,15 +196,21 @@ class EpisodeWriter:
                 raise ValueError(f"depth: expected a floating dtype, got {depth.dtype}")
         if self._spec is None:
             H, W = rgb.shape[1:3]
-            spec = {"rgb": ((V, H, W, 3), rgb.dtype), "state": (state.shape, state.dtype),
-                    "action": (action.shape, action.dtype), "T_cam_world": ((V, 4, 4), T.dtype)}
+            spec = {
+                "rgb": ((V, H, W, 3), rgb.dtype),
+                "state": (state.shape, state.dtype),
+                "action": (action.shape, action.dtype),
+                "T_cam_world": ((V, 4, 4), T.dtype),
+            }
             if depth is not None:
                 spec["depth"] = ((V, H, W), depth.dtype)
         else:
             spec = self._spec
             if (depth is not None) != ("depth" in spec):
-                raise ValueError("depth: every frame must have depth or none may (frame 0 "
-                                 f"{'had' if 'depth' in spec else 'had no'} depth)")
+                raise ValueError(
+                    "depth: every frame must have depth or none may (frame 0 "
+                    f"{'had' if 'depth' in spec else 'had no'} depth)"
+                )
         given = {"rgb": rgb, "state": state, "action": action, "T_cam_world": T}
         if depth is not None:
             given["depth"] = depth
@@ -197,8 +223,10 @@ class EpisodeWriter:
                 raise ValueError(f"{key}: contains NaN or inf (or a value too large for float32)")
             out[key] = stored
         if not np.allclose(out["T_cam_world"][:, 3], [0.0, 0.0, 0.0, 1.0], atol=1e-4):
-            raise ValueError("T_cam_world: expected homogeneous [V, 4, 4] transforms with last row "
-                             f"[0, 0, 0, 1], got last rows {out['T_cam_world'][:, 3].tolist()}")
+            raise ValueError(
+                "T_cam_world: expected homogeneous [V, 4, 4] transforms with last row "
+                f"[0, 0, 0, 1], got last rows {out['T_cam_world'][:, 3].tolist()}"
+            )
         if "depth" in out and (np.isnan(out["depth"]).any() or (out["depth"] < 0).any()):
             raise ValueError("depth: contains NaN or negative values")
         self._spec = spec
@@ -217,8 +245,12 @@ class EpisodeWriter:
                 per_frame = key in ("rgb", "depth")
                 chunks = (1, *shape) if per_frame else (SMALL_CHUNK_FRAMES, *shape)
                 self._arrays[key] = self._group.create_array(
-                    key, shape=(0, *shape), dtype=STORED_DTYPES[key], chunks=chunks,
-                    chunk_key_encoding=CHUNK_KEY_ENCODING)
+                    key,
+                    shape=(0, *shape),
+                    dtype=STORED_DTYPES[key],
+                    chunks=chunks,
+                    chunk_key_encoding=CHUNK_KEY_ENCODING,
+                )
             self._arrays[key].append(np.stack(frames), axis=0)
         self._buffer = {}
 
@@ -242,8 +274,9 @@ class EpisodeWriter:
             raise ValueError(f"episode {self.index}: cannot commit an empty episode (0 frames)")
         attrs = validate_episode_attrs(self.attrs)
         if len(attrs["view_names"]) != self.n_views:
-            raise ValueError(f"view_names has {len(attrs['view_names'])} entries but the frames have "
-                             f"{self.n_views} views")
+            raise ValueError(
+                f"view_names has {len(attrs['view_names'])} entries but the frames have {self.n_views} views"
+            )
         attrs["length"] = self.n_frames
         self.flush()
         self._check_tmp_owned()
