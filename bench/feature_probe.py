@@ -105,12 +105,12 @@ class PixelProbe(nn.Module):
         return self.out(self.cnn(x[:, :, None])[:, 0])
 
 
-def probe(x: Tensor, y: np.ndarray, steps: int, seed: int) -> dict:
+def probe(x: Tensor, y: np.ndarray, steps: int, seed: int, pixels: bool) -> dict:
     """Train on the first TRAIN scenes, report the held-out error (cm) every 100 steps."""
     torch.manual_seed(seed)
     yt = torch.from_numpy(y)
     mu, sd = yt[:TRAIN].mean(0), yt[:TRAIN].std(0)
-    net = PixelProbe(x.shape[1]) if x.shape[2] == 3 and x.shape[-1] > 16 else Probe(x.shape[2], x.shape[1])
+    net = PixelProbe(x.shape[1]) if pixels else Probe(x.shape[2], x.shape[1])
     opt = torch.optim.AdamW(net.parameters(), 1e-3)
     curve, t0 = [], time.perf_counter()
     for step in range(1, steps + 1):
@@ -152,7 +152,7 @@ def main() -> None:
     }
     for src in sources:
         x = encode(gen, rgb, src, cams)
-        r = probe(x, y, a.steps, a.seed)
+        r = probe(x, y, a.steps, a.seed, pixels=src == "pixels")
         r["input_shape"] = list(x.shape[1:])
         results["sources"][src] = r
         shape = tuple(x.shape[1:])

@@ -233,18 +233,11 @@ class EnerVerseGenerator(nn.Module):
         return x
 
     @torch.no_grad()
-    def extract_features(
-        self,
-        memory: Tensor,
-        rays: Tensor,
-        pos: Tensor,
-        instructions: list[str],
-        seed: int | None = None,
-        block: str = "mid",
-    ) -> Tensor:
-        """Features [B, V, m+M, C, h', w'] of ``block`` ("mid": the middle block; "first": the first down
-        level, at latent resolution) from one forward at the noisiest timestep."""
-        return self.features(memory, rays, pos, instructions, seed, block)
+    def extract_features(self, *args, **kwargs) -> Tensor:
+        """:meth:`features` without autograd: features [B, V, m+M, C, h', w'] of ``block`` ("mid": the
+        middle block; "first": the first down level, at latent resolution), one forward at the
+        noisiest timestep."""
+        return self.features(*args, **kwargs)
 
     def features(
         self,
