@@ -12,6 +12,8 @@ every window on every step makes CPU training several times faster.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 import torch
@@ -51,20 +53,29 @@ def load_frames(store: EpisodeStore, episode: int, idx, resolution: int) -> tupl
 
 
 @torch.no_grad()
+def encode_frames(
+    model, frames: Callable[[slice], torch.Tensor], length: int, batch_frames: int = 16
+) -> torch.Tensor:
+    """Latents [C, V, T, h, w] (float16, CPU) of ``length`` frames, encoded ``batch_frames`` at a time;
+    ``frames(slice)`` returns those frames [V, t, 3, R, R] in [-1, 1]."""
+    chunks = [
+        model.encode(frames(slice(s, min(length, s + batch_frames)))[None].to(model.device))[0].cpu()
+        for s in range(0, length, batch_frames)
+    ]
+    return torch.cat(chunks, dim=2).half()
+
+
 def encode_episodes(
     model, store: EpisodeStore, episodes: list[int], batch_frames: int = 16
 ) -> dict[int, torch.Tensor]:
     """Latents of every frame of ``episodes``: {episode: [C, V, T, h, w] float16 on CPU}."""
-    out: dict[int, torch.Tensor] = {}
     R = model.cfg.resolution
-    for e in progress(episodes, desc="encode latents", unit="ep"):
-        T = store.episode(e).length
-        chunks = []
-        for s in range(0, T, batch_frames):
-            frames, _ = load_frames(store, e, slice(s, min(T, s + batch_frames)), R)
-            chunks.append(model.encode(frames[None].to(model.device))[0].cpu())
-        out[e] = torch.cat(chunks, dim=2).half()
-    return out
+    return {
+        e: encode_frames(
+            model, lambda sl, e=e: load_frames(store, e, sl, R)[0], store.episode(e).length, batch_frames
+        )
+        for e in progress(episodes, desc="encode latents", unit="ep")
+    }
 
 
 class GeneratorWindows(Dataset):

@@ -2,8 +2,14 @@
 
 An item at frame ``c`` of an episode: memory frames (``n_memory``: 3 spread over frames 0..c-1 + c, or
 the latest ones for the consecutive ablation - the same rule the runtime applies to its history), the
-state at ``c``, the instruction, and the action chunk ``action[c : c + H]``; past the episode's end the
-chunk is padded with "hold" (zero motion, the last gripper command).
+state at ``c``, the instruction, and the action chunk ``action[c : c + H]``.
+
+An episode's last frame is its terminal observation (the state the task was judged in); its action is
+the recorder's synthetic "hold" (see ``sim.rollout.record_episode``), not a demonstrated one. So that
+frame is memory but never a decision point, and a chunk that runs past the last demonstrated action
+repeats that action (Diffusion Policy's edge padding). Padding with zero motion instead taught the
+policy to stop wherever the scene looks like the end of a demonstration: on ``reach`` it froze 4-9 cm
+short of the sphere (success needs 3 cm), which 64 px views cannot tell apart.
 
 Episodes are read once into memory (views selected, images resized to the model's resolution).
 EnerVerse-A with a frozen generator encodes every frame once with the codec and caches one feature
@@ -22,6 +28,7 @@ from enerverse.core.config import ConfigError
 from enerverse.core.progress import progress
 from enerverse.core.store import EpisodeStore
 from enerverse.core.store.sampler import memory_indices
+from enerverse.data import encode_frames
 
 STATE_STD_FLOOR = 1e-2
 """State dimensions that barely move in the demonstrations (e.g. a fixed gripper orientation) would
@@ -38,15 +45,13 @@ def select_views(store_views: list[str], wanted: list[str] | None) -> list[int]:
     return [store_views.index(v) for v in wanted]
 
 
-def hold_padded(actions: np.ndarray, start: int, horizon: int) -> np.ndarray:
-    """actions[start : start + horizon] [H, A], padded past the end with zero motion + last gripper."""
-    T, A = actions.shape
-    out = np.zeros((horizon, A), np.float32)
-    n = max(0, min(horizon, T - start))
-    out[:n] = actions[start : start + n]
-    if n < horizon:
-        out[n:, -1] = actions[-1, -1]
-    return out
+def edge_padded(actions: np.ndarray, start: int, horizon: int) -> np.ndarray:
+    """actions[start : start + horizon] [H, A], padded past the end by repeating the last action."""
+    T = actions.shape[0]
+    if not 0 <= start < T:
+        raise IndexError(f"chunk start {start} outside the {T} demonstrated actions")
+    idx = np.minimum(np.arange(start, start + horizon), T - 1)
+    return actions[idx].astype(np.float32)
 
 
 def resize_frames(rgb: np.ndarray, R: int) -> np.ndarray:
@@ -96,7 +101,13 @@ class PolicyData:
             self.state.append(ep.load("state").astype(np.float32))
             self.action.append(ep.load("action").astype(np.float32))
             self.instruction.append(str(ep.attrs["instruction"]))
-        self.items = [(k, c) for k, a in enumerate(self.action) for c in range(0, len(a), stride)]
+        short = [e for e, a in zip(episodes, self.action, strict=True) if len(a) < 2]
+        if short:
+            raise ConfigError(
+                f"episodes {short[:5]} have fewer than 2 frames (a demonstrated action + the terminal frame)"
+            )
+        # the terminal frame (synthetic hold action) is memory, not a decision point
+        self.items = [(k, c) for k, a in enumerate(self.action) for c in range(0, len(a) - 1, stride)]
         self.features: torch.Tensor | None = None  # [N, V, T, C, h, w] float16 (frozen generator)
         self.latents: list[torch.Tensor] | None = None  # per episode [C, V, T, h, w] float16
 
@@ -131,7 +142,7 @@ class PolicyData:
         k, c = self.items[i]
         return {
             "state": torch.from_numpy(self.state[k][c]),
-            "actions": torch.from_numpy(hold_padded(self.action[k], c, self.horizon)),
+            "actions": torch.from_numpy(edge_padded(self.action[k][:-1], c, self.horizon)),
             "instruction": self.instruction[k],
         }
 
@@ -158,19 +169,15 @@ class PolicyData:
             out["features"] = self.features[items].float()
         return out
 
-    @torch.no_grad()
     def cache_latents(self, gen) -> list[torch.Tensor]:
         """Codec latents of every frame, per episode [C, V, T, h, w] (float16) -> self.latents."""
-        latents = []
-        for k in progress(range(len(self.rgb)), desc="encode frames", unit="ep"):
-            T = len(self.rgb[k])
-            z = [
-                gen.encode(self.frames(k, np.arange(s, min(T, s + 32)))[None].to(gen.device))[0].cpu()
-                for s in range(0, T, 32)
-            ]
-            latents.append(torch.cat(z, dim=2).half())
-        self.latents = latents
-        return latents
+        self.latents = [
+            encode_frames(
+                gen, lambda sl, k=k: self.frames(k, np.arange(len(self.rgb[k]))[sl]), len(self.rgb[k])
+            )
+            for k in progress(range(len(self.rgb)), desc="encode frames", unit="ep")
+        ]
+        return self.latents
 
     @torch.no_grad()
     def cache_features(self, policy, batch_size: int = 16, seed: int = 0) -> None:

@@ -69,6 +69,36 @@ def load_policy(folder: str | Path, device: str = "cpu"):
     return policy.to(device).eval()
 
 
+NORMALISATION_BUFFERS = ("action_lo", "action_hi", "state_mean", "state_std")
+
+
+def init_policy_from(policy, folder: str | Path) -> list[str]:
+    """Warm-start ``policy`` with the encoder and head weights of checkpoint ``folder`` (fine-tuning).
+
+    The generator and the normalisation statistics stay ``policy``'s own (its generator and its
+    training data's). The two policies must have the same architecture; otherwise ValueError naming
+    the first mismatches. Returns the names of the loaded tensors."""
+    src = load_policy(folder, policy.device)
+    if src.cfg.encoder.kind != policy.cfg.encoder.kind:
+        raise ValueError(
+            f"init_from={folder} is a {src.cfg.encoder.kind!r} policy; "
+            f"this one is {policy.cfg.encoder.kind!r}"
+        )
+    own = policy.state_dict()
+    keep = lambda k: not k.startswith("generator.") and k not in NORMALISATION_BUFFERS  # noqa: E731
+    theirs = {k: v for k, v in src.state_dict().items() if keep(k)}
+    mine = {k for k in own if keep(k)}
+    bad = sorted(k for k in theirs if k in own and theirs[k].shape != own[k].shape)
+    missing, extra = sorted(mine - set(theirs)), sorted(set(theirs) - mine)
+    if bad or missing or extra:
+        raise ValueError(
+            f"init_from={folder} does not match this policy's architecture: shape mismatches {bad[:3]}, "
+            f"missing {missing[:3]}, unexpected {extra[:3]} (use the same preset and policy.* settings)"
+        )
+    policy.load_state_dict(theirs, strict=False)
+    return sorted(theirs)
+
+
 def export(src: str | Path, dst: str | Path, half: bool = True) -> Path:
     """Copy a policy checkpoint (e.g. to ship it), optionally with float16 weights."""
     ck = load_checkpoint(src)

@@ -194,8 +194,9 @@ class PolicyRuntime:
     # --- inference -------------------------------------------------------------------------------
     def _infer(self, batch: dict) -> np.ndarray:
         t0 = time.perf_counter()
-        seed = self.seed + self._chunk_index
-        self._chunk_index += 1
+        with self._lock:  # the background worker and the caller's thread both infer
+            seed = self.seed + self._chunk_index
+            self._chunk_index += 1
         actions = self.policy.predict(batch, steps=self.steps, seed=seed).cpu().numpy()  # [B, H, A]
         self.latencies_ms.append((time.perf_counter() - t0) * 1000)
         if not np.isfinite(actions).all():

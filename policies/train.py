@@ -3,6 +3,7 @@
     ev-train-policy task=pick_place preset=small generator=<generator run>/checkpoint
     ev-train-policy task=pick_place preset=small policy.encoder.kind=cnn          # the baseline
     ev-train-policy ... adapt.steps=300          # video adaptation of the generator on this store first
+    ev-train-policy ... init_from=<policy checkpoint>        # fine-tune a trained policy
     torchrun --nproc_per_node 2 -m policies.train task=reach preset=tiny generator=... out=runs/p
 
 Stages: (1, optional) video adaptation - the generator keeps training on this task's episodes
@@ -29,7 +30,7 @@ from enerverse.core.store import EpisodeStore
 from enerverse.core.trainer import Trainer, TrainSettings, distributed_info, epoch_batches, run_training_main
 from policies.config import PolicyConfig, get_policy_preset
 from policies.data import PolicyData
-from policies.io import save_policy
+from policies.io import init_policy_from, save_policy
 from policies.model import DiffusionPolicy
 
 
@@ -46,6 +47,10 @@ class TrainPolicyConfig:
     policy: PolicyConfig = field(default_factory=lambda: get_policy_preset("tiny"))
     generator: str | None = None
     """EnerVerse-G checkpoint folder (needed for policy.encoder.kind=enerverse)"""
+    init_from: str | None = None
+    """policy checkpoint folder whose encoder and head weights start this run (fine-tuning on new data
+    or a longer schedule; same preset and policy.* settings; the generator and statistics are this
+    run's own)"""
     finetune_generator: bool = False
     """train the generator's denoiser with the policy loss (slow on CPU) instead of freezing it"""
     adapt: TrainSettings = field(
@@ -88,6 +93,10 @@ class TrainPolicyConfig:
             )
         if self.generator and not Path(self.generator).is_dir():
             raise ConfigError(f"generator={self.generator} is not a folder")
+        if self.init_from and not (Path(self.init_from) / "config.json").is_file():
+            raise ConfigError(
+                f"init_from={self.init_from} is not a policy checkpoint folder (no config.json)"
+            )
 
     @property
     def store_path(self) -> Path:
@@ -191,6 +200,9 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
         cfg.decision_stride,
     )
     policy = build_policy(cfg, data, gen, device)
+    if cfg.init_from:
+        n = len(init_policy_from(policy, cfg.init_from))
+        print(f"[ev-train-policy] {n} tensors initialised from {cfg.init_from}", file=sys.stderr)
     kind = cfg.policy.encoder.kind
     if kind == "enerverse":
         if cfg.finetune_generator:
@@ -220,6 +232,7 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
         "store": str(cfg.store_path),
         "generator": cfg.generator,
         "finetune_generator": cfg.finetune_generator,
+        "init_from": cfg.init_from,
         "adapt_steps": cfg.adapt.steps,
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,

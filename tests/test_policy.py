@@ -120,6 +120,36 @@ def enerverse_policy(workdir: Path) -> Path:
     return Path(s["checkpoint"])
 
 
+def test_edge_padding_repeats_the_last_demonstrated_action() -> None:
+    from policies.data import edge_padded
+
+    a = np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.testing.assert_array_equal(edge_padded(a, 1, 2), a[1:3])
+    np.testing.assert_array_equal(edge_padded(a, 2, 4), a[[2, 3, 3, 3]])
+    with pytest.raises(IndexError, match="outside the 4 demonstrated actions"):
+        edge_padded(a, 4, 2)
+
+
+def test_terminal_frame_is_memory_but_not_a_decision_point(workdir: Path) -> None:
+    """The recorder's last frame (synthetic hold action) never becomes a training target: decision
+    points stop one frame early and chunks repeat the last demonstrated action."""
+    from enerverse.core.store import EpisodeStore
+    from policies.data import PolicyData
+
+    store = EpisodeStore.open(workdir / "store")
+    eps = list(store.indices())
+    data = PolicyData(store, eps, None, 32, 2, 8)
+    lengths = [len(a) for a in data.action]
+    assert len(data) == sum(n - 1 for n in lengths)
+    assert all(c < lengths[k] - 1 for k, c in data.items)
+    last = max(range(len(data)), key=lambda i: data.items[i][1] if data.items[i][0] == 0 else -1)
+    k, c = data.items[last]
+    chunk = data.item(last)["actions"].numpy()
+    demonstrated = data.action[k][c]
+    assert np.abs(demonstrated[:3]).max() > 0  # the expert was still moving on its last step
+    np.testing.assert_array_equal(chunk, np.repeat(demonstrated[None], 8, axis=0))
+
+
 def _obs(rt, B: int | None = None, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     V, R = len(rt.views), rt.resolution
@@ -170,6 +200,40 @@ def test_checkpoint_round_trip_reproduces_actions(enerverse_policy: Path, tmp_pa
     assert next(c.parameters()).dtype == torch.float32
     size = lambda d: sum(f.stat().st_size for f in Path(d).iterdir())  # noqa: E731
     assert size(tmp_path / "half") < 0.6 * size(tmp_path / "copy")
+
+
+def test_init_from_warm_starts_encoder_and_head_only(enerverse_policy: Path, workdir: Path) -> None:
+    import copy
+
+    from policies.io import init_policy_from, load_policy
+    from policies.model import DiffusionPolicy
+
+    src = load_policy(enerverse_policy)
+    fresh = DiffusionPolicy(copy.deepcopy(src.cfg), src.meta, src.generator)
+    fresh.state_std.fill_(7.0)  # this run's statistics must survive the warm start
+    names = init_policy_from(fresh, enerverse_policy)
+    assert names and not any(n.startswith("generator.") for n in names)
+    assert any(n.startswith("head.") for n in names) and any(n.startswith("encoder.") for n in names)
+    theirs, mine = src.state_dict(), fresh.state_dict()
+    assert all(torch.equal(theirs[n], mine[n]) for n in names)
+    assert torch.all(fresh.state_std == 7.0)
+
+    other = copy.deepcopy(src.cfg)
+    other.head.dim, other.head.heads = 32, 4
+    with pytest.raises(ValueError, match="does not match this policy's architecture"):
+        init_policy_from(DiffusionPolicy(other, src.meta, src.generator), enerverse_policy)
+
+    # through ev-train-policy: the run starts from the checkpoint and records where it came from
+    s = _train(
+        workdir,
+        "pol_ft",
+        f"generator={workdir / 'gen' / 'checkpoint'}",
+        f"init_from={enerverse_policy}",
+        "train.steps=2",
+    )
+    assert s["steps"] == 2
+    cfg = json.loads((Path(s["checkpoint"]) / "config.json").read_text())
+    assert cfg["train"]["init_from"] == str(enerverse_policy)
 
 
 def test_runtime_rejects_bad_observations(enerverse_policy: Path) -> None:
