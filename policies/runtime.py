@@ -48,9 +48,12 @@ class PolicyRuntime:
         max_history: int = 4096,
         view_names: list[str] | None = None,
         seed: int = 0,
+        action_steps: int | None = None,
     ) -> None:
         """``policy``: a checkpoint folder or a DiffusionPolicy. ``view_names``: the views of incoming
-        observations when they carry more than the checkpoint's (the runtime picks its own by name)."""
+        observations when they carry more than the checkpoint's (the runtime picks its own by name).
+        ``action_steps``: actions executed from each predicted chunk before the next decision (receding
+        horizon; default: the whole chunk)."""
         if isinstance(policy, str | Path):
             policy = load_policy(policy, device)
         self.policy = policy.eval()
@@ -60,6 +63,11 @@ class PolicyRuntime:
         self.state_dim = int(meta["state_dim"])
         self.kind = policy.cfg.encoder.kind
         self.horizon = policy.cfg.head.horizon
+        self.action_steps = self.horizon if action_steps is None else int(action_steps)
+        if not 1 <= self.action_steps <= self.horizon:
+            raise ValueError(
+                f"action_steps must be in 1..{self.horizon} (the chunk length), got {action_steps}"
+            )
         self.action_dim = policy.cfg.head.action_dim
         self.steps, self.background, self.prefetch_at = steps, background, prefetch_at
         self.max_history, self.seed = max(max_history, 2 * policy.cfg.n_memory), seed
@@ -201,10 +209,10 @@ class PolicyRuntime:
         self.latencies_ms.append((time.perf_counter() - t0) * 1000)
         if not np.isfinite(actions).all():
             raise RuntimeError("the policy produced a non-finite action; refusing to return it")
-        return actions
+        return actions[:, : self.action_steps]
 
     def act(self, obs: dict) -> np.ndarray:
-        """Observe ``obs`` and return the next chunk [B, H, A] (the ev-eval protocol)."""
+        """Observe ``obs`` and return the next chunk [B, action_steps, A] (the ev-eval protocol)."""
         self.observe(obs)
         return self._infer(self._inputs())
 
@@ -223,7 +231,7 @@ class PolicyRuntime:
             if self._future is not None:
                 chunk, self._future = self._future.result(), None
                 skip = tick - self._future_t
-                if skip < self.horizon:
+                if skip < chunk.shape[1]:
                     self._queue.extend(np.moveaxis(chunk[:, skip:], 1, 0))
             if not self._queue:
                 self._queue.extend(np.moveaxis(self._infer(self._inputs()), 1, 0))

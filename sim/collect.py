@@ -42,6 +42,10 @@ class CollectConfig(SimSettings):
     """parallel worker processes"""
     resume: bool = False
     """continue a store that already has episodes (fills in the missing indices)"""
+    action_noise: float = 0.0
+    """noise injection (DART): std of Gaussian noise (metres per step) added to the expert's executed
+    position step, while the stored action stays the expert's; the expert's corrections teach a
+    policy to recover from its own drift (Δ-EE control; 0 = off)"""
     video_episodes: int = 4
     """how many episodes go into the video grid (0: none)"""
     run_dir: str | None = None
@@ -53,6 +57,8 @@ class CollectConfig(SimSettings):
             raise ConfigError(f"episodes must be positive, got {self.episodes}")
         if self.workers <= 0:
             raise ConfigError(f"workers must be positive, got {self.workers}")
+        if self.action_noise < 0:
+            raise ConfigError(f"action_noise must be >= 0 (metres per step), got {self.action_noise}")
 
 
 _WORKER: dict = {}
@@ -77,6 +83,7 @@ def _init_worker(cfg: CollectConfig, store_path: str, in_pool: bool = True) -> N
     _WORKER["env"] = make_env(cfg.task, **cfg.env_kwargs())
     _WORKER["policy"] = make_expert(cfg.task)
     _WORKER["store"] = EpisodeStore.open(store_path)
+    _WORKER["action_noise"] = cfg.action_noise
 
 
 def _collect_one(job: tuple[int, int]) -> dict | None:
@@ -88,7 +95,15 @@ def _collect_one(job: tuple[int, int]) -> dict | None:
         return None
     t0 = time.perf_counter()
     try:
-        res = record_episode(_WORKER["env"], _WORKER["policy"], store, index, seed, collector="expert")
+        res = record_episode(
+            _WORKER["env"],
+            _WORKER["policy"],
+            store,
+            index,
+            seed,
+            action_noise=_WORKER["action_noise"],
+            collector="expert",
+        )
     except FileExistsError:
         return None
     res["seconds"] = time.perf_counter() - t0
@@ -104,6 +119,7 @@ def collection_settings(cfg: CollectConfig) -> dict:
         "depth": cfg.depth,
         "max_steps": cfg.max_steps,
         "seed": cfg.seed,
+        "action_noise": cfg.action_noise,
     }
 
 
@@ -121,6 +137,8 @@ def open_store_for_collection(path: Path, cfg: CollectConfig) -> EpisodeStore:
                 "or choose another out="
             )
         before = store.root_attrs.get("collection")
+        if before is not None:
+            before = {"action_noise": 0.0, **before}  # stores from before noise injection existed
         if before is not None and before != settings:
             diff = {k: (before.get(k), settings[k]) for k in settings if before.get(k) != settings[k]}
             raise ConfigError(

@@ -55,6 +55,9 @@ class EvalConfig(SimSettings):
     """episodes per task shown in the video grid (0: none)"""
     imagine: bool = True
     """checkpoint policies with a generator: show the imagined future views next to the real ones"""
+    action_steps: int | None = None
+    """checkpoint policies: actions executed from each predicted chunk before the next decision
+    (default: the whole chunk)"""
     policy_steps: int | None = None
     """DDIM steps of the action head (default: the checkpoint's)"""
     device: str = "cpu"
@@ -251,7 +254,9 @@ def run(cfg: EvalConfig, run_dir: Path) -> dict:
         if cfg.policy == "expert":
             policy = make_policy(cfg.policy, task)
         else:
-            policy = make_policy(cfg.policy, task, device=cfg.device, steps=cfg.policy_steps)
+            policy = make_policy(
+                cfg.policy, task, device=cfg.device, steps=cfg.policy_steps, action_steps=cfg.action_steps
+            )
             env_kwargs.update(views=list(policy.views), width=policy.resolution, height=policy.resolution)
         res = evaluate(
             policy,

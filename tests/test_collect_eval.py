@@ -143,6 +143,33 @@ def test_collected_episode_is_reproducible_from_its_seed(collected) -> None:
         env.close()
 
 
+def test_noise_injection_stores_the_experts_corrections(tmp_path: Path) -> None:
+    """action_noise: the env executes expert + noise, the store keeps the expert's own action, and the
+    expert still succeeds by correcting the drift."""
+    from sim.rollout import record_episode
+
+    env = EnerVerseEnv("reach", views=["main"], width=32, height=32)
+    store = EpisodeStore.create(tmp_path / "s")
+    try:
+        clean = record_episode(env, make_expert("reach"), store, 0, 5)
+        noisy = record_episode(env, make_expert("reach"), store, 1, 5, action_noise=0.01)
+        record_episode(env, make_expert("reach"), store, 2, 5, action_noise=0.01)
+        with pytest.raises(ValueError, match="action_noise must be >= 0"):
+            record_episode(env, make_expert("reach"), store, 3, 5, action_noise=-1.0)
+    finally:
+        env.close()
+    assert clean["success"] and noisy["success"]
+    a, b, c = (store.episode(i) for i in range(3))
+    assert "action_noise" not in a.attrs and b.attrs["action_noise"] == 0.01
+    # same first observation, so the same expert label; then the executed noise moves the arm elsewhere
+    np.testing.assert_allclose(a.load("action", 0), b.load("action", 0), atol=1e-6)
+    assert np.abs(a.load("state", 1) - b.load("state", 1)).max() > 1e-4
+    # the labels are the expert's clipped actions, not the noisy ones the env executed
+    steps = np.linalg.norm(b.load("action")[:-1, :3], axis=1)
+    assert steps.max() <= 0.05 + 1e-6
+    np.testing.assert_array_equal(b.load("state"), c.load("state"))  # the noise follows the seed
+
+
 @pytest.mark.integration
 def test_collect_refuses_an_existing_store_without_resume(collected, tmp_path: Path) -> None:
     _, src, _ = collected

@@ -306,6 +306,27 @@ def test_runtime_queue_keeps_time_order(enerverse_policy: Path, background: bool
     rt.close()
 
 
+def test_action_steps_executes_a_prefix_of_each_chunk(enerverse_policy: Path) -> None:
+    """Receding horizon: act() returns the first k actions of the chunk, step() replans every k ticks."""
+    from policies.runtime import PolicyRuntime
+
+    full, short = (
+        PolicyRuntime(enerverse_policy, seed=1),
+        PolicyRuntime(enerverse_policy, seed=1, action_steps=2),
+    )
+    for rt in (full, short):
+        rt.reset("reach the red sphere")
+    o = _obs(full, seed=0)
+    a, b = full.act(o), short.act(o)
+    assert b.shape == (1, 2, full.action_dim)
+    np.testing.assert_allclose(b, a[:, :2], rtol=1e-5, atol=1e-6)
+    for k in range(5):
+        short.step(_obs(short, seed=k))
+    assert short.latency()["chunks"] == 1 + 3  # act() once, then step() at ticks 0, 2, 4
+    with pytest.raises(ValueError, match="action_steps must be in 1.."):
+        PolicyRuntime(enerverse_policy, action_steps=full.horizon + 1)
+
+
 def test_history_is_bounded_and_keeps_frame_times(enerverse_policy: Path) -> None:
     from policies.runtime import PolicyRuntime
 
