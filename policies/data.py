@@ -6,9 +6,10 @@ state at ``c``, the instruction, and the action chunk ``action[c : c + H]``.
 
 An episode's last frame is its terminal observation (the state the task was judged in); its action is
 the recorder's synthetic "hold" (see ``sim.rollout.record_episode``), not a demonstrated one. So that
-frame is memory but never a decision point, and a chunk that runs past the last demonstrated action
+frame is never a decision point (nor, therefore, in any memory window), its action is left out of the
+normalisation statistics, and a chunk that runs past the last demonstrated action
 repeats that action (Diffusion Policy's edge padding). Padding with zero motion instead taught the
-policy to stop wherever the scene looks like the end of a demonstration: on ``reach`` it froze 4-9 cm
+policy to stop wherever the scene looks like the end of a demonstration: on ``reach`` it froze 4-16 cm
 short of the sphere (success needs 3 cm), which 64 px views cannot tell apart.
 
 Episodes are read once into memory (views selected, images resized to the model's resolution).
@@ -119,8 +120,9 @@ class PolicyData:
         return int(self.state[0].shape[1])
 
     def stats(self) -> dict[str, np.ndarray]:
-        """Action min/max and state mean/std over every frame."""
-        a, s = np.concatenate(self.action), np.concatenate(self.state)
+        """Action min/max over the demonstrated actions (not the terminal hold), state mean/std over
+        every frame."""
+        a, s = np.concatenate([x[:-1] for x in self.action]), np.concatenate(self.state)
         return {
             "action_lo": a.min(0),
             "action_hi": a.max(0),
@@ -173,7 +175,7 @@ class PolicyData:
         """Codec latents of every frame, per episode [C, V, T, h, w] (float16) -> self.latents."""
         self.latents = [
             encode_frames(
-                gen, lambda sl, k=k: self.frames(k, np.arange(len(self.rgb[k]))[sl]), len(self.rgb[k])
+                gen, lambda sl, k=k: self.frames(k, np.arange(len(self.rgb[k]))[sl]), len(self.rgb[k]), 32
             )
             for k in progress(range(len(self.rgb)), desc="encode frames", unit="ep")
         ]

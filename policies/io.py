@@ -79,10 +79,18 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
     training data's). The two policies must have the same architecture; otherwise ValueError naming
     the first mismatches. Returns the names of the loaded tensors."""
     src = load_policy(folder, policy.device)
-    if src.cfg.encoder.kind != policy.cfg.encoder.kind:
+
+    def settings(p) -> dict:  # what gives the weights their meaning (DDIM steps at inference do not)
+        d = config_to_dict(p.cfg)
+        d["head"] = {k: v for k, v in d["head"].items() if k != "sample_steps"}
+        d.pop("preset", None)
+        return {**d, "views": list(p.meta["views"]), "resolution": p.meta["resolution"]}
+
+    a, b = settings(src), settings(policy)
+    diff = {k: (a[k], b[k]) for k in b if a.get(k) != b[k]}
+    if diff:
         raise ValueError(
-            f"init_from={folder} is a {src.cfg.encoder.kind!r} policy; "
-            f"this one is {policy.cfg.encoder.kind!r}"
+            f"init_from={folder} was trained with other policy settings; (checkpoint, this run): {diff}"
         )
     own = policy.state_dict()
     keep = lambda k: not k.startswith("generator.") and k not in NORMALISATION_BUFFERS  # noqa: E731

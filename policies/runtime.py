@@ -68,6 +68,11 @@ class PolicyRuntime:
             raise ValueError(
                 f"action_steps must be in 1..{self.horizon} (the chunk length), got {action_steps}"
             )
+        if background and prefetch_at >= self.action_steps:
+            raise ValueError(
+                f"background inference starts the next chunk when prefetch_at={prefetch_at} actions are "
+                f"left; it must be below action_steps={self.action_steps} or every chunk is replaced at once"
+            )
         self.action_dim = policy.cfg.head.action_dim
         self.steps, self.background, self.prefetch_at = steps, background, prefetch_at
         self.max_history, self.seed = max(max_history, 2 * policy.cfg.n_memory), seed
@@ -87,6 +92,9 @@ class PolicyRuntime:
         """Start new episodes: one instruction per environment (a string broadcasts to ``batch_size``)."""
         if isinstance(instructions, str):
             instructions = [instructions] * (batch_size or 1)
+        pending = getattr(self, "_future", None)
+        if pending is not None:  # a chunk of the previous episode still computing: let it finish first
+            pending.exception()
         self.instructions = list(instructions)
         B = len(self.instructions)
         self.history: list[list] = [[] for _ in range(B)]  # per env: [(time, item, cams [V,4,4])]

@@ -51,6 +51,9 @@ def main() -> None:
     a = ap.parse_args()
     lo, hi = (int(x) for x in a.seeds.split(":"))
     policy = EvalPolicy(a.policy, action_steps=a.action_steps)
+    task = policy.runtime.policy.meta.get("task")
+    if task not in (None, "reach"):
+        ap.error(f"{a.policy} is a {task} policy; this trace needs a reach policy (it reads the sphere)")
     env = make_env("reach", views=policy.views, width=policy.resolution, height=policy.resolution)
     try:
         for seed in range(lo, hi):

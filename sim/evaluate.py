@@ -66,6 +66,13 @@ class EvalConfig(SimSettings):
     """output folder (default: outputs/eval/<timestamp>)"""
 
     def validate(self) -> None:
+        if self.action_steps is not None:
+            if self.action_steps < 1:
+                raise ConfigError(f"action_steps must be >= 1, got {self.action_steps}")
+            if self.policy == "expert":
+                raise ConfigError(
+                    "action_steps applies to checkpoint policies; the experts act one step at a time"
+                )
         if self.task == "all":  # every project task must accept the settings
             for task in TASKS:
                 dataclasses.replace(self, task=task).validate()

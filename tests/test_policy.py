@@ -130,7 +130,7 @@ def test_edge_padding_repeats_the_last_demonstrated_action() -> None:
         edge_padded(a, 4, 2)
 
 
-def test_terminal_frame_is_memory_but_not_a_decision_point(workdir: Path) -> None:
+def test_terminal_frame_is_not_a_decision_point(workdir: Path) -> None:
     """The recorder's last frame (synthetic hold action) never becomes a training target: decision
     points stop one frame early and chunks repeat the last demonstrated action."""
     from enerverse.core.store import EpisodeStore
@@ -220,7 +220,7 @@ def test_init_from_warm_starts_encoder_and_head_only(enerverse_policy: Path, wor
 
     other = copy.deepcopy(src.cfg)
     other.head.dim, other.head.heads = 32, 4
-    with pytest.raises(ValueError, match="does not match this policy's architecture"):
+    with pytest.raises(ValueError, match="trained with other policy settings"):
         init_policy_from(DiffusionPolicy(other, src.meta, src.generator), enerverse_policy)
 
     # through ev-train-policy: the run starts from the checkpoint and records where it came from
@@ -325,6 +325,15 @@ def test_action_steps_executes_a_prefix_of_each_chunk(enerverse_policy: Path) ->
     assert short.latency()["chunks"] == 1 + 3  # act() once, then step() at ticks 0, 2, 4
     with pytest.raises(ValueError, match="action_steps must be in 1.."):
         PolicyRuntime(enerverse_policy, action_steps=full.horizon + 1)
+    with pytest.raises(ValueError, match="must be below action_steps=2"):
+        PolicyRuntime(enerverse_policy, action_steps=2, background=True, prefetch_at=2)
+    from enerverse.core.config import ConfigError
+    from sim.evaluate import EvalConfig
+
+    with pytest.raises(ConfigError, match="action_steps must be >= 1"):
+        EvalConfig(task="reach", policy=str(enerverse_policy), action_steps=0).validate()
+    with pytest.raises(ConfigError, match="applies to checkpoint policies"):
+        EvalConfig(task="reach", policy="expert", action_steps=2).validate()
 
 
 def test_history_is_bounded_and_keeps_frame_times(enerverse_policy: Path) -> None:
