@@ -107,7 +107,7 @@ class PolicyData:
             raise ConfigError(
                 f"episodes {short[:5]} have fewer than 2 frames (a demonstrated action + the terminal frame)"
             )
-        # the terminal frame (synthetic hold action) is memory, not a decision point
+        # the terminal frame (synthetic hold action) is not a decision point
         self.items = [(k, c) for k, a in enumerate(self.action) for c in range(0, len(a) - 1, stride)]
         self.features: torch.Tensor | None = None  # [N, V, T, C, h, w] float16 (frozen generator)
         self.latents: list[torch.Tensor] | None = None  # per episode [C, V, T, h, w] float16

@@ -76,8 +76,8 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
     """Warm-start ``policy`` with the encoder and head weights of checkpoint ``folder`` (fine-tuning).
 
     The generator and the normalisation statistics stay ``policy``'s own (its generator and its
-    training data's). The two policies must have the same architecture; otherwise ValueError naming
-    the first mismatches. Returns the names of the loaded tensors."""
+    training data's). The two must share their policy settings, views and resolution (the DDIM step
+    count may differ); otherwise ValueError listing the differences. Returns the loaded tensor names."""
     src = load_policy(folder, policy.device)
 
     def settings(p) -> dict:  # what gives the weights their meaning (DDIM steps at inference do not)
@@ -92,18 +92,12 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
         raise ValueError(
             f"init_from={folder} was trained with other policy settings; (checkpoint, this run): {diff}"
         )
-    own = policy.state_dict()
     keep = lambda k: not k.startswith("generator.") and k not in NORMALISATION_BUFFERS  # noqa: E731
     theirs = {k: v for k, v in src.state_dict().items() if keep(k)}
-    mine = {k for k in own if keep(k)}
-    bad = sorted(k for k in theirs if k in own and theirs[k].shape != own[k].shape)
-    missing, extra = sorted(mine - set(theirs)), sorted(set(theirs) - mine)
-    if bad or missing or extra:
-        raise ValueError(
-            f"init_from={folder} does not match this policy's architecture: shape mismatches {bad[:3]}, "
-            f"missing {missing[:3]}, unexpected {extra[:3]} (use the same preset and policy.* settings)"
-        )
-    policy.load_state_dict(theirs, strict=False)
+    missing, extra = policy.load_state_dict(theirs, strict=False)  # same settings: same tensors and shapes
+    missing = [k for k in missing if keep(k)]
+    if missing or extra:
+        raise ValueError(f"init_from={folder}: missing {missing[:3]}, unexpected {extra[:3]}")
     return sorted(theirs)
 
 

@@ -85,6 +85,7 @@ class PolicyRuntime:
         self.latencies_ms: list[float] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy") if background else None
         self._lock = threading.Lock()
+        self._future: Future | None = None
         self.reset([""])
 
     # --- episode state ---------------------------------------------------------------------------
@@ -92,9 +93,8 @@ class PolicyRuntime:
         """Start new episodes: one instruction per environment (a string broadcasts to ``batch_size``)."""
         if isinstance(instructions, str):
             instructions = [instructions] * (batch_size or 1)
-        pending = getattr(self, "_future", None)
-        if pending is not None:  # a chunk of the previous episode still computing: let it finish first
-            pending.exception()
+        if self._future is not None:  # a chunk of the previous episode still computing: let it finish
+            self._future.exception()
         self.instructions = list(instructions)
         B = len(self.instructions)
         self.history: list[list] = [[] for _ in range(B)]  # per env: [(time, item, cams [V,4,4])]
@@ -102,7 +102,7 @@ class PolicyRuntime:
         self.K: np.ndarray | None = None
         self.state: np.ndarray | None = None
         self._queue: deque = deque()
-        self._future: Future | None = None
+        self._future = None
         self._future_t = 0
         self._ticks = 0
         self._chunk_index = 0
