@@ -68,6 +68,11 @@ class PolicyConfig:
     """proprioception token for the head"""
     use_instruction: bool = True
     """instruction tokens for the head"""
+    aux_weight: float = 0.0
+    """weight of an auxiliary training loss: regress the simulator's object state (the store's
+    ``privileged`` array, standardised) at the decision frame from that frame's observation token. It
+    teaches the encoder where the objects are far faster than the action loss alone; the policy never
+    reads that state. 0 = off (stores without ``privileged``, e.g. real-robot data)"""
 
     def validate(self) -> None:
         if self.encoder.kind not in ("enerverse", "cnn"):
@@ -92,6 +97,8 @@ class PolicyConfig:
             )
         if self.encoder.shift < 0:
             raise ConfigError(f"encoder.shift must be >= 0, got {self.encoder.shift}")
+        if not self.aux_weight >= 0:
+            raise ConfigError(f"aux_weight must be >= 0, got {self.aux_weight}")
         if self.n_memory < 1:
             raise ConfigError(f"n_memory must be >= 1, got {self.n_memory}")
         if self.views is not None and len(set(self.views)) != len(self.views):

@@ -75,7 +75,10 @@ class PolicyData:
         horizon: int,
         memory_mode: str = "sparse",
         stride: int = 1,
+        privileged: bool = False,
     ) -> None:
+        """``privileged``: also load each frame's object state (the auxiliary target); ConfigError when
+        an episode did not record it."""
         if stride < 1:
             raise ConfigError(f"decision stride must be >= 1, got {stride}")
         if not episodes:
@@ -87,6 +90,8 @@ class PolicyData:
         self.resolution, self.n_memory, self.horizon = resolution, n_memory, horizon
         self.mode = "eval" if memory_mode == "sparse" else "consecutive"
         self.rgb, self.state, self.action, self.cams, self.K, self.instruction = [], [], [], [], [], []
+        self.privileged: list[np.ndarray] | None = [] if privileged else None  # per episode [T, P]
+        lacking: list[int] = []
         for e in progress(episodes, desc="load episodes", unit="ep"):
             ep = store.episode(e)
             if list(ep.attrs["view_names"]) != self.store_views:
@@ -102,6 +107,21 @@ class PolicyData:
             self.state.append(ep.load("state").astype(np.float32))
             self.action.append(ep.load("action").astype(np.float32))
             self.instruction.append(str(ep.attrs["instruction"]))
+            if self.privileged is not None:
+                if ep.has("privileged"):
+                    self.privileged.append(ep.load("privileged").astype(np.float32))
+                else:
+                    lacking.append(e)
+        if lacking:
+            raise ConfigError(
+                f"the auxiliary object-state loss (policy.aux_weight > 0) needs episodes that recorded "
+                f"'privileged'; episodes {lacking[:5]} ({len(lacking)} of {len(episodes)}) did not. "
+                f"Re-collect them with ev-collect, or set policy.aux_weight=0"
+            )
+        if self.privileged is not None and len({p.shape[1] for p in self.privileged}) > 1:
+            raise ConfigError(
+                f"episodes record privileged vectors of sizes {sorted({p.shape[1] for p in self.privileged})}"
+            )
         short = [e for e, a in zip(episodes, self.action, strict=True) if len(a) < 2]
         if short:
             raise ConfigError(
@@ -119,16 +139,25 @@ class PolicyData:
     def state_dim(self) -> int:
         return int(self.state[0].shape[1])
 
+    @property
+    def privileged_dim(self) -> int:
+        """P, the size of the object-state vector (0 when not loaded)."""
+        return int(self.privileged[0].shape[1]) if self.privileged else 0
+
     def stats(self) -> dict[str, np.ndarray]:
-        """Action min/max over the demonstrated actions (not the terminal hold), state mean/std over
-        every frame."""
+        """Action min/max over the demonstrated actions (not the terminal hold), state (and object
+        state) mean/std over every frame."""
         a, s = np.concatenate([x[:-1] for x in self.action]), np.concatenate(self.state)
-        return {
+        out = {
             "action_lo": a.min(0),
             "action_hi": a.max(0),
             "state_mean": s.mean(0),
             "state_std": np.maximum(s.std(0), STATE_STD_FLOOR),
         }
+        if self.privileged:
+            p = np.concatenate(self.privileged)
+            out["privileged_mean"], out["privileged_std"] = p.mean(0), np.maximum(p.std(0), STATE_STD_FLOOR)
+        return out
 
     def memory(self, k: int, c: int) -> np.ndarray:
         """Memory frame indices [n_memory] for decision point c of episode k."""
@@ -140,13 +169,17 @@ class PolicyData:
         return x.permute(1, 0, 4, 2, 3).float() / 127.5 - 1.0
 
     def item(self, i: int) -> dict:
-        """Everything but the observation encoding: state [S], actions [H, A], instruction."""
+        """Everything but the observation encoding: state [S], actions [H, A], instruction (and the
+        object state [P] when loaded)."""
         k, c = self.items[i]
-        return {
+        out = {
             "state": torch.from_numpy(self.state[k][c]),
             "actions": torch.from_numpy(edge_padded(self.action[k][:-1], c, self.horizon)),
             "instruction": self.instruction[k],
         }
+        if self.privileged is not None:
+            out["privileged"] = torch.from_numpy(self.privileged[k][c])
+        return out
 
     def batch(self, items: list[int], kind: str, policy=None) -> dict:
         """A training batch + state/actions/text: ``frames`` (kind cnn), cached ``features``
@@ -157,6 +190,8 @@ class PolicyData:
             "actions": torch.stack([r["actions"] for r in rows]),
             "instruction": [r["instruction"] for r in rows],
         }
+        if self.privileged is not None:
+            out["privileged"] = torch.stack([r["privileged"] for r in rows])
         if kind == "cnn":
             out["frames"] = torch.stack(
                 [self.frames(k, self.memory(k, c)) for k, c in (self.items[i] for i in items)]

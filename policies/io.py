@@ -69,7 +69,15 @@ def load_policy(folder: str | Path, device: str = "cpu"):
     return policy.to(device).eval()
 
 
-NORMALISATION_BUFFERS = ("action_lo", "action_hi", "state_mean", "state_std")
+NORMALISATION_BUFFERS = (
+    "action_lo",
+    "action_hi",
+    "state_mean",
+    "state_std",
+    "privileged_mean",
+    "privileged_std",
+)
+TRAINING_ONLY = ("aux_head.",)  # the auxiliary object-state head: used by the training loss only
 
 
 def init_policy_from(policy, folder: str | Path) -> list[str]:
@@ -77,13 +85,15 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
 
     The generator and the normalisation statistics stay ``policy``'s own (its generator and its
     training data's). The two must share their policy settings, views and resolution (the DDIM step
-    count may differ); otherwise ValueError listing the differences. Returns the loaded tensor names."""
+    count and the auxiliary loss weight may differ: the auxiliary head is loaded when both have one);
+    otherwise ValueError listing the differences. Returns the loaded tensor names."""
     src = load_policy(folder, policy.device)
 
     def settings(p) -> dict:  # what gives the weights their meaning (DDIM steps at inference do not)
         d = config_to_dict(p.cfg)
         d["head"] = {k: v for k, v in d["head"].items() if k != "sample_steps"}
         d.pop("preset", None)
+        d.pop("aux_weight", None)
         return {**d, "views": list(p.meta["views"]), "resolution": p.meta["resolution"]}
 
     a, b = settings(src), settings(policy)
@@ -92,7 +102,12 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
         raise ValueError(
             f"init_from={folder} was trained with other policy settings; (checkpoint, this run): {diff}"
         )
-    keep = lambda k: not k.startswith("generator.") and k not in NORMALISATION_BUFFERS  # noqa: E731
+    both_aux = src.aux_head is not None and policy.aux_head is not None
+
+    def keep(k: str) -> bool:
+        aux = k.startswith(TRAINING_ONLY)
+        return not k.startswith("generator.") and k not in NORMALISATION_BUFFERS and (both_aux or not aux)
+
     theirs = {k: v for k, v in src.state_dict().items() if keep(k)}
     missing, extra = policy.load_state_dict(theirs, strict=False)  # same settings: same tensors and shapes
     missing = [k for k in missing if keep(k)]

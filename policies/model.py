@@ -7,13 +7,15 @@ normalisation statistics as buffers, so one safetensors file restores everything
   with ``rays`` [B, 6, V, m+M, h, w] and ``pos`` [B, m+M] (EnerVerse-A); ``frames`` [B, V, m, 3, R, R]
   in [-1, 1] (baseline);
 - ``state`` [B, S] (raw), ``instruction`` list[str];
-- ``actions`` [B, H, A] (raw; training only).
+- ``actions`` [B, H, A] (raw; training only);
+- ``privileged`` [B, P] (raw object state at the decision frame; training with ``aux_weight`` > 0 only).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from enerverse.generator import ray_maps
@@ -29,7 +31,8 @@ class DiffusionPolicy(nn.Module):
     """EnerVerse-A (``encoder.kind="enerverse"``) or the image baseline (``"cnn"``); see module docstring."""
 
     def __init__(self, cfg: PolicyConfig, meta: dict, generator: nn.Module | None = None) -> None:
-        """meta: ``views`` (names), ``resolution``, ``state_dim``, ``text_encoder``, ``text_model_path``."""
+        """meta: ``views`` (names), ``resolution``, ``state_dim``, ``text_encoder``, ``text_model_path``,
+        ``privileged_dim`` (P, needed when ``cfg.aux_weight`` > 0)."""
         super().__init__()
         cfg.validate()
         self.cfg, self.meta = cfg, dict(meta)
@@ -69,6 +72,14 @@ class DiffusionPolicy(nn.Module):
         self.register_buffer("action_hi", torch.ones(A))
         self.register_buffer("state_mean", torch.zeros(S))
         self.register_buffer("state_std", torch.ones(S))
+        self.aux_head: nn.Module | None = None  # training only: object state from the decision frame's token
+        if cfg.aux_weight > 0:
+            P = int(meta.get("privileged_dim") or 0)
+            if P <= 0:
+                raise ValueError("aux_weight > 0 needs meta['privileged_dim'] > 0 (the object-state size)")
+            self.aux_head = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, D), nn.GELU(), nn.Linear(D, P))
+            self.register_buffer("privileged_mean", torch.zeros(P))
+            self.register_buffer("privileged_std", torch.ones(P))
 
     # --- normalisation ---------------------------------------------------------------------------
     @property
@@ -76,8 +87,12 @@ class DiffusionPolicy(nn.Module):
         return shared_text_encoder(*self.text_key)
 
     def set_stats(self, stats: dict[str, np.ndarray]) -> None:
-        """Store normalisation statistics (``action_lo/hi`` [A], ``state_mean/std`` [S])."""
-        for k in ("action_lo", "action_hi", "state_mean", "state_std"):
+        """Store normalisation statistics (``action_lo/hi`` [A], ``state_mean/std`` [S], and with the
+        auxiliary loss ``privileged_mean/std`` [P])."""
+        keys = ["action_lo", "action_hi", "state_mean", "state_std"]
+        if self.aux_head is not None:
+            keys += ["privileged_mean", "privileged_std"]
+        for k in keys:
             getattr(self, k).copy_(torch.as_tensor(np.asarray(stats[k]), dtype=torch.float32))
 
     def _action_scale(self) -> tuple[Tensor, Tensor]:
@@ -118,10 +133,11 @@ class DiffusionPolicy(nn.Module):
         return self.encoder(feats)
 
     def condition(
-        self, batch: dict, finetune: bool = False, seed: int | None = None
+        self, batch: dict, finetune: bool = False, seed: int | None = None, obs: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Condition tokens [B, L, D] and their padding mask [B, L] (True = ignore)."""
-        obs = self.observation_tokens(batch, finetune, seed) + self.type_emb[0]
+        """Condition tokens [B, L, D] and their padding mask [B, L] (True = ignore); ``obs`` [B, T, D]:
+        observation tokens already computed."""
+        obs = (self.observation_tokens(batch, finetune, seed) if obs is None else obs) + self.type_emb[0]
         B = obs.shape[0]
         parts, pads = [obs], [torch.zeros(B, obs.shape[1], dtype=torch.bool, device=obs.device)]
         if self.cfg.use_state:
@@ -139,11 +155,26 @@ class DiffusionPolicy(nn.Module):
 
     # --- training and inference ------------------------------------------------------------------
     def loss(self, batch: dict, finetune: bool = False) -> tuple[Tensor, dict]:
-        """Denoising loss of the normalised action chunk."""
-        cond, pad = self.condition(batch, finetune)
+        """Denoising loss of the normalised action chunk (+ ``aux_weight`` x the object-state loss)."""
+        obs = self.observation_tokens(batch, finetune)
+        cond, pad = self.condition(batch, obs=obs)
         actions = self.normalize_actions(batch["actions"].to(self.device).float())
         loss = self.head.loss(actions, cond, pad)
-        return loss, {"loss": float(loss.detach())}
+        logs = {"loss": float(loss.detach())}
+        if self.aux_head is not None:
+            aux = self.aux_loss(obs, batch)
+            logs.update(action_loss=logs["loss"], aux_loss=float(aux.detach()))
+            loss = loss + self.cfg.aux_weight * aux
+            logs["loss"] = float(loss.detach())
+        return loss, logs
+
+    def aux_loss(self, obs: Tensor, batch: dict) -> Tensor:
+        """Mean squared error of the standardised object state [B, P] predicted from the decision
+        frame's observation token (``obs`` [B, T, D]; the decision frame is the last memory frame)."""
+        if "privileged" not in batch:
+            raise ValueError("aux_weight > 0: the training batch has no 'privileged' object state")
+        target = (batch["privileged"].to(self.device).float() - self.privileged_mean) / self.privileged_std
+        return F.mse_loss(self.aux_head(obs[:, self.cfg.n_memory - 1]), target)
 
     def forward(self, batch: dict) -> tuple[Tensor, dict]:
         return self.loss(batch, finetune=self.finetune_generator)

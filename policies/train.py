@@ -148,6 +148,7 @@ def build_policy(cfg: TrainPolicyConfig, data: PolicyData, gen, device: str):
         "text_encoder": text[0],
         "text_model_path": text[1],
         "task": cfg.task,
+        "privileged_dim": data.privileged_dim,
     }
     policy = DiffusionPolicy(cfg.policy, meta, gen)
     policy.set_stats(data.stats())
@@ -198,6 +199,7 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
         cfg.policy.head.horizon,
         cfg.policy.memory_mode,
         cfg.decision_stride,
+        privileged=cfg.policy.aux_weight > 0,
     )
     policy = build_policy(cfg, data, gen, device)
     if cfg.init_from:

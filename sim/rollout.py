@@ -20,7 +20,9 @@ def record_episode(
     Each stored frame t pairs the observation with the action the env applied from it (after its
     clipping). The final observation is stored too, with the env's hold action (zero Δ-EE motion or
     the current joint targets, gripper unchanged), so the episode ends on the state the task was
-    judged in. Returns a summary dict (index, seed, success, length).
+    judged in. The observation's ``privileged`` vector (the task's object state), when the env has
+    one, is stored per frame as an auxiliary training target. Returns a summary dict (index, seed,
+    success, length).
 
     ``action_noise`` > 0 (Δ-EE control only) is noise injection in the style of DART: the env executes
     the policy's action plus Gaussian noise of that standard deviation (metres per step) on the
@@ -65,6 +67,7 @@ def record_episode(
                     action=applied,
                     T_cam_world=obs["T_cam_world"],
                     depth=obs.get("depth"),
+                    privileged=obs.get("privileged"),
                 )
                 obs, done = nxt, term or trunc
                 if done:
@@ -75,6 +78,7 @@ def record_episode(
             action=uw.hold_action(),
             T_cam_world=obs["T_cam_world"],
             depth=obs.get("depth"),
+            privileged=obs.get("privileged"),
         )
         ep.set_attrs(success=bool(info["success"]))
         length = ep.n_frames

@@ -7,6 +7,9 @@ MuJoCo picks its GL backend when ``mujoco`` is first imported, so the headless d
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("LP_NUM_THREADS", "0")
@@ -20,3 +23,42 @@ def run_torchrun(args: list[str], cwd, port: int, timeout: int = 300):
     env = {**os.environ, "EV_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
     return subprocess.run(cmd + args, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
+
+
+def run_module(cwd, *args: str, check: bool = True):
+    """``python -m <args>`` in ``cwd`` without progress bars; asserts success unless ``check=False``."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EV_NO_PROGRESS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=900, env=env
+    )
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.fixture(scope="session")
+def policy_workdir(tmp_path_factory) -> Path:
+    """4 reach episodes (2 views, 32 px, with the object state) and a tiny generator trained 3 steps."""
+    d = tmp_path_factory.mktemp("policy")
+    run_module(
+        d, "sim.collect", "task=reach", "episodes=4", "resolution=32", "views=[main,anchor_left]",
+        "out=store", "video_episodes=0",
+    )  # fmt: skip
+    run_module(
+        d, "enerverse.train", "task=reach", "preset=tiny", "store=store", "codec.steps=4", "train.steps=3",
+        "sample_every=0", "out=gen",
+    )  # fmt: skip
+    return d
+
+
+def train_tiny_policy(workdir: Path, out: str, *extra: str) -> dict:
+    """``ev-train-policy task=reach preset=tiny`` on the ``policy_workdir`` store, in process."""
+    from policies.train import parse_args, train
+
+    store, run = f"store={workdir / 'store'}", f"out={workdir / out}"
+    cfg = parse_args(["task=reach", "preset=tiny", store, run, "device=cpu", *extra])
+    cfg.validate()
+    return train(cfg, workdir / out)

@@ -133,6 +133,7 @@ def test_collected_episode_is_reproducible_from_its_seed(collected) -> None:
         obs, info = env.reset(seed=ep.attrs["seed"])
         assert info["instruction"] == ep.attrs["instruction"]
         np.testing.assert_allclose(ep.load("state", 0), obs["state"], atol=1e-6)
+        np.testing.assert_allclose(ep.load("privileged", 0), obs["privileged"], atol=1e-6)  # object state
         np.testing.assert_array_equal(ep.load("rgb", 0), obs["rgb"])
         # replaying the stored actions reproduces the stored states
         states, actions = ep.load("state"), ep.load("action")

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_torchrun
+from conftest import run_module, run_torchrun, train_tiny_policy
 
 from policies.config import HeadConfig, get_policy_preset
 from policies.head import ActionHead
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "EV_NO_PROGRESS": "1"}
-    r = subprocess.run(
-        [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=900, env=env
-    )
-    if check:
-        assert r.returncode == 0, r.stderr[-3000:]
-    return r
 
 
 def _summary(r: subprocess.CompletedProcess) -> dict:
@@ -69,48 +57,12 @@ def test_random_shift_translates_each_image_with_edge_padding() -> None:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    """4 reach episodes (2 views, 32 px) and a tiny generator trained for 3 steps."""
-    d = tmp_path_factory.mktemp("policy")
-    _run(
-        d,
-        "sim.collect",
-        "task=reach",
-        "episodes=4",
-        "resolution=32",
-        "views=[main,anchor_left]",
-        "out=store",
-        "video_episodes=0",
-    )
-    _run(
-        d,
-        "enerverse.train",
-        "task=reach",
-        "preset=tiny",
-        "store=store",
-        "codec.steps=4",
-        "train.steps=3",
-        "sample_every=0",
-        "out=gen",
-    )
-    return d
+def workdir(policy_workdir: Path) -> Path:
+    return policy_workdir
 
 
 def _train(workdir: Path, out: str, *extra: str) -> dict:
-    from policies.train import parse_args, train
-
-    cfg = parse_args(
-        [
-            "task=reach",
-            "preset=tiny",
-            f"store={workdir / 'store'}",
-            f"out={workdir / out}",
-            "device=cpu",
-            *extra,
-        ]
-    )
-    cfg.validate()
-    return train(cfg, workdir / out)
+    return train_tiny_policy(workdir, out, *extra)
 
 
 @pytest.fixture(scope="module")
@@ -348,9 +300,9 @@ def test_history_is_bounded_and_keeps_frame_times(enerverse_policy: Path) -> Non
 
 
 def test_train_policy_needs_a_generator_for_enerverse(workdir: Path) -> None:
-    r = _run(workdir, "policies.train", "task=reach", "preset=tiny", "store=store", check=False)
+    r = run_module(workdir, "policies.train", "task=reach", "preset=tiny", "store=store", check=False)
     assert r.returncode == 2 and "generator=" in r.stderr and "encoder.kind=cnn" in r.stderr
-    r = _run(workdir, "policies.train", "task=reach", "preset=huge", check=False)
+    r = run_module(workdir, "policies.train", "task=reach", "preset=huge", check=False)
     assert r.returncode == 2 and "unknown policy preset" in r.stderr
 
 
@@ -386,7 +338,7 @@ def test_tiny_policy_overfits_demos_and_succeeds_on_their_seeds(workdir: Path, k
     assert s["final_loss"] < 0.05, s
     # the collection seeds: ev-collect's episode i used episode_seed(0, i)
     ev = _summary(
-        _run(
+        run_module(
             workdir,
             "sim.evaluate",
             "task=reach",

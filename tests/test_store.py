@@ -125,6 +125,19 @@ def test_episode_without_depth_and_generated_provenance(store: EpisodeStore) -> 
         view.load("depth")
 
 
+def test_privileged_object_state_round_trips(store: EpisodeStore) -> None:
+    ep = make_episode(5, T=3, with_depth=False)
+    priv = np.arange(9, dtype=np.float64).reshape(3, 3) / 10  # e.g. the goal position per frame
+    with store.write_episode(0, **meta(ep)) as w:
+        for t in range(3):
+            w.add_frame(**frame(ep, t), privileged=priv[t])
+    view = EpisodeStore.open(store.path).episode(0)
+    assert view.keys() == ["rgb", "state", "action", "T_cam_world", "privileged", "K"]
+    got = view.load("privileged")
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, priv.astype(np.float32))
+
+
 @pytest.mark.parametrize("provenance", PROVENANCES)
 def test_every_listed_provenance_is_accepted_and_stored(store: EpisodeStore, provenance: str) -> None:
     ep = make_episode(11, T=1, with_depth=False)
@@ -158,6 +171,14 @@ BAD_FRAMES = {
         lambda ep: _bad(ep, 0, depth=np.ones((2, 4, 4), np.float32)),
         r"depth: expected shape \(2, 8, 8\), got \(2, 4, 4\)",
     ),
+    "nan privileged": (
+        lambda ep: _bad(ep, 0, privileged=np.array([0.1, np.nan], np.float32)),
+        r"privileged: contains NaN",
+    ),
+    "privileged 2-D": (
+        lambda ep: _bad(ep, 0, privileged=np.zeros((2, 3), np.float32)),
+        r"privileged: expected a non-empty 1-D array",
+    ),
 }
 
 
@@ -170,7 +191,9 @@ def test_writer_rejects_bad_frame_and_commits_nothing(store: EpisodeStore, case:
     assert_nothing_written(store)
 
 
-@pytest.mark.parametrize("change", ["state shape", "state dtype", "rgb size", "depth vanishes"])
+@pytest.mark.parametrize(
+    "change", ["state shape", "state dtype", "rgb size", "depth vanishes", "privileged appears"]
+)
 def test_writer_rejects_frames_inconsistent_with_frame0(store: EpisodeStore, change: str) -> None:
     ep = make_episode(3, T=4)
     over = {
@@ -178,6 +201,7 @@ def test_writer_rejects_frames_inconsistent_with_frame0(store: EpisodeStore, cha
         "state dtype": {"state": ep["state"][1].astype(np.float64)},
         "rgb size": {"rgb": np.zeros((2, 8, 9, 3), np.uint8)},
         "depth vanishes": {"depth": None},
+        "privileged appears": {"privileged": np.zeros(3, np.float32)},
     }[change]
     with pytest.raises(ValueError, match="expected|frame 0"), store.write_episode(0, **meta(ep)) as w:
         w.add_frame(**frame(ep, 0))

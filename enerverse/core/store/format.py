@@ -11,7 +11,9 @@ Layout (zarr v3 on a local directory)::
 
 Per-episode arrays: ``rgb`` uint8 [T, V, H, W, 3] (one frame per chunk), optional ``depth``
 float16 [T, V, H, W], ``state`` float32 [T, S], ``action`` float32 [T, A], ``T_cam_world`` float32
-[T, V, 4, 4] (world -> camera, OpenCV convention) and ``K`` float32 [V, 3, 3].
+[T, V, 4, 4] (world -> camera, OpenCV convention), ``K`` float32 [V, 3, 3] and optional ``privileged``
+float32 [T, P] (simulation only: the task's ground-truth object state, e.g. the goal position; used as an
+auxiliary training target, never as a policy input).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ STATS_FILE = "stats.json"
 TMP_PREFIX = ".tmp-"
 EPISODE_RE = re.compile(r"^episode_(\d{6,})$")
 
-FRAME_KEYS = ("rgb", "depth", "state", "action", "T_cam_world")  # arrays with a leading T axis
+FRAME_KEYS = ("rgb", "depth", "state", "action", "T_cam_world", "privileged")  # leading T axis
+OPTIONAL_FRAME_KEYS = ("depth", "privileged")  # every frame of an episode has them, or none does
 ARRAY_KEYS = (*FRAME_KEYS, "K")
 STORED_DTYPES = {
     "rgb": np.dtype(np.uint8),
@@ -43,6 +46,7 @@ STORED_DTYPES = {
     "state": np.dtype(np.float32),
     "action": np.dtype(np.float32),
     "T_cam_world": np.dtype(np.float32),
+    "privileged": np.dtype(np.float32),
     "K": np.dtype(np.float32),
 }
 # Attributes the store owns; everything else the caller passes is kept as an extra attribute.

@@ -15,6 +15,7 @@ import zarr
 
 from ..fsutil import fsync_path, fsync_tree, rename_noreplace, replace_dir_atomic
 from .format import (
+    OPTIONAL_FRAME_KEYS,
     STORED_DTYPES,
     TMP_PREFIX,
     WriterConflictError,
@@ -159,22 +160,34 @@ class EpisodeWriter:
                 os.close(fd)
 
     # -- frames ---------------------------------------------------------------------------
-    def add_frame(self, *, rgb: Any, state: Any, action: Any, T_cam_world: Any, depth: Any = None) -> None:
+    def add_frame(
+        self,
+        *,
+        rgb: Any,
+        state: Any,
+        action: Any,
+        T_cam_world: Any,
+        depth: Any = None,
+        privileged: Any = None,
+    ) -> None:
         """Validate and buffer one frame.
 
         rgb uint8 [V, H, W, 3]; state float [S]; action float [A]; T_cam_world float [V, 4, 4]
-        (world -> camera); depth float [V, H, W] (metres, >= 0, no NaN) or None. Every frame must
-        match frame 0 in shapes and dtypes, and V must match ``view_names`` and ``K``.
+        (world -> camera); depth float [V, H, W] (metres, >= 0, no NaN) or None; privileged float [P]
+        (the simulator's object state, finite) or None. Every frame must match frame 0 in shapes and
+        dtypes, and in which optional arrays it has; V must match ``view_names`` and ``K``.
         """
         self._check_open()
-        frame = self._validate_frame(rgb, state, action, T_cam_world, depth)
+        frame = self._validate_frame(rgb, state, action, T_cam_world, depth, privileged)
         for key, value in frame.items():
             self._buffer.setdefault(key, []).append(value)
         self.n_frames += 1
         if len(self._buffer["rgb"]) >= self.flush_every:
             self.flush()
 
-    def _validate_frame(self, rgb: Any, state: Any, action: Any, T: Any, depth: Any) -> dict[str, np.ndarray]:
+    def _validate_frame(
+        self, rgb: Any, state: Any, action: Any, T: Any, depth: Any, privileged: Any
+    ) -> dict[str, np.ndarray]:
         V = self.n_views
         rgb = np.asarray(rgb)
         if rgb.dtype != np.uint8:
@@ -183,43 +196,39 @@ class EpisodeWriter:
             raise ValueError(
                 f"rgb: expected shape [V={V}, H, W, 3] (V = len(view_names) = K.shape[0]), got {rgb.shape}"
             )
-        state, action = np.asarray(state), np.asarray(action)
-        T = np.asarray(T)
-        for name, arr, ndim in (("state", state, 1), ("action", action, 1), ("T_cam_world", T, 3)):
+        given = {"rgb": rgb, "state": state, "action": action, "T_cam_world": T}
+        optional = {"depth": depth, "privileged": privileged}
+        given.update({k: v for k, v in optional.items() if v is not None})
+        ndims = {"state": 1, "action": 1, "T_cam_world": 3, "privileged": 1}
+        for name in given:
+            if name == "rgb":
+                continue
+            arr = given[name] = np.asarray(given[name])
             if arr.dtype.kind != "f":
                 raise ValueError(f"{name}: expected a floating dtype, got {arr.dtype}")
-            if arr.ndim != ndim or arr.size == 0:
-                raise ValueError(f"{name}: expected a non-empty {ndim}-D array, got shape {arr.shape}")
-        if depth is not None:
-            depth = np.asarray(depth)
-            if depth.dtype.kind != "f":
-                raise ValueError(f"depth: expected a floating dtype, got {depth.dtype}")
+            if name in ndims and (arr.ndim != ndims[name] or arr.size == 0):
+                raise ValueError(f"{name}: expected a non-empty {ndims[name]}-D array, got shape {arr.shape}")
         if self._spec is None:
             H, W = rgb.shape[1:3]
-            spec = {
-                "rgb": ((V, H, W, 3), rgb.dtype),
-                "state": (state.shape, state.dtype),
-                "action": (action.shape, action.dtype),
-                "T_cam_world": ((V, 4, 4), T.dtype),
-            }
+            spec = {k: (a.shape, a.dtype) for k, a in given.items()}
+            spec["rgb"] = ((V, H, W, 3), rgb.dtype)
+            spec["T_cam_world"] = ((V, 4, 4), given["T_cam_world"].dtype)
             if depth is not None:
-                spec["depth"] = ((V, H, W), depth.dtype)
+                spec["depth"] = ((V, H, W), given["depth"].dtype)
         else:
             spec = self._spec
-            if (depth is not None) != ("depth" in spec):
-                raise ValueError(
-                    "depth: every frame must have depth or none may (frame 0 "
-                    f"{'had' if 'depth' in spec else 'had no'} depth)"
-                )
-        given = {"rgb": rgb, "state": state, "action": action, "T_cam_world": T}
-        if depth is not None:
-            given["depth"] = depth
+            for key in OPTIONAL_FRAME_KEYS:
+                if (key in given) != (key in spec):
+                    raise ValueError(
+                        f"{key}: every frame must have {key} or none may (frame 0 "
+                        f"{'had' if key in spec else 'had no'} {key})"
+                    )
         out = {}
         for key, arr in given.items():
             shape, dtype = spec[key]
             arr = _frame_array(key, arr, shape, dtype)
             stored = arr.astype(STORED_DTYPES[key])  # always a copy: the caller may reuse its buffers
-            if key in ("state", "action", "T_cam_world") and not np.isfinite(stored).all():
+            if key in ("state", "action", "T_cam_world", "privileged") and not np.isfinite(stored).all():
                 raise ValueError(f"{key}: contains NaN or inf (or a value too large for float32)")
             out[key] = stored
         if not np.allclose(out["T_cam_world"][:, 3], [0.0, 0.0, 0.0, 1.0], atol=1e-4):

@@ -1,0 +1,126 @@
+"""The auxiliary object-state loss (``policy.aux_weight``): data, loss, checkpoints, warm starts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import train_tiny_policy
+
+from enerverse.core.config import ConfigError
+from enerverse.core.store import EpisodeStore
+from policies.config import get_policy_preset
+from policies.data import PolicyData
+from policies.model import DiffusionPolicy
+
+
+def _data(store: Path, privileged: bool = True) -> PolicyData:
+    s = EpisodeStore.open(store)
+    return PolicyData(s, s.indices(), None, 32, n_memory=2, horizon=4, privileged=privileged)
+
+
+def _cnn_policy(data: PolicyData) -> DiffusionPolicy:
+    cfg = get_policy_preset("tiny")
+    cfg.encoder.kind, cfg.encoder.shift, cfg.aux_weight = "cnn", 0, 0.5
+    meta = {
+        "views": data.views,
+        "resolution": 32,
+        "state_dim": data.state_dim,
+        "text_encoder": "hashing",
+        "privileged_dim": data.privileged_dim,
+    }
+    policy = DiffusionPolicy(cfg, meta)
+    policy.set_stats(data.stats())
+    return policy
+
+
+def test_aux_loss_teaches_the_encoder_the_object_state(policy_workdir: Path) -> None:
+    data = _data(policy_workdir / "store")
+    assert data.privileged_dim == 3  # reach: the goal position
+    stats = data.stats()
+    every = np.concatenate(data.privileged)
+    np.testing.assert_allclose(stats["privileged_mean"], every.mean(0), rtol=1e-5)
+    items = list(range(len(data)))
+    batch = data.batch(items, "cnn")
+    k, c = data.items[5]
+    np.testing.assert_array_equal(batch["privileged"][5].numpy(), data.privileged[k][c])
+
+    torch.manual_seed(0)
+    policy = _cnn_policy(data)
+    loss, logs = policy.loss(batch)
+    assert logs["loss"] == pytest.approx(logs["action_loss"] + 0.5 * logs["aux_loss"], rel=1e-5)
+
+    # its gradient reaches the encoder, not the action head
+    policy.zero_grad()
+    policy.aux_loss(policy.observation_tokens(batch), batch).backward()
+    assert all(p.grad is None for p in policy.head.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.encoder.parameters())
+
+    # and on its own it learns to read the goal position from the images of these 4 episodes
+    params = [*policy.encoder.parameters(), *policy.aux_head.parameters()]
+    opt = torch.optim.Adam(params, lr=3e-3)
+    losses = []
+    for _ in range(60):
+        aux = policy.aux_loss(policy.observation_tokens(batch), batch)
+        opt.zero_grad()
+        aux.backward()
+        opt.step()
+        losses.append(float(aux.detach()))
+    assert np.mean(losses[-5:]) < 0.2 * losses[0], losses[::10]
+
+
+def test_aux_loss_needs_episodes_with_object_state(policy_workdir: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(policy_workdir / "store", store)
+    shutil.rmtree(store / "episodes" / "episode_000002" / "privileged")  # e.g. recorded before it existed
+    with pytest.raises(ConfigError, match=r"episodes \[2\] \(1 of 4\) did not.*aux_weight=0"):
+        _data(store)
+    assert _data(store, privileged=False).privileged is None  # without the loss the store is fine
+
+    cfg = get_policy_preset("tiny")
+    cfg.encoder.kind, cfg.aux_weight = "cnn", 1.0
+    with pytest.raises(ValueError, match="privileged_dim"):
+        meta = {"views": ["main"], "resolution": 32, "state_dim": 15, "text_encoder": "hashing"}
+        DiffusionPolicy(cfg, meta)
+    cfg.aux_weight = -1.0
+    with pytest.raises(ConfigError, match="aux_weight must be >= 0"):
+        cfg.validate()
+
+
+def test_aux_checkpoint_runs_and_warm_starts_either_way(policy_workdir: Path) -> None:
+    from policies.io import load_policy
+    from policies.runtime import PolicyRuntime
+
+    gen = f"generator={policy_workdir / 'gen' / 'checkpoint'}"
+    s = train_tiny_policy(policy_workdir, "pol_aux", gen, "policy.aux_weight=1.0", "train.steps=3")
+    ck = Path(s["checkpoint"])
+    policy = load_policy(ck)
+    assert policy.aux_head is not None and policy.meta["privileged_dim"] == 3
+    assert torch.all(policy.privileged_std > 0)
+
+    rt = PolicyRuntime(ck)  # the runtime never needs the object state
+    rt.reset("reach the red sphere")
+    V, R = len(rt.views), rt.resolution
+    K = np.array([[30.0, 0, 16], [0, 30.0, 16], [0, 0, 1]])
+    T = np.eye(4)
+    T[2, 3] = 1.0
+    obs = {
+        "rgb": np.zeros((V, R, R, 3), np.uint8),
+        "state": np.zeros(rt.state_dim, np.float32),
+        "K": np.broadcast_to(K, (V, 3, 3)).copy(),
+        "T_cam_world": np.broadcast_to(T, (V, 4, 4)).copy(),
+    }
+    assert np.isfinite(rt.act(obs)).all()
+
+    # a run without the auxiliary loss can start from it (the aux head is left behind) ...
+    plain = train_tiny_policy(policy_workdir, "pol_from_aux", gen, f"init_from={ck}", "train.steps=1")
+    assert load_policy(plain["checkpoint"]).aux_head is None
+    # ... and a run with it from a checkpoint without it (the aux head starts fresh)
+    again = train_tiny_policy(
+        policy_workdir, "pol_aux_again", gen, f"init_from={plain['checkpoint']}", "policy.aux_weight=2.0",
+        "train.steps=1",
+    )  # fmt: skip
+    assert load_policy(again["checkpoint"]).aux_head is not None
