@@ -85,8 +85,8 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
 
     The generator and the normalisation statistics stay ``policy``'s own (its generator and its
     training data's). The two must share their policy settings, views and resolution (the DDIM step
-    count and the auxiliary loss weight may differ: the auxiliary head is loaded when both have one);
-    otherwise ValueError listing the differences. Returns the loaded tensor names."""
+    count and the auxiliary loss weight may differ: the auxiliary head is loaded when both have one of
+    the same size); otherwise ValueError listing the differences. Returns the loaded tensor names."""
     src = load_policy(folder, policy.device)
 
     def settings(p) -> dict:  # what gives the weights their meaning (DDIM steps at inference do not)
@@ -102,7 +102,12 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
         raise ValueError(
             f"init_from={folder} was trained with other policy settings; (checkpoint, this run): {diff}"
         )
-    both_aux = src.aux_head is not None and policy.aux_head is not None
+    # the auxiliary head carries over only between runs that regress the same object state layout
+    both_aux = (
+        src.aux_head is not None
+        and policy.aux_head is not None
+        and src.meta.get("privileged_dim") == policy.meta.get("privileged_dim")
+    )
 
     def keep(k: str) -> bool:
         aux = k.startswith(TRAINING_ONLY)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -114,6 +115,14 @@ def test_aux_checkpoint_runs_and_warm_starts_either_way(policy_workdir: Path) ->
         "T_cam_world": np.broadcast_to(T, (V, 4, 4)).copy(),
     }
     assert np.isfinite(rt.act(obs)).all()
+
+    # the aux head carries over between runs with the same object state, not across layouts
+    from policies.io import init_policy_from
+
+    same = DiffusionPolicy(copy.deepcopy(policy.cfg), policy.meta, policy.generator)
+    assert any(n.startswith("aux_head.") for n in init_policy_from(same, ck))
+    other = DiffusionPolicy(copy.deepcopy(policy.cfg), {**policy.meta, "privileged_dim": 5}, policy.generator)
+    assert not any(n.startswith("aux_head.") for n in init_policy_from(other, ck))
 
     # a run without the auxiliary loss can start from it (the aux head is left behind) ...
     plain = train_tiny_policy(policy_workdir, "pol_from_aux", gen, f"init_from={ck}", "train.steps=1")
