@@ -32,8 +32,7 @@ def aux_predictions(policy, data: PolicyData, batch_size: int = 64) -> np.ndarra
     out = []
     for s in range(0, len(data), batch_size):
         batch = data.batch(list(range(s, min(len(data), s + batch_size))), kind, policy)
-        z = policy.aux_head(policy.observation_tokens(batch)[:, policy.cfg.n_memory - 1])
-        out.append((z * policy.privileged_std + policy.privileged_mean).cpu().numpy())
+        out.append(policy.object_state(policy.observation_tokens(batch)).cpu().numpy())
     return np.concatenate(out)
 
 

@@ -62,3 +62,21 @@ def train_tiny_policy(workdir: Path, out: str, *extra: str) -> dict:
     cfg = parse_args(["task=reach", "preset=tiny", store, run, "device=cpu", *extra])
     cfg.validate()
     return train(cfg, workdir / out)
+
+
+def random_observation(rt, B: int | None = None, seed: int = 0) -> dict:
+    """A valid observation for PolicyRuntime ``rt`` (random pixels and state), batched when B is given."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    V, R = len(rt.views), rt.resolution
+    lead = () if B is None else (B,)
+    K = np.array([[30.0, 0, 16], [0, 30.0, 16], [0, 0, 1]])
+    T = np.eye(4)
+    T[2, 3] = 1.0
+    return {
+        "rgb": rng.integers(0, 255, (*lead, V, R, R, 3), dtype=np.uint8),
+        "state": rng.normal(size=(*lead, rt.state_dim)).astype(np.float32),
+        "K": np.broadcast_to(K, (*lead, V, 3, 3)).copy(),
+        "T_cam_world": np.broadcast_to(T, (*lead, V, 4, 4)).copy(),
+    }

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_module, run_torchrun, train_tiny_policy
+from conftest import random_observation, run_module, run_torchrun, train_tiny_policy
 
 from policies.config import HeadConfig, get_policy_preset
 from policies.head import ActionHead
@@ -102,19 +102,7 @@ def test_terminal_frame_is_not_a_decision_point(workdir: Path) -> None:
     np.testing.assert_array_equal(chunk, np.repeat(demonstrated[None], 8, axis=0))
 
 
-def _obs(rt, B: int | None = None, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    V, R = len(rt.views), rt.resolution
-    lead = () if B is None else (B,)
-    K = np.array([[30.0, 0, 16], [0, 30.0, 16], [0, 0, 1]])
-    T = np.eye(4)
-    T[2, 3] = 1.0
-    return {
-        "rgb": rng.integers(0, 255, (*lead, V, R, R, 3), dtype=np.uint8),
-        "state": rng.normal(size=(*lead, rt.state_dim)).astype(np.float32),
-        "K": np.broadcast_to(K, (*lead, V, 3, 3)).copy(),
-        "T_cam_world": np.broadcast_to(T, (*lead, V, 4, 4)).copy(),
-    }
+_obs = random_observation
 
 
 def test_generator_runs_once_per_chunk_not_per_denoising_step(enerverse_policy: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import train_tiny_policy
+from conftest import random_observation, train_tiny_policy
 
 from enerverse.core.config import ConfigError
 from enerverse.core.store import EpisodeStore
@@ -104,16 +104,7 @@ def test_aux_checkpoint_runs_and_warm_starts_either_way(policy_workdir: Path) ->
 
     rt = PolicyRuntime(ck)  # the runtime never needs the object state
     rt.reset("reach the red sphere")
-    V, R = len(rt.views), rt.resolution
-    K = np.array([[30.0, 0, 16], [0, 30.0, 16], [0, 0, 1]])
-    T = np.eye(4)
-    T[2, 3] = 1.0
-    obs = {
-        "rgb": np.zeros((V, R, R, 3), np.uint8),
-        "state": np.zeros(rt.state_dim, np.float32),
-        "K": np.broadcast_to(K, (V, 3, 3)).copy(),
-        "T_cam_world": np.broadcast_to(T, (V, 4, 4)).copy(),
-    }
+    obs = random_observation(rt)
     assert np.isfinite(rt.act(obs)).all()
 
     # the aux head carries over between runs with the same object state, not across layouts
