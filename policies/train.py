@@ -81,11 +81,16 @@ class TrainPolicyConfig:
     device: str = "auto"
     max_minutes: float | None = None
     """stop the policy stage (with a checkpoint) after this wall time"""
+    stop_at_step: int | None = None
+    """stop the policy stage (with a checkpoint) at this step while the learning-rate schedule still
+    spans train.steps: runs of different speed compared at equal steps; resuming continues"""
 
     def validate(self) -> None:
         self.policy.validate()
         if self.batch_size <= 0:
             raise ConfigError("batch_size must be positive")
+        if self.stop_at_step is not None and self.stop_at_step <= 0:
+            raise ConfigError(f"stop_at_step must be a positive step count or null, got {self.stop_at_step}")
         if self.policy.encoder.kind == "enerverse" and not self.generator:
             raise ConfigError(
                 "policy.encoder.kind=enerverse needs generator=<EnerVerse-G checkpoint folder> "
@@ -244,7 +249,9 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
     deadline = None if cfg.max_minutes is None else time.perf_counter() + 60 * cfg.max_minutes
 
     def on_step(tr: Trainer) -> None:
-        if deadline is not None and time.perf_counter() > deadline and tr.step < tr.s.steps:
+        out_of_time = deadline is not None and time.perf_counter() > deadline
+        at_stop = cfg.stop_at_step is not None and tr.step >= cfg.stop_at_step
+        if (out_of_time or at_stop) and tr.step < tr.s.steps:
             tr.save()
             tr.s.steps = tr.step  # stop here; resuming continues toward the configured steps
 

@@ -148,6 +148,8 @@ def test_memory_cue_is_only_shown_at_the_start() -> None:
         assert not np.allclose(p["lamp_rgb"], p["plate_a_rgb"]) and not np.allclose(
             p["lamp_rgb"], p["plate_b_rgb"]
         )
+        # the answer stays in the object state (for the auxiliary loss) after the lamp goes dark
+        np.testing.assert_allclose(p["cued_plate"], p[env.task.cued])
     finally:
         env.close()
 

@@ -286,6 +286,24 @@ def test_history_is_bounded_and_keeps_frame_times(enerverse_policy: Path) -> Non
     times = [t for t, _, _ in rt.history[0]]
     assert len(times) <= 8 and times[0] == 0 and times[-1] == 39 and times == sorted(times)
 
+def test_stop_at_step_keeps_the_schedule_and_resume_matches_an_uninterrupted_run(workdir: Path, capsys) -> None:
+    from policies.io import load_policy
+    from policies.train import parse_args
+
+    common = ("policy.encoder.kind=cnn", "train.steps=6", "train.warmup_steps=2", "train.lr=1e-3")
+    full = _train(workdir, "stop_full", *common)
+    part = _train(workdir, "stop_split", *common, "stop_at_step=3")
+    assert full["steps"] == 6 and part["steps"] == 3
+    rest = _train(workdir, "stop_split", *common)  # the same folder: resumes at step 3
+    assert rest["steps"] == 6
+    a, b = (load_policy(Path(s["checkpoint"])).state_dict() for s in (full, rest))
+    for k in a:  # a stop that shortened the learning-rate schedule would change the weights
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    with pytest.raises(SystemExit):
+        parse_args(["task=reach", "stop_at_step=0", "policy.encoder.kind=cnn"])
+    assert "stop_at_step must be a positive step count" in capsys.readouterr().err
+
+
 
 def test_train_policy_needs_a_generator_for_enerverse(workdir: Path) -> None:
     r = run_module(workdir, "policies.train", "task=reach", "preset=tiny", "store=store", check=False)

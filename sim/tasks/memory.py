@@ -30,6 +30,7 @@ class MemoryTask(Task):
         ("plate_a_rgb", 3),
         ("plate_b_rgb", 3),
         ("lamp_rgb", 3),
+        ("cued_plate", 3),
     ]
     tolerance = 0.04
 
@@ -59,6 +60,9 @@ class MemoryTask(Task):
             "plate_a_rgb": rgba[self.model.geom("plate_a_geom").id, :3].copy(),
             "plate_b_rgb": rgba[self.model.geom("plate_b_geom").id, :3].copy(),
             "lamp_rgb": rgba[self.model.geom("lamp_geom").id, :3].copy(),
+            # the answer the policy has to remember; experts read the lamp instead, but the policy's
+            # auxiliary object-state loss (policy.aux_weight) uses it to teach what to keep in memory
+            "cued_plate": self.body_pos(self.cued),
         }
 
     def on_plate(self, plate: str) -> bool:
