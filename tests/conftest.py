@@ -14,6 +14,8 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("LP_NUM_THREADS", "0")
 
+pytest_plugins = ["helpers.store_testing"]  # the episode-store tests' ``store`` fixture
+
 
 def run_torchrun(args: list[str], cwd, port: int, timeout: int = 300):
     """``python -m torch.distributed.run --nproc_per_node 2`` on ``args`` (one thread per rank)."""

@@ -286,7 +286,8 @@ def test_history_is_bounded_and_keeps_frame_times(enerverse_policy: Path) -> Non
     times = [t for t, _, _ in rt.history[0]]
     assert len(times) <= 8 and times[0] == 0 and times[-1] == 39 and times == sorted(times)
 
-def test_stop_at_step_keeps_the_schedule_and_resume_matches_an_uninterrupted_run(workdir: Path, capsys) -> None:
+
+def test_stop_at_step_keeps_the_schedule_and_resume_matches_a_full_run(workdir: Path, capsys) -> None:
     from policies.io import load_policy
     from policies.train import parse_args
 
@@ -302,7 +303,6 @@ def test_stop_at_step_keeps_the_schedule_and_resume_matches_an_uninterrupted_run
     with pytest.raises(SystemExit):
         parse_args(["task=reach", "stop_at_step=0", "policy.encoder.kind=cnn"])
     assert "stop_at_step must be a positive step count" in capsys.readouterr().err
-
 
 
 def test_train_policy_needs_a_generator_for_enerverse(workdir: Path) -> None:
