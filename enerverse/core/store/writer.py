@@ -208,13 +208,10 @@ class EpisodeWriter:
                 raise ValueError(f"{name}: expected a floating dtype, got {arr.dtype}")
             if name in ndims and (arr.ndim != ndims[name] or arr.size == 0):
                 raise ValueError(f"{name}: expected a non-empty {ndims[name]}-D array, got shape {arr.shape}")
-        if self._spec is None:
+        if self._spec is None:  # frame 0 fixes every key's shape and dtype for the episode
             H, W = rgb.shape[1:3]
-            spec = {k: (a.shape, a.dtype) for k, a in given.items()}
-            spec["rgb"] = ((V, H, W, 3), rgb.dtype)
-            spec["T_cam_world"] = ((V, 4, 4), given["T_cam_world"].dtype)
-            if depth is not None:
-                spec["depth"] = ((V, H, W), given["depth"].dtype)
+            by_layout = {"rgb": (V, H, W, 3), "T_cam_world": (V, 4, 4), "depth": (V, H, W)}
+            spec = {k: (by_layout.get(k, a.shape), a.dtype) for k, a in given.items()}
         else:
             spec = self._spec
             for key in OPTIONAL_FRAME_KEYS:
