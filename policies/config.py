@@ -33,6 +33,10 @@ class EncoderConfig:
     shift: int = 4
     """cnn: random-shift augmentation in training, in pixels (each image is translated by up to this
     much with edge padding, the random crop of Diffusion Policy); 0 = off"""
+    feature_shift: float = 0.0
+    """enerverse: the same augmentation in feature space (the frozen generator's features are computed
+    once, so the images cannot be shifted): each cached feature map is translated in training by a
+    random real offset of up to this many input pixels (bilinear, edge padding); 0 = off"""
 
 
 @dataclass
@@ -97,6 +101,8 @@ class PolicyConfig:
             )
         if self.encoder.shift < 0:
             raise ConfigError(f"encoder.shift must be >= 0, got {self.encoder.shift}")
+        if not self.encoder.feature_shift >= 0:
+            raise ConfigError(f"encoder.feature_shift must be >= 0 pixels, got {self.encoder.feature_shift}")
         if not self.aux_weight >= 0:
             raise ConfigError(f"aux_weight must be >= 0, got {self.aux_weight}")
         if self.n_memory < 1:

@@ -60,13 +60,22 @@ class KeypointPool(nn.Module):
 
 
 class FutureSpaceTokens(nn.Module):
-    """Generator features [B, V, T, C, h, w] -> tokens [B, T, D] (pool over views and space + MLP)."""
+    """Generator features [B, V, T, C, h, w] -> tokens [B, T, D] (pool over views and space + MLP).
+
+    ``cell_px``: input pixels per feature cell (for ``cfg.feature_shift``, given in pixels)."""
 
     def __init__(
-        self, cfg: EncoderConfig, channels: int, views: int, spatial: int, frames: int, dim: int
+        self,
+        cfg: EncoderConfig,
+        channels: int,
+        views: int,
+        spatial: int,
+        frames: int,
+        dim: int,
+        cell_px: float = 8.0,
     ) -> None:
         super().__init__()
-        self.cfg, self.views, self.spatial = cfg, views, spatial
+        self.cfg, self.views, self.spatial, self.cell_px = cfg, views, spatial, cell_px
         heads = 4 if channels % 4 == 0 else 1
         self.pool: nn.Module | None = None
         width = channels
@@ -85,6 +94,11 @@ class FutureSpaceTokens(nn.Module):
                 f"expected features for {self.views} views at {self.spatial} positions, "
                 f"got {tuple(feats.shape)}"
             )
+        if self.training and self.cfg.feature_shift > 0:
+            maps = random_translate(
+                feats.float().reshape(B * V * T, C, h, w), self.cfg.feature_shift / self.cell_px
+            )
+            feats = maps.reshape(B, V, T, C, h, w)
         if self.pool is None:
             pooled = feats.float().mean(dim=(1, 4, 5))  # [B, T, C]: the paper's mean over views and space
         elif self.cfg.pool == "keypoints":
@@ -115,6 +129,19 @@ def random_shift(x: Tensor, pad: int) -> Tensor:
     ix = torch.arange(W, device=x.device)[None, :] + torch.randint(0, 2 * pad + 1, (N, 1), device=x.device)
     rows = x.gather(2, iy[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))  # [N, C, H, W+2p]
     return rows.gather(3, ix[:, None, None, :].expand(-1, x.shape[1], H, -1))
+
+
+def random_translate(x: Tensor, max_cells: float) -> Tensor:
+    """Translate each map [N, C, h, w] by a random real offset in [-max_cells, max_cells] cells per axis
+    (bilinear interpolation, border padding)."""
+    N, _, h, w = x.shape
+    offset = (torch.rand(N, 2, device=x.device) * 2 - 1) * max_cells  # [N, 2] (x, y) in cells
+    theta = torch.zeros(N, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, 0, 2] = -offset[:, 0] * 2 / w  # the sampling grid moves against the content
+    theta[:, 1, 2] = -offset[:, 1] * 2 / h
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class ImageTokens(nn.Module):

@@ -85,8 +85,9 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
 
     The generator and the normalisation statistics stay ``policy``'s own (its generator and its
     training data's). The two must share their policy settings, views and resolution (the DDIM step
-    count and the auxiliary loss weight may differ: the auxiliary head is loaded when both have one of
-    the same size); otherwise ValueError listing the differences. Returns the loaded tensor names."""
+    count, the auxiliary loss weight and the shift augmentations may differ: the auxiliary head is
+    loaded when both have one of the same size); otherwise ValueError listing the differences.
+    Returns the loaded tensor names."""
     src = load_policy(folder, policy.device)
 
     def settings(p) -> dict:  # what gives the weights their meaning (DDIM steps at inference do not)
@@ -94,6 +95,8 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
         d["head"] = {k: v for k, v in d["head"].items() if k != "sample_steps"}
         d.pop("preset", None)
         d.pop("aux_weight", None)
+        for k in ("shift", "feature_shift"):  # training-time augmentation
+            d["encoder"].pop(k, None)
         return {**d, "views": list(p.meta["views"]), "resolution": p.meta["resolution"]}
 
     a, b = settings(src), settings(policy)

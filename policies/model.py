@@ -55,7 +55,13 @@ class DiffusionPolicy(nn.Module):
             lat = g.resolution // g.codec.factor // generator.denoiser.feature_downsampling(block)
             self.frames = g.memory.n_memory + g.memory.chunk
             self.encoder = FutureSpaceTokens(
-                cfg.encoder, generator.denoiser.feature_dim(block), V, lat * lat, self.frames, D
+                cfg.encoder,
+                generator.denoiser.feature_dim(block),
+                V,
+                lat * lat,
+                self.frames,
+                D,
+                cell_px=g.resolution / lat,
             )
             self.text_key = (g.text_encoder, g.text_model_path)
         else:

@@ -56,6 +56,25 @@ def test_random_shift_translates_each_image_with_edge_padding() -> None:
     assert torch.equal(random_shift(x, 0), x)
 
 
+def test_feature_translation_moves_each_map_by_a_bounded_real_offset() -> None:
+    from policies.encoders import random_translate
+
+    torch.manual_seed(0)
+    h = w = 8
+    ramp_x = torch.arange(w, dtype=torch.float32).expand(h, w)  # value = column
+    x = torch.stack([ramp_x, ramp_x.T], 0)[None].repeat(64, 1, 1, 1)  # [64, 2, 8, 8]: x ramp, y ramp
+    y = random_translate(x, 0.5)
+    inner = (slice(None), slice(2, -2), slice(2, -2))  # away from the edge-padded border
+    dx = (x[:, 0] - y[:, 0])[inner]  # content moved right by dx: the value at column j came from j - dx
+    dy = (x[:, 1] - y[:, 1])[inner]
+    for d in (dx, dy):
+        per_map = d.flatten(1)
+        torch.testing.assert_close(per_map, per_map[:, :1].expand_as(per_map))  # one offset per map
+        assert per_map.abs().max() <= 0.5 + 1e-5 and per_map[:, 0].std() > 0.1  # bounded, drawn per map
+        assert (per_map[:, 0] - per_map[:, 0].round()).abs().max() > 0.05  # fractional, not whole cells
+    torch.testing.assert_close(random_translate(x, 0.0), x)
+
+
 @pytest.fixture(scope="module")
 def workdir(policy_workdir: Path) -> Path:
     return policy_workdir
@@ -67,7 +86,10 @@ def _train(workdir: Path, out: str, *extra: str) -> dict:
 
 @pytest.fixture(scope="module")
 def enerverse_policy(workdir: Path) -> Path:
-    s = _train(workdir, "pol_ev", f"generator={workdir / 'gen' / 'checkpoint'}", "train.steps=5")
+    gen = f"generator={workdir / 'gen' / 'checkpoint'}"
+    s = _train(
+        workdir, "pol_ev", gen, "train.steps=5", "policy.encoder.feature_shift=4"
+    )  # shift: training only
     assert s["steps"] == 5 and s["encoder"] == "enerverse"
     return Path(s["checkpoint"])
 
