@@ -154,6 +154,24 @@ def test_memory_cue_is_only_shown_at_the_start() -> None:
         env.close()
 
 
+@pytest.mark.parametrize(
+    "task, first, second", [("memory", "plate_a", "plate_b"), ("long_horizon", "cube_a", "cube_b")]
+)
+def test_look_alike_objects_are_named_by_position(task: str, first: str, second: str) -> None:
+    """Two objects of one kind (random colours) are named by where they start, so the auxiliary loss's
+    per-name targets can be read from an image: ``first`` has the smaller y."""
+    env = _env(task)
+    try:
+        for seed in range(8):
+            obs, _ = env.reset(seed=seed)
+            p = env.task.decode_privileged(obs["privileged"])
+            assert p[first][1] < p[second][1], (
+                f"seed {seed}: {first} {p[first][:2]}, {second} {p[second][:2]}"
+            )
+    finally:
+        env.close()
+
+
 def test_memory_wrong_plate_fails() -> None:
     env = _env("memory")
     try:

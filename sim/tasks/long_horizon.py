@@ -23,7 +23,9 @@ class LongHorizonTask(Task):
     def randomize(self, rng: np.random.Generator) -> None:
         bin_pos = np.array([rng.uniform(0.46, 0.56), rng.uniform(-0.29, -0.25), 0.0])
         self.set_mocap("bin", bin_pos)
-        a, b = sample_xy(rng, 2, (0.38, 0.10), (0.62, 0.25), 0.11)
+        a, b = sorted(sample_xy(rng, 2, (0.38, 0.10), (0.62, 0.25), 0.11), key=lambda p: p[1])
+        # cube_a is the one nearer the bin (smaller y), so its name means something in an image (the
+        # policies' auxiliary object-state loss regresses each cube by name)
         self.set_free_pose("cube_a", np.array([*a, CUBE_HALF]), rng.uniform(-np.pi / 4, np.pi / 4))
         self.set_free_pose("cube_b", np.array([*b, CUBE_HALF]), rng.uniform(-np.pi / 4, np.pi / 4))
         j = self.model.joint("bin_lid_joint")

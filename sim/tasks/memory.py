@@ -36,6 +36,8 @@ class MemoryTask(Task):
 
     def randomize(self, rng: np.random.Generator) -> None:
         cube, pa, pb = sample_xy(rng, 3, (0.38, -0.22), (0.62, 0.22), 0.13)
+        pa, pb = sorted((pa, pb), key=lambda p: p[1])  # plate_a is the one on the right (smaller y): the
+        # names then mean something in an image, which the policies' auxiliary object-state loss needs
         self.set_free_pose("cube", np.array([*cube, CUBE_HALF]), rng.uniform(-np.pi / 4, np.pi / 4))
         self.set_mocap("plate_a", np.array([*pa, 0.001]))
         self.set_mocap("plate_b", np.array([*pb, 0.001]))
