@@ -159,6 +159,7 @@ def evaluate(
             done[n:] = True  # padding envs of a last, partial batch are ignored
             success = np.zeros(num_envs, dtype=bool)
             length = np.zeros(num_envs, dtype=int)
+            stage = np.full(num_envs, -1)  # most stages done so far (-1: the task reports none)
             show = [i for i in range(n) if start + i < videos]
             clips = {i: [obs["rgb"][i]] for i in show}
             imagine_fn = getattr(policy, "imagine", None) if imagine else None
@@ -180,6 +181,10 @@ def evaluate(
                     live = ~done
                     length[live] += 1
                     success[live] |= np.asarray(info["success"], dtype=bool)[live]
+                    if "stages_done" in info:
+                        stage[live] = np.maximum(
+                            stage[live], np.asarray(info["stages_done"], dtype=int)[live]
+                        )
                     if observe is not None and j < chunk.shape[1] - 1:
                         observe(obs)  # the next act() sees the observation after the last action
                     for i in show:
@@ -193,7 +198,9 @@ def evaluate(
                     if ended.any():  # idle envs restart (results ignored) so the batch can keep stepping
                         obs, _ = venv.reset(options={"reset_mask": ended})
             per_episode += [
-                {"seed": seeds[i], "success": bool(success[i]), "length": int(length[i])} for i in range(n)
+                {"seed": seeds[i], "success": bool(success[i]), "length": int(length[i])}
+                | ({"stages_done": int(stage[i])} if stage[i] >= 0 else {})
+                for i in range(n)
             ]
             for i in show:
                 real = np.stack(clips[i])
@@ -214,9 +221,22 @@ def evaluate(
         "success_rate": k / episodes,
         "ci95": [lo, hi],
         "mean_length": float(np.mean([e["length"] for e in per_episode])),
+        **stages_reached(task, per_episode),
         "per_episode": per_episode,
         "frames": frames,
     }
+
+
+def stages_reached(task: str, per_episode: list[dict]) -> dict:
+    """``{"stages": {stage name: fraction of episodes that got at least that far}}`` for tasks that
+    report stages (partial credit on long tasks), else ``{}``."""
+    done = [e["stages_done"] for e in per_episode if "stages_done" in e]
+    if not done or len(done) != len(per_episode):
+        return {}
+    names = list(TASKS[task].stage_names) if task in TASKS else []  # Meta-World: numbered stages
+    n = max(len(names), max(done))
+    names += [f"stage {k + 1}" for k in range(len(names), n)]
+    return {"stages": {names[k]: float(np.mean([d > k for d in done])) for k in range(n)}}
 
 
 def success_plot(rows: list[dict], path: Path) -> Path:
@@ -315,6 +335,8 @@ def format_table(rows: list[dict]) -> str:
             f"{r['task']:<28} {r['episodes']:>8} {r['success_rate']:>8.3f} "
             f"{f'[{lo:.2f}, {hi:.2f}]':>15} {r['mean_length']:>9.1f}"
         )
+        if r.get("stages"):
+            lines.append("    reached: " + ", ".join(f"{k} {v:.2f}" for k, v in r["stages"].items()))
     return "\n".join(lines)
 
 

@@ -290,6 +290,8 @@ def test_eval_expert_writes_results(tmp_path: Path) -> None:
     assert results["policy"] == "expert"
     (row,) = results["tasks"]
     assert row["task"] == "pick_place" and row["successes"] == 2
+    assert row["stages"] == {"cube lifted": 1.0, "cube placed": 1.0}  # partial credit, here all of it
+    assert all(e["stages_done"] == 2 for e in row["per_episode"])
     assert [e["seed"] for e in row["per_episode"]] == [episode_seed(1000, 0), episode_seed(1000, 1)]
     assert (out / "success.png").is_file() and (out / "config.json").is_file()
     assert (out / "pick_place.mp4").is_file()
@@ -314,6 +316,9 @@ def test_evaluate_any_policy_with_partial_batches() -> None:
     assert [e["seed"] for e in res["per_episode"]] == [episode_seed(5, i) for i in range(3)]
     assert all(e["length"] == 12 for e in res["per_episode"])
     assert res["ci95"] == list(wilson_interval(0, 3))
+    assert "stages" not in res and "stages_done" not in res["per_episode"][0]  # reach has no stages
+    res = evaluate(_Noop(), "pick_place", episodes=2, num_envs=2, seed=5, env_kwargs=kw, show_progress=False)
+    assert res["stages"] == {"cube lifted": 0.0, "cube placed": 0.0}
 
 
 @pytest.mark.integration

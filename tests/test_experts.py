@@ -115,9 +115,9 @@ def test_unknown_task_expert() -> None:
 
 
 # --- memory: the cue matters ----------------------------------------------------------------------------
-def _memory_rollout(env: EnerVerseEnv, seed: int, choose) -> tuple[bool, str, str]:
+def _memory_rollout(env: EnerVerseEnv, seed: int, choose) -> tuple[bool, str, str, int]:
     """Run the memory expert, replacing its remembered plate with ``choose(remembered)`` after the first
-    act. Returns (success, cued plate, remembered plate)."""
+    act. Returns (success, cued plate, remembered plate, most stages done)."""
     expert = make_expert("memory")
     expert.reset()
     state = {"first": True, "remembered": None}
@@ -132,7 +132,8 @@ def _memory_rollout(env: EnerVerseEnv, seed: int, choose) -> tuple[bool, str, st
         return a
 
     infos = _run(env, seed, act)
-    return bool(infos[-1]["success"]), env.task.cued, state["remembered"]
+    stages = max(i["stages_done"] for i in infos)
+    return bool(infos[-1]["success"]), env.task.cued, state["remembered"], stages
 
 
 def test_memory_cue_is_only_shown_at_the_start() -> None:
@@ -176,11 +177,12 @@ def test_memory_wrong_plate_fails() -> None:
     env = _env("memory")
     try:
         for seed in (0, 4):
-            ok, cued, remembered = _memory_rollout(
+            ok, cued, remembered, stages = _memory_rollout(
                 env, seed, lambda p: "plate_b" if p == "plate_a" else "plate_a"
             )
             assert remembered == cued  # the expert read the cue correctly ...
             assert not ok, f"seed {seed}: success on the wrong plate"  # ... and the wrong plate fails
+            assert stages == 2  # progress: lifted, placed on a plate, but not on the cued one
     finally:
         env.close()
 
@@ -192,6 +194,6 @@ def test_memory_fixed_plate_succeeds_only_when_it_was_cued() -> None:
         outcomes = [_memory_rollout(env, seed, lambda p: "plate_a") for seed in (0, 1, 4, 5)]
     finally:
         env.close()
-    for ok, cued, _ in outcomes:
-        assert ok == (cued == "plate_a")
-    assert {cued for _, cued, _ in outcomes} == {"plate_a", "plate_b"}  # both cues occur
+    for ok, cued, _, stages in outcomes:
+        assert ok == (cued == "plate_a") and stages == (3 if ok else 2)
+    assert {cued for _, cued, _, _ in outcomes} == {"plate_a", "plate_b"}  # both cues occur

@@ -34,6 +34,8 @@ class Task:
     max_steps: ClassVar[int] = 100
     objects: ClassVar[list[ObjectSpec]] = []
     privileged_spec: ClassVar[list[tuple[str, int]]] = []
+    stage_names: ClassVar[list[str]] = []
+    """what ``progress()["stages_done"]`` = 1, 2, ... means (empty: the task reports no stages)"""
 
     def __init__(self) -> None:
         self.model: mujoco.MjModel | None = None
@@ -59,8 +61,13 @@ class Task:
         raise NotImplementedError
 
     def progress(self) -> dict:
-        """Optional per-stage progress for info dicts."""
+        """Optional per-stage progress for info dicts: ``stages_done`` (int, 0 .. len(stage_names)) and
+        anything else the task reports. ``ev-eval`` records the most stages done in each episode."""
         return {}
+
+    def lifted(self, body: str, height: float = 0.02) -> bool:
+        """Whether a cube's bottom is at least ``height`` above the table."""
+        return bool(self.body_pos(body)[2] > CUBE_HALF + height)
 
     # --- privileged state -----------------------------------------------------------------------
     def privileged_dict(self) -> dict[str, np.ndarray]:

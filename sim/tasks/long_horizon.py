@@ -19,6 +19,7 @@ class LongHorizonTask(Task):
     max_steps = 450
     objects = [ObjectSpec("cube_a", "cube"), ObjectSpec("cube_b", "cube"), ObjectSpec("bin", "bin", BIN_HALF)]
     privileged_spec = [("cube_a", 7), ("cube_b", 7), ("bin", 3), ("lid", 1), ("handle", 3)]
+    stage_names = ["one stage done", "two stages done", "all three done"]  # any order: a count
 
     def randomize(self, rng: np.random.Generator) -> None:
         bin_pos = np.array([rng.uniform(0.46, 0.56), rng.uniform(-0.29, -0.25), 0.0])

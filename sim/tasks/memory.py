@@ -32,6 +32,7 @@ class MemoryTask(Task):
         ("lamp_rgb", 3),
         ("cued_plate", 3),
     ]
+    stage_names = ["cube lifted", "cube on a plate", "cube on the cued plate"]
     tolerance = 0.04
 
     def randomize(self, rng: np.random.Generator) -> None:
@@ -74,3 +75,9 @@ class MemoryTask(Task):
 
     def success(self) -> bool:
         return self.on_plate(self.cued) and self.released()
+
+    def progress(self) -> dict:
+        if self.success():
+            return {"stages_done": 3}
+        placed = self.released() and (self.on_plate("plate_a") or self.on_plate("plate_b"))
+        return {"stages_done": 2 if placed else int(self.lifted("cube"))}

@@ -15,6 +15,7 @@ class PickPlaceTask(Task):
     max_steps = 160
     objects = [ObjectSpec("cube", "cube"), ObjectSpec("plate", "pad", 0.05)]
     privileged_spec = [("cube", 7), ("plate", 3)]
+    stage_names = ["cube lifted", "cube placed"]
     tolerance = 0.04
 
     def randomize(self, rng: np.random.Generator) -> None:
@@ -32,3 +33,6 @@ class PickPlaceTask(Task):
     def success(self) -> bool:
         d = np.linalg.norm(self.body_pos("cube")[:2] - self.body_pos("plate")[:2])
         return bool(d < self.tolerance and self.resting_on_table("cube") and self.released())
+
+    def progress(self) -> dict:
+        return {"stages_done": 2 if self.success() else int(self.lifted("cube"))}
