@@ -261,6 +261,8 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
     params = [p for p in policy.parameters() if p.requires_grad]
     tr = Trainer(policy, cfg.train, run_dir / "policy", identity, device, params=params, name="policy")
     tr.resume()
+    if cfg.stop_at_step is not None and tr.step >= cfg.stop_at_step:
+        tr.s.steps = min(tr.s.steps, tr.step)  # resumed at or past the stop: train no further step
     t1 = time.perf_counter()
     losses = tr.fit(
         lambda st: epoch_batches(
