@@ -227,9 +227,8 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
     def on_step(tr: Trainer) -> None:
         if cfg.sample_every and tr.step % cfg.sample_every == 0 and tr.rank == 0:
             write_sample_grid(tr.ema or gen, held, run_dir / "samples" / f"step_{tr.step:08d}", seed=cfg.seed)
-        if deadline is not None and time.perf_counter() > deadline and tr.step < tr.s.steps:
-            tr.save()
-            tr.s.steps = tr.step  # stop here; resuming continues toward the configured steps
+        if deadline is not None and time.perf_counter() > deadline:
+            tr.stop()  # checkpoint and end here; resuming continues toward train.steps
 
     gt = Trainer(
         gen,

@@ -251,9 +251,8 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
     def on_step(tr: Trainer) -> None:
         out_of_time = deadline is not None and time.perf_counter() > deadline
         at_stop = cfg.stop_at_step is not None and tr.step >= cfg.stop_at_step
-        if (out_of_time or at_stop) and tr.step < tr.s.steps:
-            tr.save()
-            tr.s.steps = tr.step  # stop here; resuming continues toward the configured steps
+        if out_of_time or at_stop:
+            tr.stop()  # checkpoint and end here; resuming continues toward train.steps
 
     batch_size = min(cfg.batch_size, len(data))
     if batch_size < cfg.batch_size:
@@ -262,7 +261,7 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
     tr = Trainer(policy, cfg.train, run_dir / "policy", identity, device, params=params, name="policy")
     tr.resume()
     if cfg.stop_at_step is not None and tr.step >= cfg.stop_at_step:
-        tr.s.steps = min(tr.s.steps, tr.step)  # resumed at or past the stop: train no further step
+        tr.stop_at = tr.step  # resumed at or past the stop: train no further step
     t1 = time.perf_counter()
     losses = tr.fit(
         lambda st: epoch_batches(

@@ -194,10 +194,12 @@ def test_bad_inputs_get_clear_errors(tiny: EnerVerseGenerator) -> None:
         EnerVerseGenerator(cfg)
 
 
-def _trainer(run_dir: Path, steps: int) -> tuple[Trainer, EnerVerseGenerator]:
+def _trainer(run_dir: Path, steps: int, schedule: str = "constant") -> tuple[Trainer, EnerVerseGenerator]:
     torch.manual_seed(0)
     g = EnerVerseGenerator(get_preset("tiny"))
-    s = TrainSettings(steps=steps, lr=1e-3, warmup_steps=2, ckpt_every=2, log_every=100, ema_decay=0.9)
+    s = TrainSettings(
+        steps=steps, lr=1e-3, warmup_steps=2, schedule=schedule, ckpt_every=2, log_every=100, ema_decay=0.9
+    )
     tr = Trainer(g, s, run_dir, {"test": 1}, "cpu", params=list(g.denoiser.parameters()), name="generator")
     return tr, g
 
@@ -225,6 +227,20 @@ def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tmp_path: Path
     assert second.resume() and second.step == 2
     losses_rest = second.fit(_batches(g2))
     np.testing.assert_allclose(losses_rest, losses_full[2:], rtol=1e-5)
+    for (k, a), b in zip(g_full.state_dict().items(), g2.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+
+
+def test_stop_ends_fit_with_a_checkpoint_and_keeps_the_schedule(tmp_path: Path) -> None:
+    full, g_full = _trainer(tmp_path / "full", 6, "cosine")
+    losses_full = full.fit(_batches(g_full))
+    first, g1 = _trainer(tmp_path / "split", 6, "cosine")
+    first.fit(_batches(g1), lambda tr: tr.stop() if tr.step == 3 else None)  # 3: between checkpoints
+    assert first.step == 3 and first.s.steps == 6  # the settings (schedule, recorded config) keep 6
+    assert (tmp_path / "split" / "step_00000003").is_dir()
+    second, g2 = _trainer(tmp_path / "split", 6, "cosine")
+    assert second.resume() and second.step == 3
+    np.testing.assert_allclose(second.fit(_batches(g2)), losses_full[3:], rtol=1e-5)
     for (k, a), b in zip(g_full.state_dict().items(), g2.state_dict().values()):
         torch.testing.assert_close(a, b, msg=k)
 

@@ -317,6 +317,8 @@ def test_stop_at_step_keeps_the_schedule_and_resume_matches_a_full_run(workdir: 
     full = _train(workdir, "stop_full", *common)
     part = _train(workdir, "stop_split", *common, "stop_at_step=3")
     assert full["steps"] == 6 and part["steps"] == 3
+    saved = json.loads((Path(part["checkpoint"]) / "config.json").read_text())
+    assert saved["step"] == 3 and saved["train"]["train"]["steps"] == 6  # the config keeps the schedule
     assert _train(workdir, "stop_split", *common, "stop_at_step=3")["steps"] == 3  # same command: no step
     rest = _train(workdir, "stop_split", *common)  # the same folder: resumes at step 3
     assert rest["steps"] == 6

@@ -119,6 +119,7 @@ class Trainer:
         name: str = "train",
     ) -> None:
         self.s, self.device, self.name = settings, device, name
+        self.stop_at = settings.steps  # fit() ends here; stop() moves it earlier, the schedule keeps s.steps
         self.config = json.loads(json.dumps(to_jsonable(config)))  # as it reads back from config.json
         self.run_dir = Path(run_dir)
         self.rank, self.local_rank, self.world = distributed_info()
@@ -170,6 +171,14 @@ class Trainer:
         for p in old[: max(0, len(old) - self.s.keep_checkpoints + 1)]:
             shutil.rmtree(p, ignore_errors=True)
         return path
+
+    def stop(self) -> None:
+        """End :meth:`fit` after the current step, with a checkpoint. The settings (and so the learning-rate
+        schedule and the recorded config) keep ``steps``, so resuming continues toward it."""
+        if self.step < self.stop_at:
+            if self.step < self.s.steps:
+                self.save()
+            self.stop_at = self.step
 
     def resume(self) -> bool:
         """Load the newest checkpoint of ``run_dir`` if there is one; True when resumed."""
@@ -223,8 +232,9 @@ class Trainer:
     def fit(
         self, batches: Callable[[dict], Iterator[Any]], on_step: Callable[[Trainer], None] | None = None
     ) -> list[float]:
-        """Train until ``settings.steps``. ``batches(data_state)`` yields batches from the stored position
-        and must advance ``data_state`` ("epoch", "index") as it goes, so resume continues exactly."""
+        """Train until ``settings.steps`` (or :attr:`stop_at`). ``batches(data_state)`` yields batches from
+        the stored position and must advance ``data_state`` ("epoch", "index") as it goes, so resume
+        continues exactly."""
         losses: list[float] = []
         bar = progress(
             total=self.s.steps,
@@ -236,7 +246,7 @@ class Trainer:
         it = batches(self.data_state)
         net = self.ddp or self.model
         self.model.train()
-        while self.step < self.s.steps:
+        while self.step < min(self.s.steps, self.stop_at):
             batch = to_device(next(it), self.device)
             autocast = (
                 torch.autocast("cuda", dtype=torch.bfloat16)
