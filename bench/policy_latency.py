@@ -1,14 +1,15 @@
 """Policy latency: milliseconds per action chunk for EnerVerse-A and the image baseline, same run.
 
-    python bench/policy_latency.py [--presets tiny,small] [--repeats 10]
+    python bench/policy_latency.py [--presets tiny,small] [--repeats 30]
 
 For each preset: a generator of that preset (random weights: latency does not depend on training)
 with an EnerVerse-A policy, and the baseline (same head, CNN encoder), both behind ``PolicyRuntime``
 with a 20-frame history. One chunk = observe + one generator forward over [memory + noise frames]
 (EnerVerse-A) or the CNN over the memory frames (baseline) + the head's DDIM steps. Reported: median
-and p90 ms per chunk over ``repeats`` chunks after a warm-up, the ratio EnerVerse-A / baseline, and peak
-memory (CUDA: allocated; CPU: the process's peak RSS so far, which only grows, so it is an upper
-bound for the later rows). ``base`` runs only with CUDA. Writes JSON under outputs/bench/policy_latency/.
+and p90 ms per chunk over ``repeats`` chunks after a warm-up, timed alternately (one chunk of each
+policy in turn, so both see the same load), the ratio EnerVerse-A / baseline, and peak memory (CUDA:
+allocated during one chunk of that policy alone; CPU: the process's peak RSS so far, which only grows,
+so it is an upper bound). ``base`` runs only with CUDA. Writes JSON under outputs/bench/policy_latency/.
 """
 
 from __future__ import annotations
@@ -67,50 +68,61 @@ def policies_for(preset: str, device: str) -> dict[str, DiffusionPolicy]:
     return {k: p.to(device).eval() for k, p in out.items()}
 
 
-def bench(policy: DiffusionPolicy, device: str, repeats: int) -> dict:
-    rt = PolicyRuntime(policy, device)
-    rt.reset("put the red cube on the blue plate")
-    rng = np.random.default_rng(0)
-    V, R = len(rt.views), rt.resolution
-    for _ in range(20):
-        rt.observe(observation(V, R, rng))
+def bench(pols: dict[str, DiffusionPolicy], device: str, repeats: int) -> dict[str, dict]:
+    """Time ``repeats`` chunks per policy, alternating between the policies chunk by chunk so that
+    every policy sees the same machine load (this CPU is a shared VM whose speed drifts)."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     amp = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if device == "cuda"
         else torch.autocast("cpu", enabled=False)
     )
-    times = []
+    runtimes, rngs, times = {}, {}, {}
+    for name, policy in pols.items():
+        rt = PolicyRuntime(policy, device)
+        rt.reset("put the red cube on the blue plate")
+        rngs[name] = rng = np.random.default_rng(0)
+        V, R = len(rt.views), rt.resolution
+        for _ in range(20):
+            rt.observe(observation(V, R, rng))
+        with amp:
+            rt.act(observation(V, R, rng))  # warm-up
+        runtimes[name], times[name] = rt, []
     with amp:
-        rt.act(observation(V, R, rng))  # warm-up
         for _ in range(repeats):
-            o = observation(V, R, rng)
-            sync()
-            t0 = time.perf_counter()
-            rt.act(o)
-            sync()
-            times.append((time.perf_counter() - t0) * 1000)
-    peak = (
-        torch.cuda.max_memory_allocated() / 2**20
-        if device == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
+            for name, rt in runtimes.items():
+                o = observation(len(rt.views), rt.resolution, rngs[name])
+                sync()
+                t0 = time.perf_counter()
+                rt.act(o)
+                sync()
+                times[name].append((time.perf_counter() - t0) * 1000)
+        peak = {}
+        for name, rt in runtimes.items():  # CUDA: one more chunk per policy, alone; CPU: the process's RSS
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+                rt.act(observation(len(rt.views), rt.resolution, rngs[name]))
+                sync()
+                peak[name] = torch.cuda.max_memory_allocated() / 2**20
+            else:
+                peak[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
-        "ms_per_chunk_median": float(np.median(times)),
-        "ms_per_chunk_p90": float(np.percentile(times, 90)),
-        "params_M": policy.num_parameters() / 1e6,
-        "peak_memory_MiB": peak,
-        "horizon": rt.horizon,
-        "ddim_steps": policy.cfg.head.sample_steps,
+        name: {
+            "ms_per_chunk_median": float(np.median(times[name])),
+            "ms_per_chunk_p90": float(np.percentile(times[name], 90)),
+            "params_M": pols[name].num_parameters() / 1e6,
+            "peak_memory_MiB": peak[name],
+            "horizon": runtimes[name].horizon,
+            "ddim_steps": pols[name].cfg.head.sample_steps,
+        }
+        for name in pols
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--presets", default="tiny,small")
-    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -120,9 +132,7 @@ def main() -> None:
     rows = []
     for preset, device in jobs:
         pols = policies_for(preset, device)
-        r = {"preset": preset, "device": device}
-        for name, pol in pols.items():
-            r[name] = bench(pol, device, args.repeats)
+        r = {"preset": preset, "device": device, **bench(pols, device, args.repeats)}
         r["ratio_enerverse_over_baseline"] = (
             r["enerverse"]["ms_per_chunk_median"] / r["baseline"]["ms_per_chunk_median"]
         )

@@ -33,13 +33,43 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.ada.weight)
         nn.init.zeros_(self.ada.bias)
 
-    def forward(self, x: Tensor, t_emb: Tensor, cond: Tensor, cond_pad: Tensor | None) -> Tensor:
-        """x [B, H, D] action tokens, t_emb [B, D], cond [B, L, D], cond_pad [B, L] (True = padding)."""
+    def cross_kv(self, cond: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values [B, heads, L, D/heads] of the condition tokens cond [B, L, D]. They do not
+        depend on the noisy chunk, so sampling computes them once for all DDIM steps."""
+        a = self.cross_attn
+        D = a.embed_dim
+        k = F.linear(cond, a.in_proj_weight[D : 2 * D], a.in_proj_bias[D : 2 * D])
+        v = F.linear(cond, a.in_proj_weight[2 * D :], a.in_proj_bias[2 * D :])
+        return self._heads(k), self._heads(v)
+
+    def _heads(self, x: Tensor) -> Tensor:  # [B, N, D] -> [B, heads, N, D/heads]
+        B, N, D = x.shape
+        return x.view(B, N, self.cross_attn.num_heads, D // self.cross_attn.num_heads).transpose(1, 2)
+
+    def _cross(self, h: Tensor, kv: tuple[Tensor, Tensor], cond_pad: Tensor | None) -> Tensor:
+        """Cross-attention of h [B, H, D] to cached keys/values, with the weights of ``cross_attn``."""
+        a = self.cross_attn
+        D = a.embed_dim
+        q = self._heads(F.linear(h, a.in_proj_weight[:D], a.in_proj_bias[:D]))
+        mask = None if cond_pad is None else ~cond_pad[:, None, None, :]  # True = attend
+        drop = a.dropout if self.training else 0.0
+        o = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, dropout_p=drop)
+        return a.out_proj(o.transpose(1, 2).reshape(h.shape))
+
+    def forward(
+        self,
+        x: Tensor,
+        t_emb: Tensor,
+        cond: Tensor,
+        cond_pad: Tensor | None,
+        kv: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """x [B, H, D] action tokens, t_emb [B, D], cond [B, L, D], cond_pad [B, L] (True = padding);
+        ``kv``: this block's :meth:`cross_kv` of ``cond``, when the caller cached it."""
         s1, b1, g1, s2, b2, g2 = self.ada(F.silu(t_emb))[:, None].chunk(6, dim=-1)
         h = self.norm1(x) * (1 + s1) + b1
         x = x + g1 * self.self_attn(h, h, h, need_weights=False)[0]
-        h = self.norm_x(x)
-        x = x + self.cross_attn(h, cond, cond, key_padding_mask=cond_pad, need_weights=False)[0]
+        x = x + self._cross(self.norm_x(x), kv if kv is not None else self.cross_kv(cond), cond_pad)
         h = self.norm2(x) * (1 + s2) + b2
         return x + g2 * self.mlp(h)
 
@@ -71,8 +101,16 @@ class ActionHead(nn.Module):
         self.train_scheduler = DDPMScheduler(**common)
         self._ddim = common
 
-    def forward(self, noisy: Tensor, t: Tensor, cond: Tensor, cond_pad: Tensor | None = None) -> Tensor:
-        """noisy [B, H, A], t [B] (int), cond [B, L, D] -> predicted clean chunk [B, H, A]."""
+    def forward(
+        self,
+        noisy: Tensor,
+        t: Tensor,
+        cond: Tensor,
+        cond_pad: Tensor | None = None,
+        kv: list[tuple[Tensor, Tensor]] | None = None,
+    ) -> Tensor:
+        """noisy [B, H, A], t [B] (int), cond [B, L, D] -> predicted clean chunk [B, H, A]; ``kv``: the
+        blocks' cached condition keys/values (:meth:`cross_kv`)."""
         B, H, A = noisy.shape
         if (H, A) != (self.cfg.horizon, self.cfg.action_dim):
             raise ValueError(
@@ -81,10 +119,14 @@ class ActionHead(nn.Module):
             )
         t_emb = self.t_mlp(sinusoidal(t, self.cfg.dim))
         x = self.inp(noisy) + self.pos
-        for blk in self.blocks:
-            x = blk(x, t_emb, cond, cond_pad)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, t_emb, cond, cond_pad, None if kv is None else kv[i])
         shift, scale = self.ada_out(F.silu(t_emb))[:, None].chunk(2, dim=-1)
         return self.out(self.norm_out(x) * (1 + scale) + shift)
+
+    def cross_kv(self, cond: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Every block's cross-attention keys/values of cond [B, L, D]."""
+        return [blk.cross_kv(cond) for blk in self.blocks]
 
     def loss(
         self, actions: Tensor, cond: Tensor, cond_pad: Tensor | None, generator: torch.Generator | None = None
@@ -109,7 +151,8 @@ class ActionHead(nn.Module):
         sched = DDIMScheduler(**self._ddim)
         sched.set_timesteps(steps or self.cfg.sample_steps)
         x = torch.randn((B, self.cfg.horizon, self.cfg.action_dim), generator=generator).to(cond.device)
+        kv = self.cross_kv(cond)  # the condition is the same at every step
         for t in sched.timesteps:
-            x0 = self(x, t.expand(B).to(cond.device), cond, cond_pad)
+            x0 = self(x, t.expand(B).to(cond.device), cond, cond_pad, kv)
             x = sched.step(x0, t, x, generator=generator).prev_sample
         return x.clamp(-1, 1)

@@ -39,6 +39,25 @@ def test_head_shapes_and_sampling() -> None:
         head(torch.randn(3, 4, 7), torch.zeros(3, dtype=torch.long), cond, pad)
 
 
+def test_cached_cross_attention_equals_multihead_attention() -> None:
+    """The head's cross-attention on cached keys/values computes what nn.MultiheadAttention does with
+    the same weights (so checkpoints keep their meaning), padding included."""
+    cfg = HeadConfig(dim=32, depth=2, heads=4, horizon=8, action_dim=7, train_timesteps=50, sample_steps=4)
+    torch.manual_seed(0)
+    head = ActionHead(cfg).eval()
+    for p in head.parameters():  # the adaLN gates start at zero: give every path a say
+        torch.nn.init.normal_(p, std=0.2)
+    blk = head.blocks[0]
+    h, cond = torch.randn(3, 8, 32), torch.randn(3, 5, 32)
+    pad = torch.zeros(3, 5, dtype=torch.bool)
+    pad[0, -2:] = True
+    ref = blk.cross_attn(h, cond, cond, key_padding_mask=pad, need_weights=False)[0]
+    torch.testing.assert_close(blk._cross(h, blk.cross_kv(cond), pad), ref)
+    x, t = torch.randn(3, 8, 7), torch.tensor([0, 10, 49])
+    torch.testing.assert_close(head(x, t, cond, pad, head.cross_kv(cond)), head(x, t, cond, pad))
+    assert not torch.allclose(head(x, t, cond, pad), head(x, t, cond, torch.zeros_like(pad)))  # padding matters
+
+
 def test_random_shift_translates_each_image_with_edge_padding() -> None:
     from policies.encoders import random_shift
 
