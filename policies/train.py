@@ -258,7 +258,8 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
     if batch_size < cfg.batch_size:
         print(f"[ev-train-policy] only {len(data)} decision points: batch size {batch_size}", file=sys.stderr)
     params = [p for p in policy.parameters() if p.requires_grad]
-    tr = Trainer(policy, cfg.train, run_dir / "policy", identity, device, params=params, name="policy")
+    defaults = {"policy": config_to_dict(get_policy_preset(cfg.policy.preset))}  # for settings added later
+    tr = Trainer(policy, cfg.train, run_dir / "policy", identity, device, params, "policy", defaults)
     tr.resume()
     if cfg.stop_at_step is not None and tr.step >= cfg.stop_at_step:
         tr.stop_at = tr.step  # resumed at or past the stop: train no further step

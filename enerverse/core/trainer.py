@@ -117,10 +117,14 @@ class Trainer:
         device: str = "cpu",
         params: list[nn.Parameter] | None = None,
         name: str = "train",
+        defaults: dict | None = None,
     ) -> None:
+        """``defaults``: ``config`` at default settings; a checkpoint written before a setting existed
+        resumes when the run uses that setting's default (see :func:`config_differences`)."""
         self.s, self.device, self.name = settings, device, name
         self.stop_at = settings.steps  # fit() ends here; stop() moves it earlier, the schedule keeps s.steps
         self.config = json.loads(json.dumps(to_jsonable(config)))  # as it reads back from config.json
+        self.defaults = json.loads(json.dumps(to_jsonable(defaults or {})))
         self.run_dir = Path(run_dir)
         self.rank, self.local_rank, self.world = distributed_info()
         self.distributed = init_distributed(device)
@@ -189,11 +193,10 @@ class Trainer:
         ts = ck.train_state or {}
         if ts.get("stage") not in (None, self.name):
             return False  # a checkpoint of another stage: start this one fresh
-        if ck.config != self.config:
-            keys = set(ck.config) | set(self.config)
-            diff = sorted(k for k in keys if ck.config.get(k) != self.config.get(k))
+        diff = config_differences(ck.config, self.config, self.defaults)
+        if diff:
             raise ValueError(
-                f"checkpoint {path} was written with another config (differs in {diff}); "
+                f"checkpoint {path} was written with another config (differs in {', '.join(diff)}); "
                 "use a new run directory or the same settings"
             )
         model_sd = {k: v for k, v in ck.state_dict.items() if not k.startswith("ema.")}
@@ -288,6 +291,25 @@ class Trainer:
         if self._tb is not None:
             self._tb.flush()
         return losses
+
+
+def config_differences(
+    stored: dict, current: dict, defaults: dict | None = None, prefix: str = ""
+) -> list[str]:
+    """Dotted paths where ``current`` differs from a checkpoint's ``stored`` config. A key missing from
+    ``stored`` (a setting added after the checkpoint was written) counts as its value in ``defaults``,
+    so an older run resumes as long as the new setting keeps its default."""
+    defaults = defaults or {}
+    out = []
+    for k in sorted(set(stored) | set(current)):
+        path, d = f"{prefix}{k}", defaults.get(k)
+        a = stored.get(k, d)
+        b = current.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, d if isinstance(d, dict) else {}, path + ".")
+        elif a != b:
+            out.append(path)
+    return out
 
 
 def epoch_batches(
