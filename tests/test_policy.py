@@ -55,7 +55,8 @@ def test_cached_cross_attention_equals_multihead_attention() -> None:
     torch.testing.assert_close(blk._cross(h, blk.cross_kv(cond), pad), ref)
     x, t = torch.randn(3, 8, 7), torch.tensor([0, 10, 49])
     torch.testing.assert_close(head(x, t, cond, pad, head.cross_kv(cond)), head(x, t, cond, pad))
-    assert not torch.allclose(head(x, t, cond, pad), head(x, t, cond, torch.zeros_like(pad)))  # padding matters
+    unpadded = head(x, t, cond, torch.zeros_like(pad))
+    assert not torch.allclose(head(x, t, cond, pad), unpadded)  # the padding mask matters
 
 
 def test_random_shift_translates_each_image_with_edge_padding() -> None:
