@@ -179,6 +179,7 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
     gen = EnerVerseGenerator(cfg.generator).to(device)
     full_cfg = config_to_dict(cfg)
     identity = run_identity(cfg)
+    defaults = {"generator": config_to_dict(get_preset(cfg.preset))}  # for settings added later
     t_start = time.perf_counter()
     summary: dict = {
         "task": cfg.task,
@@ -203,7 +204,13 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
         summary["codec_from"] = cfg.codec_from
     elif cfg.generator.codec.kind == "conv" and cfg.codec.steps > 0:  # --- stage 1: codec
         ct = Trainer(
-            LossModule(gen.codec, "loss"), cfg.codec, run_dir / "codec", identity, device, name="codec"
+            LossModule(gen.codec, "loss"),
+            cfg.codec,
+            run_dir / "codec",
+            identity,
+            device,
+            name="codec",
+            defaults=defaults,
         )
         ct.resume()
         if ct.step < cfg.codec.steps:
@@ -238,6 +245,7 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
         device,
         params=list(gen.denoiser.parameters()),
         name="generator",
+        defaults=defaults,
     )
     gt.resume()
     losses = gt.fit(lambda st: epoch_batches(len(data), cfg.batch_size, cfg.seed, st, get), on_step)

@@ -249,9 +249,7 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
     deadline = None if cfg.max_minutes is None else time.perf_counter() + 60 * cfg.max_minutes
 
     def on_step(tr: Trainer) -> None:
-        out_of_time = deadline is not None and time.perf_counter() > deadline
-        at_stop = cfg.stop_at_step is not None and tr.step >= cfg.stop_at_step
-        if out_of_time or at_stop:
+        if deadline is not None and time.perf_counter() > deadline:
             tr.stop()  # checkpoint and end here; resuming continues toward train.steps
 
     batch_size = min(cfg.batch_size, len(data))
@@ -259,10 +257,10 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
         print(f"[ev-train-policy] only {len(data)} decision points: batch size {batch_size}", file=sys.stderr)
     params = [p for p in policy.parameters() if p.requires_grad]
     defaults = {"policy": config_to_dict(get_policy_preset(cfg.policy.preset))}  # for settings added later
-    tr = Trainer(policy, cfg.train, run_dir / "policy", identity, device, params, "policy", defaults)
-    tr.resume()
-    if cfg.stop_at_step is not None and tr.step >= cfg.stop_at_step:
-        tr.stop_at = tr.step  # resumed at or past the stop: train no further step
+    tr = Trainer(
+        policy, cfg.train, run_dir / "policy", identity, device, params, "policy", defaults, cfg.stop_at_step
+    )
+    tr.resume()  # resumed at or past stop_at_step: fit() trains no step
     t1 = time.perf_counter()
     losses = tr.fit(
         lambda st: epoch_batches(

@@ -118,11 +118,14 @@ class Trainer:
         params: list[nn.Parameter] | None = None,
         name: str = "train",
         defaults: dict | None = None,
+        stop_at: int | None = None,
     ) -> None:
         """``defaults``: ``config`` at default settings; a checkpoint written before a setting existed
-        resumes when the run uses that setting's default (see :func:`config_differences`)."""
+        resumes when the run uses that setting's default (see :func:`config_differences`).
+        ``stop_at``: end :meth:`fit` at this step, with a checkpoint, while the learning-rate schedule
+        (and the recorded config) still spans ``settings.steps``; resuming continues toward it."""
         self.s, self.device, self.name = settings, device, name
-        self.stop_at = settings.steps  # fit() ends here; stop() moves it earlier, the schedule keeps s.steps
+        self.stop_at = settings.steps if stop_at is None else stop_at  # fit() ends here; see stop()
         self.config = json.loads(json.dumps(to_jsonable(config)))  # as it reads back from config.json
         self.defaults = json.loads(json.dumps(to_jsonable(defaults or {})))
         self.run_dir = Path(run_dir)
@@ -177,12 +180,9 @@ class Trainer:
         return path
 
     def stop(self) -> None:
-        """End :meth:`fit` after the current step, with a checkpoint. The settings (and so the learning-rate
-        schedule and the recorded config) keep ``steps``, so resuming continues toward it."""
-        if self.step < self.stop_at:
-            if self.step < self.s.steps:
-                self.save()
-            self.stop_at = self.step
+        """End :meth:`fit` after the current step (called from ``on_step``), with a checkpoint. The
+        settings (and so the learning-rate schedule and the recorded config) keep ``steps``."""
+        self.stop_at = min(self.stop_at, self.step)
 
     def resume(self) -> bool:
         """Load the newest checkpoint of ``run_dir`` if there is one; True when resumed."""
@@ -283,10 +283,10 @@ class Trainer:
                         "lr": self.sched.get_last_lr()[0],
                     }
                 )
-            if self.step % self.s.ckpt_every == 0 or self.step == self.s.steps:
-                self.save()
             if on_step is not None:
-                on_step(self)
+                on_step(self)  # may stop(): the checkpoint below then covers this step
+            if self.step % self.s.ckpt_every == 0 or self.step >= min(self.s.steps, self.stop_at):
+                self.save()
         bar.close()
         if self._tb is not None:
             self._tb.flush()
