@@ -169,24 +169,29 @@ class ConvAutoencoder(LatentCodec):
     def forward(self, x: Tensor) -> Tensor:  # [N, 3, H, W] -> reconstruction [N, 3, H, W]
         return self.decode(self.encode(x))
 
-    def loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
-        """L1 + MSE reconstruction (+ ``latent_penalty`` * mean squared raw latent) of x [N, 3, H, W].
+    def loss(self, batch: Tensor | dict) -> tuple[Tensor, dict[str, float]]:
+        """L1 + MSE reconstruction (+ ``latent_penalty`` * mean squared raw latent) of a batch: images
+        x [N, 3, H, W], or a dict with ``images`` and optional object ``masks`` [N, H, W] (bool).
 
-        With ``object_weight`` > 0, colourful pixels weigh more (see :func:`pixel_weights`): small
-        coloured objects (a few pixels at 64 px) otherwise barely register in a per-pixel mean.
+        With ``object_weight`` > 0, object pixels weigh more (see :func:`pixel_weights`): small objects
+        otherwise barely register in a per-pixel mean. With masks, the stats add ``object_psnr``.
 
         Returns the total (differentiable scalar) and a dict of floats: l1, mse, latent, psnr.
         """
+        x, masks = (batch["images"], batch.get("masks")) if isinstance(batch, dict) else (batch, None)
         z_raw = self.encode_raw(x)
         recon = self.decode_raw(z_raw)  # unclamped, so gradients flow everywhere
-        w = pixel_weights(x, self.object_weight)  # [N, 1, H, W], mean 1
+        w = pixel_weights(x, self.object_weight, masks)  # [N, 1, H, W], mean 1
         l1 = (w * (recon - x).abs()).mean()
         mse = (w * (recon - x).pow(2)).mean()
         latent = z_raw.pow(2).mean()
         total = l1 + mse + self.latent_penalty * latent
+        stats = {"l1": l1.item(), "mse": mse.item(), "latent": latent.item()}
         with torch.no_grad():
-            quality = psnr(recon.clamp(-1.0, 1.0), x).mean()
-        stats = {"l1": l1.item(), "mse": mse.item(), "latent": latent.item(), "psnr": quality.item()}
+            stats["psnr"] = psnr(recon.clamp(-1.0, 1.0), x).mean().item()
+            if masks is not None and masks.any():
+                err = (recon.clamp(-1.0, 1.0) - x).pow(2).mean(dim=1)[masks.bool()].mean().clamp_min(1e-10)
+                stats["object_psnr"] = (10.0 * torch.log10(4.0 / err)).item()
         return total, stats
 
     @torch.no_grad()
@@ -271,16 +276,21 @@ class DiffusersKLCodec(LatentCodec):
         return self.vae.decode(raw).sample.float().clamp(-1.0, 1.0)
 
 
-def pixel_weights(x: Tensor, object_weight: float) -> Tensor:
-    """Per-pixel loss weights [N, 1, H, W] = 1 + object_weight * saturation², normalised to mean 1.
+def pixel_weights(x: Tensor, object_weight: float, masks: Tensor | None = None) -> Tensor:
+    """Per-pixel loss weights [N, 1, H, W], normalised to mean 1: ``1 + object_weight`` on object
+    pixels (``masks`` [N, H, W], from the store's segmentation), 1 elsewhere.
 
-    Saturation is the channel spread max - min of images in [-1, 1], clipped to [0, 1]: grey table
-    and arm pixels get ~1, a coloured cube or plate up to 1 + object_weight.
+    Without masks, saturation stands in for objectness: the channel spread max - min of images in
+    [-1, 1], clipped to [0, 1], gives 1 + object_weight * saturation²: grey table and arm pixels ~1,
+    a coloured cube or plate up to 1 + object_weight.
     """
     if object_weight <= 0:
         return torch.ones_like(x[:, :1])
-    sat = (x.amax(dim=1, keepdim=True) - x.amin(dim=1, keepdim=True)).clamp(0.0, 1.0)
-    w = 1.0 + object_weight * sat.pow(2)
+    if masks is not None:
+        obj = masks.to(x.dtype)[:, None]
+    else:
+        obj = (x.amax(dim=1, keepdim=True) - x.amin(dim=1, keepdim=True)).clamp(0.0, 1.0).pow(2)
+    w = 1.0 + object_weight * obj
     return w / w.mean()
 
 

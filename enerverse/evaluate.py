@@ -32,7 +32,7 @@ from enerverse.core.outputs import make_output_dir, print_summary, write_json_at
 from enerverse.core.progress import progress
 from enerverse.core.store import EpisodeStore, StoreFormatError
 from enerverse.data import load_frames
-from enerverse.io import load_generator, split_episodes
+from enerverse.io import check_store_matches, load_generator, split_episodes
 from enerverse.metrics import depth_warp_error, psnr, ssim
 
 
@@ -222,6 +222,7 @@ def run(cfg: EvalGeneratorConfig, out_dir: Path) -> dict:
     torch.manual_seed(cfg.seed)
     store = EpisodeStore.open(cfg.store)
     model = load_generator(cfg.checkpoint, cfg.device)
+    check_store_matches(model, store, f"checkpoint={cfg.checkpoint}")
     eps = pick_episodes(cfg, model, store)
     main, rolls = evaluate_model(model, store, eps, cfg)
     results = {"checkpoint": cfg.checkpoint, "episodes": eps, "model": main}
@@ -230,6 +231,7 @@ def run(cfg: EvalGeneratorConfig, out_dir: Path) -> dict:
         results[f"{other_mode}_memory"], _ = evaluate_model(model, store, eps, cfg, other_mode)
     if cfg.compare:
         other = load_generator(cfg.compare, cfg.device)
+        check_store_matches(other, store, f"compare={cfg.compare}")
         results["compare"], _ = evaluate_model(other, store, eps, cfg)
         results["compare_checkpoint"] = cfg.compare
     write_json_atomic(out_dir / "results.json", results)

@@ -8,7 +8,13 @@ import numpy as np
 
 from enerverse.core.checkpoint import check_format, load_checkpoint, save_checkpoint
 from enerverse.core.config import config_to_dict
-from enerverse.core.store import EpisodeStore
+from enerverse.core.store import (
+    EpisodeStore,
+    StoreFormatError,
+    check_rig_version,
+    recorded_rig_version,
+    store_rig_version,
+)
 from enerverse.presets import CodecConfig, DenoiserConfig, DiffusionConfig, GeneratorConfig, MemoryConfig
 
 FORMAT = "enerverse-generator"
@@ -51,7 +57,26 @@ def load_generator(folder: str | Path, device: str = "cpu"):
             f"{folder} does not match its own config: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     model.train_config = ck.config.get("train")  # the run's settings (split, seed), if saved
+    model.rig_version = recorded_rig_version(ck.config)  # camera rig of its training data
     return model.to(device).eval()
+
+
+def check_store_matches(model, store: EpisodeStore, who: str) -> None:
+    """Refuse a store this generator would misread: another camera rig, resolution or view count.
+    StoreFormatError names both sides."""
+    check_rig_version(model.rig_version, store_rig_version(store), who, str(store.path))
+    idx = store.indices()
+    if not idx:
+        return
+    ep = store.episode(idx[0])
+    _, V, H, W, _ = ep.rgb.shape
+    cfg = model.cfg
+    if (H, W) != (cfg.resolution, cfg.resolution) or V != cfg.num_views:
+        raise StoreFormatError(
+            f"{store.path} holds {V} views at {W}x{H} px, but {who} was trained on {cfg.num_views} views "
+            f"at {cfg.resolution}x{cfg.resolution} px; collect a store with resolution={cfg.resolution} "
+            f"and {cfg.num_views} views, or use a checkpoint trained at {H} px"
+        )
 
 
 def split_episodes(

@@ -10,7 +10,7 @@ from torch import Tensor
 from enerverse.codec import psnr
 from enerverse.core.camera import invert_se3
 
-__all__ = ["psnr", "ssim", "depth_warp_error"]
+__all__ = ["psnr", "ssim", "ssim_map", "masked_psnr", "masked_ssim", "depth_warp_error"]
 
 
 def _gaussian(size: int = 7, sigma: float = 1.5) -> Tensor:
@@ -22,6 +22,11 @@ def _gaussian(size: int = 7, sigma: float = 1.5) -> Tensor:
 
 def ssim(x: Tensor, y: Tensor, window: int = 7) -> Tensor:
     """Per-image SSIM (Gaussian window, on [0, 1]-scaled images): x, y [N, 3, H, W] -> [N]."""
+    return ssim_map(x, y, window).flatten(1).mean(dim=1)
+
+
+def ssim_map(x: Tensor, y: Tensor, window: int = 7) -> Tensor:
+    """Per-pixel SSIM averaged over channels: x, y [N, 3, H, W] in [-1, 1] -> [N, H, W]."""
     if x.shape != y.shape:
         raise ValueError(f"ssim needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
     x, y = (x.float() + 1) / 2, (y.float() + 1) / 2
@@ -36,7 +41,34 @@ def ssim(x: Tensor, y: Tensor, window: int = 7) -> Tensor:
     sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
-    return s.flatten(1).mean(dim=1)
+    return s.mean(dim=1)
+
+
+def _check_mask(x: Tensor, mask: Tensor) -> Tensor:
+    if mask.shape != (x.shape[0], *x.shape[2:]):
+        raise ValueError(f"mask must be [N, H, W] = {(x.shape[0], *x.shape[2:])}, got {tuple(mask.shape)}")
+    return mask.to(x.device, torch.float32)
+
+
+def masked_psnr(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+    """PSNR (dB) over the pixels where ``mask`` is set: x, y [N, 3, H, W] in [-1, 1], mask [N, H, W]
+    -> [N] (NaN for an image whose mask is empty). The object-pixel metric of codecs and generators."""
+    if x.shape != y.shape:
+        raise ValueError(f"masked_psnr needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
+    m = _check_mask(x, mask)
+    err = (x.float() - y.float()).pow(2).mean(dim=1)  # [N, H, W]
+    n = m.flatten(1).sum(dim=1)
+    mse = ((err * m).flatten(1).sum(dim=1) / n.clamp_min(1)).clamp_min(1e-10)
+    return torch.where(n > 0, 10.0 * torch.log10(4.0 / mse), torch.full_like(mse, float("nan")))
+
+
+def masked_ssim(x: Tensor, y: Tensor, mask: Tensor, window: int = 7) -> Tensor:
+    """Mean per-pixel SSIM over the pixels where ``mask`` is set: [N] (NaN for an empty mask)."""
+    m = _check_mask(x, mask)
+    s = ssim_map(x, y, window)
+    n = m.flatten(1).sum(dim=1)
+    mean = (s * m).flatten(1).sum(dim=1) / n.clamp_min(1)
+    return torch.where(n > 0, mean, torch.full_like(mean, float("nan")))
 
 
 def depth_warp_error(frames: Tensor, depth: Tensor, K: np.ndarray, T_cam_world: np.ndarray) -> float:

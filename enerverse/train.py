@@ -25,7 +25,7 @@ from enerverse.core.config import ConfigError, config_to_dict, parse_cli_with_pr
 from enerverse.core.device import pick_device
 from enerverse.core.plots import line_plot
 from enerverse.core.seeding import seed_everything
-from enerverse.core.store import EpisodeStore
+from enerverse.core.store import EpisodeStore, check_rig_version, recorded_rig_version, store_rig_version
 from enerverse.core.trainer import (
     LossModule,
     Trainer,
@@ -108,24 +108,35 @@ def open_store(cfg: TrainGeneratorConfig) -> EpisodeStore:
 
 
 def frame_batches(store: EpisodeStore, episodes: list[int], cfg: TrainGeneratorConfig, data_state: dict):
-    """Single frames [N, 3, R, R] in [-1, 1] for the codec stage (all views), resumable."""
+    """Single frames for the codec stage (all views), resumable: images [N, 3, R, R] in [-1, 1], or,
+    when every episode recorded segmentation, {"images", "masks" [N, R, R] bool (object pixels)}."""
     import cv2
 
     index = [(e, t) for e in episodes for t in range(store.episode(e).length)]
     R = cfg.generator.resolution
+    with_masks = all(store.episode(e).has("seg") for e in episodes)
 
-    def get(items: list[int], epoch: int) -> torch.Tensor:
-        imgs = []
+    def resized(img, interpolation):
+        return img if img.shape[0] == R else cv2.resize(img, (R, R), interpolation=interpolation)
+
+    def get(items: list[int], epoch: int):
+        imgs, masks = [], []
         for i in items:
             e, t = index[i]
-            for img in store.episode(e).load("rgb", t):  # [V, H, W, 3]
-                if img.shape[0] != R:
-                    img = cv2.resize(img, (R, R), interpolation=cv2.INTER_AREA)
-                imgs.append(img)
-        return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            ep = store.episode(e)
+            imgs += [resized(img, cv2.INTER_AREA) for img in ep.load("rgb", t)]  # [V, H, W, 3]
+            if with_masks:
+                masks += [resized(m, cv2.INTER_NEAREST) > 0 for m in ep.load("seg", t)]  # [V, H, W]
+        images = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return {"images": images, "masks": torch.from_numpy(np.stack(masks))} if with_masks else images
 
     per_frame = max(1, cfg.codec_batch_size // cfg.generator.num_views)
     return epoch_batches(len(index), per_frame, cfg.seed, data_state, get)
+
+
+def images_of(batch: torch.Tensor | dict) -> torch.Tensor:
+    """The images [N, 3, R, R] of a codec batch (with or without masks)."""
+    return batch["images"] if isinstance(batch, dict) else batch
 
 
 def run_identity(cfg: TrainGeneratorConfig) -> dict:
@@ -143,11 +154,12 @@ def run_identity(cfg: TrainGeneratorConfig) -> dict:
     }
 
 
-def load_codec_from(gen, folder: str, gcfg: GeneratorConfig) -> None:
+def load_codec_from(gen, folder: str, gcfg: GeneratorConfig, store_rig: int | None) -> None:
     """Copy the codec weights (including its calibrated scale) of a generator checkpoint into ``gen``."""
     from enerverse.core.checkpoint import load_checkpoint
 
     ck = load_checkpoint(folder)
+    check_rig_version(recorded_rig_version(ck.config), store_rig, f"codec_from={folder}", "the store")
     theirs = ck.config.get("generator", {}).get("codec")
     ours = config_to_dict(gcfg.codec)
     if theirs != ours:
@@ -156,11 +168,12 @@ def load_codec_from(gen, folder: str, gcfg: GeneratorConfig) -> None:
     gen.codec.load_state_dict({k[len(prefix) :]: v for k, v in ck.state_dict.items() if k.startswith(prefix)})
 
 
-def load_generator_weights(gen, folder: str, gcfg: GeneratorConfig) -> None:
+def load_generator_weights(gen, folder: str, gcfg: GeneratorConfig, store_rig: int | None) -> None:
     """Copy every weight of a generator checkpoint with the same settings into ``gen``."""
     from enerverse.core.checkpoint import load_checkpoint
 
     ck = load_checkpoint(folder)
+    check_rig_version(recorded_rig_version(ck.config), store_rig, f"init_from={folder}", "the store")
     theirs, ours = ck.config.get("generator"), config_to_dict(gcfg)
     if theirs != ours:
         diff = sorted(k for k in set(theirs or {}) | set(ours) if (theirs or {}).get(k) != ours.get(k))
@@ -197,10 +210,10 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
     )
 
     if cfg.init_from:  # --- stage 1 skipped: adapt a trained generator
-        load_generator_weights(gen, cfg.init_from, cfg.generator)
+        load_generator_weights(gen, cfg.init_from, cfg.generator, store_rig_version(store))
         summary["init_from"] = cfg.init_from
     elif cfg.codec_from:  # --- stage 1 skipped: reuse a trained (calibrated) codec
-        load_codec_from(gen, cfg.codec_from, cfg.generator)
+        load_codec_from(gen, cfg.codec_from, cfg.generator, store_rig_version(store))
         summary["codec_from"] = cfg.codec_from
     elif cfg.generator.codec.kind == "conv" and cfg.codec.steps > 0:  # --- stage 1: codec
         ct = Trainer(
@@ -217,7 +230,7 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
             losses = ct.fit(lambda st: frame_batches(store, train_eps, cfg, st))
             summary["codec_final_loss"] = float(np.mean(losses[-10:])) if losses else None
         calib = frame_batches(store, train_eps, cfg, {"epoch": 10_000, "index": 0})
-        gen.codec.calibrate(next(calib).to(device) for _ in range(4))
+        gen.codec.calibrate(images_of(next(calib)).to(device) for _ in range(4))
     gen.codec.requires_grad_(False).eval()
 
     # --- stage 2: generator
@@ -252,7 +265,10 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
     final = gt.ema or gen
     if gt.rank == 0:
         save_generator(
-            final, cfg.generator, run_dir / "checkpoint", extra={"train": full_cfg, "step": gt.step}
+            final,
+            cfg.generator,
+            run_dir / "checkpoint",
+            extra={"train": full_cfg, "step": gt.step, "rig_version": store_rig_version(store)},
         )
         summary["sample"] = str(write_sample_grid(final, held, run_dir / "samples" / "final", seed=cfg.seed))
         if losses:  # this invocation's steps (a resumed run plots from where it resumed)

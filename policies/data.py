@@ -27,7 +27,7 @@ import torch
 from enerverse.core.camera import scale_intrinsics
 from enerverse.core.config import ConfigError
 from enerverse.core.progress import progress
-from enerverse.core.store import EpisodeStore
+from enerverse.core.store import EpisodeStore, store_rig_version
 from enerverse.core.store.sampler import memory_indices
 from enerverse.data import encode_frames
 
@@ -83,6 +83,7 @@ class PolicyData:
             raise ConfigError(f"decision stride must be >= 1, got {stride}")
         if not episodes:
             raise ConfigError(f"no episodes to train on in {store.path}")
+        self.rig_version = store_rig_version(store)  # the camera rig the frames were recorded with
         first = store.episode(episodes[0]).attrs
         self.store_views = list(first["view_names"])
         self.view_idx = select_views(self.store_views, views)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from enerverse.core.checkpoint import check_format, load_checkpoint, save_checkpoint
 from enerverse.core.config import config_to_dict
+from enerverse.core.store import recorded_rig_version
 from policies.config import EncoderConfig, HeadConfig, PolicyConfig
 
 FORMAT = "enerverse-policy"
@@ -97,7 +98,8 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
         d.pop("aux_weight", None)
         for k in ("shift", "feature_shift"):  # training-time augmentation
             d["encoder"].pop(k, None)
-        return {**d, "views": list(p.meta["views"]), "resolution": p.meta["resolution"]}
+        rig = recorded_rig_version(p.meta)
+        return {**d, "views": list(p.meta["views"]), "resolution": p.meta["resolution"], "rig_version": rig}
 
     a, b = settings(src), settings(policy)
     diff = {k: (a[k], b[k]) for k in b if a.get(k) != b[k]}

@@ -1,6 +1,6 @@
 """``PolicyRuntime``: the one object that runs a trained policy for ``ev-eval`` and the ROS 2 node.
 
-    rt = PolicyRuntime("checkpoints/pick_place_small")      # or a loaded DiffusionPolicy
+    rt = PolicyRuntime("outputs/train_policy/<run>/checkpoint")  # or a loaded DiffusionPolicy
     rt.reset("pick up the red cube and place it on the green plate")
     action = rt.step(obs)           # one action [A] per control tick (queue, optional background inference)
     chunk = rt.act(obs_batch)       # or whole chunks [B, H, A] for a batch of environments (ev-eval)
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from enerverse.core.store import recorded_rig_version
 from enerverse.core.store.sampler import memory_indices
 from policies.io import load_policy
 
@@ -60,6 +61,7 @@ class PolicyRuntime:
         meta = policy.meta
         self.views: list[str] = list(meta["views"])
         self.resolution = int(meta["resolution"])
+        self.rig_version = recorded_rig_version(meta)  # camera rig of the training data
         self.state_dim = int(meta["state_dim"])
         self.kind = policy.cfg.encoder.kind
         self.horizon = policy.cfg.head.horizon
@@ -292,6 +294,7 @@ class EvalPolicy:
     def __init__(self, folder: str, device: str = "cpu", **kw) -> None:
         self.runtime = PolicyRuntime(folder, device, **kw)
         self.views, self.resolution = self.runtime.views, self.runtime.resolution
+        self.rig_version = self.runtime.rig_version
 
     def reset(self, instructions: list[str] | None = None) -> None:
         self.runtime.reset(list(instructions or [""]))

@@ -26,7 +26,7 @@ from enerverse.core.config import ConfigError, config_to_dict, parse_cli_with_pr
 from enerverse.core.device import pick_device
 from enerverse.core.plots import line_plot
 from enerverse.core.seeding import seed_everything
-from enerverse.core.store import EpisodeStore
+from enerverse.core.store import EpisodeStore, check_rig_version, store_rig_version
 from enerverse.core.trainer import Trainer, TrainSettings, distributed_info, epoch_batches, run_training_main
 from policies.config import PolicyConfig, get_policy_preset
 from policies.data import PolicyData
@@ -154,6 +154,7 @@ def build_policy(cfg: TrainPolicyConfig, data: PolicyData, gen, device: str):
         "text_model_path": text[1],
         "task": cfg.task,
         "privileged_dim": data.privileged_dim,
+        "rig_version": data.rig_version,
     }
     policy = DiffusionPolicy(cfg.policy, meta, gen)
     policy.set_stats(data.stats())
@@ -195,6 +196,9 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
         from enerverse.io import load_generator
 
         gen = load_generator(generator_dir, device)
+        check_rig_version(
+            gen.rig_version, store_rig_version(store), f"generator={generator_dir}", "the store"
+        )
     data = PolicyData(
         store,
         eps,

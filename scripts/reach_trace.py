@@ -1,6 +1,6 @@
 """Trace a checkpoint on reach: per decision, the distance to the sphere and where the chunk points.
 
-    python scripts/reach_trace.py checkpoints/reach_small [--seeds 0:10] [--action-steps 8]
+    python scripts/reach_trace.py outputs/train_policy/<run>/checkpoint [--seeds 0:10] [--action-steps 8]
 
 For each seed (collection seeds 0..199 are the training episodes of ``data/reach``; evaluation uses
 ``episode_seed(1000, i)``) it prints success, episode length, the final end-effector-to-sphere

@@ -19,9 +19,19 @@ from sim.scene import WORKSPACE_CENTER
 
 _FLIP = np.diag([1.0, -1.0, -1.0])  # MuJoCo camera axes <-> OpenCV camera axes
 
-MAIN_EYE = np.array([1.3, 0.0, 0.75])
-MAIN_TARGET = np.array([0.42, 0.0, 0.08])
-MAIN_FOVY = 50.0
+# The main camera frames the workspace, not the room (DESIGN.md §3 "Framing"): 1.5 m from a point
+# just above the table centre, 65 degrees up, 30 degree field of view (far and narrow, so near and far
+# objects differ little in size). Every object position a task draws, the gripper 15 cm above it and
+# the reach goals stay in view of it and of the +-30 degree anchors, and at the default 128 px every
+# task object is >= 8 px across (sim/framing.py; scripts/object_sizes.py prints the table).
+MAIN_TARGET = np.array([0.5, -0.045, 0.05])
+MAIN_EYE = MAIN_TARGET + 1.5 * np.array([np.cos(np.radians(65.0)), 0.0, np.sin(np.radians(65.0))])
+MAIN_FOVY = 30.0
+DEFAULT_RESOLUTION = 128
+RIG_VERSION = 2
+"""Bumped whenever the default camera rig or scene changes what a pixel shows: stores and checkpoints
+record it, and data from another version is refused instead of silently misread (v1: the 64 px
+room-framing camera at (1.3, 0, 0.75), 50 degrees)."""
 DEFAULT_VIEWS = ("main", "anchor_left", "anchor_right")
 
 
@@ -133,8 +143,16 @@ class MultiViewRenderer:
     """
 
     def __init__(
-        self, model: mujoco.MjModel, views: list[str], width: int, height: int, depth: bool = False
+        self,
+        model: mujoco.MjModel,
+        views: list[str],
+        width: int,
+        height: int,
+        depth: bool = False,
+        geom_labels: np.ndarray | None = None,
     ) -> None:
+        """``geom_labels`` uint8 [ngeom]: the label each geom gets in :meth:`render_segmentation`
+        (0 = not an object); None disables segmentation."""
         if width <= 0 or height <= 0:
             raise ValueError(f"resolution must be positive, got {width}x{height}")
         V = len(views)
@@ -148,6 +166,9 @@ class MultiViewRenderer:
         self._ctx = None  # GL objects are created lazily (after any fork into a worker process)
         self._rgb = np.empty((height, V * width, 3), dtype=np.uint8)
         self._z = np.empty((height, V * width), dtype=np.float32) if depth else None
+        self.geom_labels = None if geom_labels is None else np.asarray(geom_labels, dtype=np.uint8)
+        if self.geom_labels is not None and self.geom_labels.shape != (model.ngeom,):
+            raise ValueError(f"geom_labels must have shape ({model.ngeom},), got {self.geom_labels.shape}")
 
     def _setup(self) -> None:
         from mujoco import gl_context
@@ -173,17 +194,7 @@ class MultiViewRenderer:
             self._setup()
         self._gl.make_current()
         for rect, cid in zip(self._rects, self.cam_ids):
-            self._cam.fixedcamid = cid
-            mujoco.mjv_updateScene(
-                self.model,
-                data,
-                self._opt,
-                self._pert,
-                self._cam,
-                mujoco.mjtCatBit.mjCAT_ALL.value,
-                self._scn,
-            )
-            mujoco.mjr_render(rect, self._scn, self._con)
+            self._draw(data, cid, rect)
         mujoco.mjr_readPixels(self._rgb, self._z, self._full, self._con)
         V, H, W = len(self.views), self.height, self.width
         rgb = self._rgb[::-1].reshape(H, V, W, 3).transpose(1, 0, 2, 3).copy()  # GL rows are bottom-up
@@ -195,6 +206,52 @@ class MultiViewRenderer:
         z = near / (1.0 - zbuf * (1.0 - near / far))  # z-buffer -> metric depth
         z[zbuf >= 1.0] = np.inf  # nothing hit (background): no depth, rather than the far plane
         return rgb, z.reshape(H, V, W).transpose(1, 0, 2).astype(np.float32)
+
+    def _draw(self, data: mujoco.MjData, cid: int, rect: mujoco.MjrRect) -> None:
+        self._cam.fixedcamid = cid
+        mujoco.mjv_updateScene(
+            self.model, data, self._opt, self._pert, self._cam, mujoco.mjtCatBit.mjCAT_ALL.value, self._scn
+        )
+        mujoco.mjr_render(rect, self._scn, self._con)
+
+    def render_segmentation(self, data: mujoco.MjData) -> np.ndarray:
+        """Object labels uint8 [V, H, W] from MuJoCo's segmentation rendering: each pixel gets the
+        ``geom_labels`` entry of the geom it shows (0 for background and unlabelled geoms)."""
+        if self.geom_labels is None:
+            raise RuntimeError("this renderer was made without geom_labels: segmentation is off")
+        if self._ctx is None:
+            self._setup()
+        self._gl.make_current()
+        flags = self._scn.flags
+        seg, idcolor = mujoco.mjtRndFlag.mjRND_SEGMENT, mujoco.mjtRndFlag.mjRND_IDCOLOR
+        flags[seg], flags[idcolor] = 1, 1
+        luts = []
+        try:
+            for rect, cid in zip(self._rects, self.cam_ids):
+                self._draw(data, cid, rect)
+                luts.append(self._segid_lut())  # segids index this view's scene geoms
+            buf = np.empty_like(self._rgb)
+            mujoco.mjr_readPixels(buf, None, self._full, self._con)
+        finally:
+            flags[seg], flags[idcolor] = 0, 0
+        V, H, W = len(self.views), self.height, self.width
+        ids = buf[::-1].astype(np.int32)
+        ids = (ids[..., 0] | (ids[..., 1] << 8) | (ids[..., 2] << 16)).reshape(H, V, W).transpose(1, 0, 2)
+        out = np.empty((V, H, W), dtype=np.uint8)
+        for v, lut in enumerate(luts):
+            out[v] = lut[np.clip(ids[v], 0, len(lut) - 1)]
+        return out
+
+    def _segid_lut(self) -> np.ndarray:
+        """uint8 [ngeom_scene + 1]: label of segmentation colour id (segid + 1; 0 = nothing drawn)."""
+        n = self._scn.ngeom
+        lut = np.zeros(n + 1, dtype=np.uint8)
+        geom_type = mujoco.mjtObj.mjOBJ_GEOM
+        for i in range(n):
+            g = self._scn.geoms[i]
+            if g.segid >= 0 and g.objtype == geom_type and 0 <= g.objid < len(self.geom_labels):
+                lut[g.segid + 1] = self.geom_labels[g.objid]
+        return lut
 
     def close(self) -> None:
         """Free the GL context."""

@@ -1,7 +1,7 @@
 """``ev-collect``: record scripted-expert demonstrations into an episode store.
 
     ev-collect task=pick_place episodes=50 out=data/pick_place views=[main,anchor_left,anchor_right] \
-        resolution=64 workers=2 seed=0
+        resolution=128 workers=2 seed=0
     ev-collect out=data/pick_place episodes=100 resume=true     # continue an interrupted run
     ev-collect out=data/pick_place episodes=100 --resume        # the same
 
@@ -25,7 +25,8 @@ from enerverse.core.outputs import make_output_dir, print_summary, write_json_at
 from enerverse.core.progress import progress
 from enerverse.core.seeding import episode_seed
 from enerverse.core.store import EpisodeStore, StoreFormatError
-from sim.settings import SimSettings
+from enerverse.core.store.rig import LEGACY_RIG_VERSION
+from sim.settings import SimSettings, rig_version
 
 
 @dataclass
@@ -117,9 +118,11 @@ def collection_settings(cfg: CollectConfig) -> dict:
         "views": list(cfg.views),
         "resolution": cfg.resolution,
         "depth": cfg.depth,
+        "seg": cfg.seg,
         "max_steps": cfg.max_steps,
         "seed": cfg.seed,
         "action_noise": cfg.action_noise,
+        "rig_version": rig_version(cfg.task),
     }
 
 
@@ -138,7 +141,8 @@ def open_store_for_collection(path: Path, cfg: CollectConfig) -> EpisodeStore:
             )
         before = store.root_attrs.get("collection")
         if before is not None:
-            before = {"action_noise": 0.0, **before}  # stores from before noise injection existed
+            # stores from before these settings existed: no noise, no masks, the legacy camera rig
+            before = {"action_noise": 0.0, "seg": False, "rig_version": LEGACY_RIG_VERSION, **before}
         if before is not None and before != settings:
             diff = {k: (before.get(k), settings[k]) for k in settings if before.get(k) != settings[k]}
             raise ConfigError(

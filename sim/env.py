@@ -3,6 +3,8 @@
 Observation (a dict; V views, H x W pixels):
   rgb          uint8   [V, H, W, 3]
   depth        float32 [V, H, W]       (only with ``depth=True``; metres along the optical axis)
+  seg          uint8   [V, H, W]       (only with ``seg=True``; 0 background, k + 1 the task's
+                                        k-th object, names in ``env.seg_names``)
   state        float32 [15]            ee position (3), ee quaternion wxyz (4), gripper width (1), arm q (7)
   privileged   float32 [P]             task objects for scripted experts (layout: ``Task.privileged_spec``)
   K            float32 [V, 3, 3]       OpenCV intrinsics
@@ -24,6 +26,7 @@ import numpy as np
 from enerverse.core.camera import Camera
 from sim.arm import ArmController
 from sim.cameras import (
+    DEFAULT_RESOLUTION,
     AnchorSpec,
     MultiViewRenderer,
     RigSpec,
@@ -32,7 +35,7 @@ from sim.cameras import (
     rig_cameras_xml,
 )
 from sim.rotations import mat_to_quat
-from sim.scene import CONTROL_HZ, PHYSICS_DT, build_scene_xml
+from sim.scene import CONTROL_HZ, PHYSICS_DT, build_scene_xml, object_geom_labels
 from sim.tasks import get_task_class
 
 STATE_DIM = 15
@@ -110,13 +113,14 @@ class EnerVerseEnv(RigViews, gym.Env):
         self,
         task: str = "pick_place",
         views: Sequence[str] | None = None,
-        width: int = 64,
-        height: int = 64,
+        width: int = DEFAULT_RESOLUTION,
+        height: int = DEFAULT_RESOLUTION,
         depth: bool = False,
         control: str = "ee",
         max_steps: int | None = None,
         anchors: list[dict] | None = None,
         render_mode: str | None = None,
+        seg: bool = False,
     ) -> None:
         task_cls = get_task_class(task)
         if control not in ("ee", "joint"):
@@ -124,6 +128,7 @@ class EnerVerseEnv(RigViews, gym.Env):
         rig = make_rig(views, anchors, width, height, max_steps, render_mode)
         self.rig, self.control, self.render_mode = rig, control, render_mode
         self.width, self.height, self.use_depth = int(width), int(height), bool(depth)
+        self.use_seg = bool(seg)
         self.task = task_cls()
         self.max_steps = int(max_steps or task_cls.max_steps)
         self.fps = CONTROL_HZ
@@ -136,8 +141,9 @@ class EnerVerseEnv(RigViews, gym.Env):
         self.arm = ArmController(self.model, self.data)
         self.task.bind(self.model, self.data, self.arm)
         self._base_rgba = self.model.geom_rgba.copy()
+        labels = object_geom_labels(self.model, task_cls.objects) if self.use_seg else None
         self.renderer = MultiViewRenderer(
-            self.model, list(rig.views), self.width, self.height, self.use_depth
+            self.model, list(rig.views), self.width, self.height, self.use_depth, labels
         )
         self._cam_ids = [self.model.camera(v).id for v in rig.views]
         self._fixed_T: dict[int, np.ndarray] | None = None  # filled after the first mj_forward
@@ -154,6 +160,8 @@ class EnerVerseEnv(RigViews, gym.Env):
         }
         if self.use_depth:
             spaces["depth"] = gym.spaces.Box(0.0, np.inf, (V, H, W), np.float32)
+        if self.use_seg:
+            spaces["seg"] = gym.spaces.Box(0, len(task_cls.objects), (V, H, W), np.uint8)
         self.observation_space = gym.spaces.Dict(spaces)
         if control == "ee":
             lo = np.array([-MAX_DPOS] * 3 + [-MAX_DROT] * 3 + [0.0], dtype=np.float32)
@@ -168,6 +176,11 @@ class EnerVerseEnv(RigViews, gym.Env):
     def instruction(self) -> str:
         """The language instruction of the current episode."""
         return self.task.instruction
+
+    @property
+    def seg_names(self) -> list[str]:
+        """Object names of the ``seg`` labels: label k + 1 is ``seg_names[k]``."""
+        return [o.name for o in self.task.objects]
 
     def cameras(self) -> list[Camera]:
         """The rig's cameras at their current poses (OpenCV convention)."""
@@ -261,6 +274,8 @@ class EnerVerseEnv(RigViews, gym.Env):
         }
         if depth is not None:
             obs["depth"] = depth
+        if self.use_seg:
+            obs["seg"] = self.renderer.render_segmentation(self.data)
         return obs
 
     def _info(self, success: bool) -> dict:

@@ -3,7 +3,7 @@
     ev-eval task=pick_place policy=expert episodes=50 num_envs=4
     ev-eval task=all policy=expert episodes=20            # per-task table over every project task
 
-    ev-eval task=pick_place policy=checkpoints/pick_place_small episodes=50   # a trained policy
+    ev-eval task=pick_place policy=outputs/train_policy/<run>/checkpoint episodes=50   # a trained policy
 
 Any policy object with ``reset(instructions)`` (one per environment) and
 ``act(obs) -> actions [B, chunk, A]`` (batched observation dict in, batched action chunks out) can be
@@ -32,8 +32,9 @@ from enerverse.core.config import ConfigError, parse_cli, save_config
 from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
 from enerverse.core.progress import progress
 from enerverse.core.seeding import episode_seed
+from enerverse.core.store import StoreFormatError, check_rig_version
 from sim.registration import make_vec_env
-from sim.settings import SimSettings
+from sim.settings import SimSettings, rig_version
 from sim.tasks import TASKS
 
 
@@ -123,7 +124,11 @@ def make_policy(spec: str, task: str, **kw):
         from sim.experts import make_expert
 
         return make_expert(task)
-    return policy_loader()(spec, **kw)
+    policy = policy_loader()(spec, **kw)
+    check_rig_version(
+        getattr(policy, "rig_version", None), rig_version(task), f"policy={spec}", f"the simulated {task}"
+    )
+    return policy
 
 
 def evaluate(
@@ -347,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     save_config(cfg, run_dir / "config.json")
     try:
         summary = run(cfg, run_dir)
-    except ConfigError as e:
+    except (ConfigError, StoreFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     print_summary(summary)

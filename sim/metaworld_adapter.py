@@ -99,6 +99,10 @@ def free_camera_from_opencv(T_cam_world: np.ndarray) -> mujoco.MjvCamera:
     return cam
 
 
+RIG_VERSION = 1
+"""Version of the adapter's camera rig (stores and checkpoints record it, see sim.settings.rig_version)."""
+
+
 class MetaWorldEnv(RigViews, gym.Env):
     """A Meta-World v3 task with the EnerVerse observation/action layout (see module docstring)."""
 
@@ -115,7 +119,12 @@ class MetaWorldEnv(RigViews, gym.Env):
         max_steps: int | None = None,
         anchors: list[dict] | None = None,
         render_mode: str | None = None,
+        seg: bool = False,
     ) -> None:
+        if seg:
+            raise ValueError(
+                "seg=True: object masks are rendered for the project's tasks only, not Meta-World"
+            )
         mw = _metaworld()
         self.task_name = check_task_name(task_name)
         if control != "ee":

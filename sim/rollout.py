@@ -39,6 +39,8 @@ def record_episode(
     policy.reset()
     if action_noise > 0:
         attrs["action_noise"] = float(action_noise)
+    if "seg" in obs:
+        attrs["seg_names"] = list(uw.seg_names)
     with store.write_episode(
         index,
         task=info["task"],
@@ -68,6 +70,7 @@ def record_episode(
                     T_cam_world=obs["T_cam_world"],
                     depth=obs.get("depth"),
                     privileged=obs.get("privileged"),
+                    seg=obs.get("seg"),
                 )
                 obs, done = nxt, term or trunc
                 if done:
@@ -79,6 +82,7 @@ def record_episode(
             T_cam_world=obs["T_cam_world"],
             depth=obs.get("depth"),
             privileged=obs.get("privileged"),
+            seg=obs.get("seg"),
         )
         ep.set_attrs(success=bool(info["success"]))
         length = ep.n_frames

@@ -134,7 +134,8 @@ def _object_xml(spec: ObjectSpec) -> str:
             ((0, -w - t, h / 2), (w, t, h / 2)),
         ]
         geoms = "".join(
-            f'<geom type="box" pos="{_fmt(p)}" size="{_fmt(z)}" material="bin"/>' for p, z in walls
+            f'<geom name="{n}_wall{i}" type="box" pos="{_fmt(p)}" size="{_fmt(z)}" material="bin"/>'
+            for i, (p, z) in enumerate(walls)
         )
         lid = (
             f'<body name="{n}_lid" pos="0 0 {h + 0.006}"><joint name="{n}_lid_joint" type="slide" '
@@ -144,14 +145,15 @@ def _object_xml(spec: ObjectSpec) -> str:
             f'pos="0 {w + 2 * t - 0.012} 0.016" material="lid" mass="0.02"/></body>'
         )
         rails = (
-            f'<geom type="box" pos="{-(w + 2 * t + 0.004)} {w + 0.03} {h + 0.006}" '
+            f'<geom name="{n}_rail0" type="box" pos="{-(w + 2 * t + 0.004)} {w + 0.03} {h + 0.006}" '
             f'size="0.003 {2 * w} 0.01" material="bin"/>'
-            f'<geom type="box" pos="{w + 2 * t + 0.004} {w + 0.03} {h + 0.006}" '
+            f'<geom name="{n}_rail1" type="box" pos="{w + 2 * t + 0.004} {w + 0.03} {h + 0.006}" '
             f'size="0.003 {2 * w} 0.01" material="bin"/>'
         )
         return (
             f'<body name="{n}" mocap="true" pos="0.5 -0.15 0.0">'
-            f'<geom type="box" pos="0 0 0.002" size="{w + 2 * t} {w + 2 * t} 0.002" material="bin"/>'
+            f'<geom name="{n}_base" type="box" pos="0 0 0.002" size="{w + 2 * t} {w + 2 * t} 0.002" '
+            'material="bin"/>'
             f"{geoms}{rails}{lid}</body>"
         )
     raise ValueError(f"unknown object kind {spec.kind!r}; expected cube, pad, marker, lamp or bin")
@@ -212,3 +214,24 @@ def build_scene_xml(
 {fingers}
   </actuator>
 </mujoco>"""
+
+
+def object_geom_labels(model, objects: list[ObjectSpec]) -> np.ndarray:
+    """uint8 [ngeom]: ``k + 1`` for the named geoms of ``objects[k]``'s body and its sub-bodies, else 0.
+
+    Unnamed geoms (the lamp's post) stay 0, so a mask shows what identifies the object (the lamp's
+    cue sphere, a cube, a plate, the whole bin with its lid)."""
+    import mujoco
+
+    if len(objects) > 254:
+        raise ValueError(f"at most 254 labelled objects fit a uint8 mask, got {len(objects)}")
+    labels = np.zeros(model.ngeom, dtype=np.uint8)
+    roots = {model.body(o.name).id: k + 1 for k, o in enumerate(objects)}
+    for g in range(model.ngeom):
+        if not mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, g):
+            continue
+        b = int(model.geom_bodyid[g])
+        while b > 0 and b not in roots:
+            b = int(model.body_parentid[b])
+        labels[g] = roots.get(b, 0)
+    return labels

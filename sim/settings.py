@@ -5,8 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from enerverse.core.config import ConfigError
-from sim.cameras import DEFAULT_VIEWS, RigSpec
+from sim.cameras import DEFAULT_RESOLUTION, DEFAULT_VIEWS, RIG_VERSION, RigSpec
 from sim.tasks import get_task_class
+
+
+def rig_version(task: str) -> int:
+    """Camera-rig version of a task's environment (the tabletop's, or the Meta-World adapter's)."""
+    if task.startswith("metaworld/"):
+        from sim.metaworld_adapter import RIG_VERSION as METAWORLD_RIG
+
+        return METAWORLD_RIG
+    return RIG_VERSION
 
 
 def check_task(task: str) -> None:
@@ -27,10 +36,12 @@ class SimSettings:
     """task name (reach, push, pick_place, stack, long_horizon, memory) or metaworld/<name>-v3"""
     views: list[str] = field(default_factory=lambda: list(DEFAULT_VIEWS))
     """camera views: main, wrist, anchor_left, anchor_right"""
-    resolution: int = 64
+    resolution: int = DEFAULT_RESOLUTION
     """square image size in pixels"""
     depth: bool = False
     """also render z-depth per view"""
+    seg: bool = False
+    """also render object segmentation masks per view (object-pixel metrics of the generator)"""
     max_steps: int | None = None
     """episode step limit (default: the task's own)"""
 
@@ -53,5 +64,6 @@ class SimSettings:
             "width": self.resolution,
             "height": self.resolution,
             "depth": self.depth,
+            "seg": self.seg,
             "max_steps": self.max_steps,
         }

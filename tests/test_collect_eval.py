@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
 import sim  # noqa: F401  (headless GL defaults)
 from enerverse.core.camera import intrinsics_from_fovy, look_at
@@ -245,6 +246,35 @@ def test_collect_survives_sigkill_and_resumes(tmp_path: Path, workers: int) -> N
     assert s.incomplete() == []  # leftovers of the killed writers were cleaned up
     for ep in s.episodes():  # every committed episode is complete
         check_episode_reads_back(ep)
+
+
+@pytest.mark.integration
+def test_collect_records_seg_masks_and_the_camera_rig(tmp_path: Path) -> None:
+    from sim.cameras import RIG_VERSION
+
+    store_path = tmp_path / "seg"
+    proc = run_entry("ev-collect", ["episodes=1", *SMALL, "seg=true", f"out={store_path}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    store = EpisodeStore.open(store_path)
+    assert store.root_attrs["collection"]["rig_version"] == RIG_VERSION
+    ep = store.episode(0)
+    assert ep.seg_names == ["cube", "plate"]
+    seg = ep.load("seg")
+    assert seg.shape == (ep.length, 1, 32, 32) and set(np.unique(seg[0])) == {0, 1, 2}
+
+
+@pytest.mark.integration
+def test_collect_resume_refuses_a_store_of_the_legacy_camera_rig(collected, tmp_path: Path) -> None:
+    _, store, _ = collected
+    copy = tmp_path / "legacy"
+    shutil.copytree(store, copy)
+    root = zarr.open_group(str(copy), mode="r+", zarr_format=3)
+    settings = dict(root.attrs["collection"])
+    del settings["rig_version"], settings["seg"]  # as written before these settings existed
+    root.attrs["collection"] = settings
+    proc = run_entry("ev-collect", ["episodes=3", *SMALL, f"out={copy}", "resume=true"], tmp_path)
+    assert proc.returncode == 2
+    assert "rig_version" in proc.stderr and "(1, " in proc.stderr
 
 
 @pytest.mark.integration

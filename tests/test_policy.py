@@ -114,6 +114,25 @@ def enerverse_policy(workdir: Path) -> Path:
     return Path(s["checkpoint"])
 
 
+@pytest.mark.integration
+def test_a_policy_of_another_camera_rig_is_refused_by_ev_eval(enerverse_policy: Path, tmp_path: Path) -> None:
+    """A checkpoint records its data's camera rig; one from before (rig v1) is refused, not misread."""
+    import shutil
+
+    from sim.cameras import RIG_VERSION
+
+    config = json.loads((enerverse_policy / "config.json").read_text())
+    assert config["meta"]["rig_version"] == RIG_VERSION
+    legacy = tmp_path / "legacy"
+    shutil.copytree(enerverse_policy, legacy)
+    del config["meta"]["rig_version"]  # written before the setting existed
+    (legacy / "config.json").write_text(json.dumps(config))
+    r = run_module(tmp_path, "sim.evaluate", "task=reach", f"policy={legacy}", "episodes=1", check=False)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "camera rig v2" in r.stderr and "trained on rig v1" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_edge_padding_repeats_the_last_demonstrated_action() -> None:
     from policies.data import edge_padded
 
@@ -406,7 +425,11 @@ def test_tiny_policy_overfits_demos_and_succeeds_on_their_seeds(workdir: Path, k
     assert res["tasks"][0]["latency"]["chunks"] > 0
 
 
-SHIPPED = sorted((REPO / "checkpoints").glob("*/config.json"))
+SHIPPED = sorted(
+    p
+    for p in (REPO / "checkpoints").glob("*/config.json")
+    if json.loads(p.read_text()).get("format") == "enerverse-policy"
+)
 
 
 @pytest.mark.integration
@@ -420,7 +443,10 @@ def test_shipped_checkpoint_runs_in_sim(config: Path) -> None:
 
     size = sum(f.stat().st_size for f in config.parent.iterdir())
     assert size <= 30 * 2**20, f"{config.parent} is {size / 2**20:.1f} MiB (limit 30)"
+    from sim.cameras import RIG_VERSION
+
     rt = PolicyRuntime(config.parent)
+    assert rt.rig_version == RIG_VERSION, "shipped policies must be trained on the current camera rig"
     task = rt.policy.meta["task"]
     env = EnerVerseEnv(task, views=rt.views, width=rt.resolution, height=rt.resolution)
     try:

@@ -385,7 +385,8 @@ def test_anchor_config_errors_name_the_problem() -> None:
 
 
 def test_applied_action_is_the_clipped_one_and_hold_keeps_still() -> None:
-    env = EnerVerseEnv("reach", views=["main"], width=16, height=16, depth=True)
+    horizon = {"name": "horizon", "eye": [0.5, 0.0, 0.3], "target": [1.5, 0.0, 0.0]}  # table + sky
+    env = EnerVerseEnv("reach", views=["horizon"], anchors=[horizon], width=16, height=16, depth=True)
     try:
         obs, _ = env.reset(seed=0)
         assert np.isinf(obs["depth"]).any() and np.isfinite(obs["depth"]).any()  # background has no depth

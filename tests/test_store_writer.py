@@ -53,6 +53,14 @@ BAD_FRAMES = {
         lambda ep: _bad(ep, 0, privileged=np.array([0.1, np.nan], np.float32)),
         r"privileged: contains NaN",
     ),
+    "seg int64": (
+        lambda ep: _bad(ep, 0, seg=np.zeros((2, 8, 8), np.int64)),
+        r"seg: expected object labels of dtype uint8",
+    ),
+    "seg shape": (
+        lambda ep: _bad(ep, 0, seg=np.zeros((2, 8, 4), np.uint8)),
+        r"seg: expected shape \(2, 8, 8\), got \(2, 8, 4\)",
+    ),
     "privileged 2-D": (
         lambda ep: _bad(ep, 0, privileged=np.zeros((2, 3), np.float32)),
         r"privileged: expected a non-empty 1-D array",
@@ -70,7 +78,8 @@ def test_writer_rejects_bad_frame_and_commits_nothing(store: EpisodeStore, case:
 
 
 @pytest.mark.parametrize(
-    "change", ["state shape", "state dtype", "rgb size", "depth vanishes", "privileged appears"]
+    "change",
+    ["state shape", "state dtype", "rgb size", "depth vanishes", "privileged appears", "seg appears"],
 )
 def test_writer_rejects_frames_inconsistent_with_frame0(store: EpisodeStore, change: str) -> None:
     ep = make_episode(3, T=4)
@@ -80,6 +89,7 @@ def test_writer_rejects_frames_inconsistent_with_frame0(store: EpisodeStore, cha
         "rgb size": {"rgb": np.zeros((2, 8, 9, 3), np.uint8)},
         "depth vanishes": {"depth": None},
         "privileged appears": {"privileged": np.zeros(3, np.float32)},
+        "seg appears": {"seg": np.zeros((2, 8, 8), np.uint8)},
     }[change]
     with pytest.raises(ValueError, match="expected|frame 0"), store.write_episode(0, **meta(ep)) as w:
         w.add_frame(**frame(ep, 0))
@@ -264,3 +274,17 @@ def test_cleanup_in_another_process_skips_live_writer(store: EpisodeStore) -> No
         w.add_frame(**frame(ep, t))
     w.commit()
     np.testing.assert_array_equal(store.episode(0).load("rgb"), ep["rgb"])
+
+
+def test_seg_masks_round_trip_with_their_names(store: EpisodeStore) -> None:
+    ep = make_episode(5, T=3)
+    masks = np.random.default_rng(0).integers(0, 3, size=(3, 2, 8, 8), dtype=np.uint8)
+    with store.write_episode(0, **meta(ep, seg_names=["cube", "plate"])) as w:
+        for t in range(3):
+            w.add_frame(**frame(ep, t), seg=masks[t])
+    view = store.episode(0)
+    np.testing.assert_array_equal(view.load("seg"), masks)
+    assert view.seg_names == ["cube", "plate"] and view.seg.chunks == (1, 2, 8, 8)
+    with store.write_episode(1, **meta(ep)) as w:
+        w.add_frame(**frame(ep, 0))
+    assert store.episode(1).seg is None and store.episode(1).seg_names == []

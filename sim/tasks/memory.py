@@ -21,7 +21,7 @@ class MemoryTask(Task):
         ObjectSpec("cube", "cube"),
         ObjectSpec("plate_a", "pad", 0.05),
         ObjectSpec("plate_b", "pad", 0.05),
-        ObjectSpec("lamp", "lamp", 0.025),
+        ObjectSpec("lamp", "lamp", 0.03),
     ]
     privileged_spec = [
         ("cube", 7),
@@ -42,7 +42,7 @@ class MemoryTask(Task):
         self.set_free_pose("cube", np.array([*cube, CUBE_HALF]), rng.uniform(-np.pi / 4, np.pi / 4))
         self.set_mocap("plate_a", np.array([*pa, 0.001]))
         self.set_mocap("plate_b", np.array([*pb, 0.001]))
-        self.set_mocap("lamp", np.array([0.78, rng.choice([-0.32, 0.32]), 0.0]))
+        self.set_mocap("lamp", np.array([0.66, rng.choice([-0.25, 0.25]), 0.0]))  # in every view
         c = self.pick_colors(rng, ["cube", "plate_a", "plate_b"])
         for k in ("cube", "plate_a", "plate_b"):
             self.set_color(f"{k}_geom", PALETTE[c[k]])

@@ -13,12 +13,12 @@ class ReachTask(Task):
 
     name = "reach"
     max_steps = 60
-    objects = [ObjectSpec("goal", "marker", 0.02)]
+    objects = [ObjectSpec("goal", "marker", 0.03)]
     privileged_spec = [("goal", 3)]
     tolerance = 0.03
 
     def randomize(self, rng: np.random.Generator) -> None:
-        goal = rng.uniform([0.35, -0.2, 0.08], [0.65, 0.2, 0.3])
+        goal = rng.uniform([0.35, -0.2, 0.06], [0.65, 0.2, 0.25])
         self.set_mocap("goal", goal)
         color = self.pick_colors(rng, ["goal"])["goal"]
         self.set_color("goal_geom", PALETTE[color], 0.8)

@@ -14,6 +14,7 @@ from .format import (
     WriterConflictError,
 )
 from .reader import EpisodeStore, EpisodeView
+from .rig import check_rig_version, recorded_rig_version, store_rig_version
 from .sampler import WindowSampler
 from .stats import compute_stats, load_stats, save_stats
 from .writer import EpisodeWriter
@@ -29,7 +30,10 @@ __all__ = [
     "StoreFormatError",
     "WindowSampler",
     "WriterConflictError",
+    "check_rig_version",
     "compute_stats",
     "load_stats",
+    "recorded_rig_version",
     "save_stats",
+    "store_rig_version",
 ]

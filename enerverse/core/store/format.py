@@ -10,10 +10,11 @@ Layout (zarr v3 on a local directory)::
                                      its writer holds a flock on ``.writer.lock`` inside it
 
 Per-episode arrays: ``rgb`` uint8 [T, V, H, W, 3] (one frame per chunk), optional ``depth``
-float16 [T, V, H, W], ``state`` float32 [T, S], ``action`` float32 [T, A], ``T_cam_world`` float32
-[T, V, 4, 4] (world -> camera, OpenCV convention), ``K`` float32 [V, 3, 3] and optional ``privileged``
-float32 [T, P] (simulation only: the task's ground-truth object state, e.g. the goal position; used as an
-auxiliary training target, never as a policy input).
+float16 [T, V, H, W], optional ``seg`` uint8 [T, V, H, W] (object masks: 0 background, k + 1 the
+object named ``seg_names[k]`` in the episode attributes), ``state`` float32 [T, S], ``action``
+float32 [T, A], ``T_cam_world`` float32 [T, V, 4, 4] (world -> camera, OpenCV convention), ``K``
+float32 [V, 3, 3] and optional ``privileged`` float32 [T, P] (simulation only: the task's ground-truth
+object state, e.g. the goal position; used as an auxiliary training target, never as a policy input).
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ STATS_FILE = "stats.json"
 TMP_PREFIX = ".tmp-"
 EPISODE_RE = re.compile(r"^episode_(\d{6,})$")
 
-FRAME_KEYS = ("rgb", "depth", "state", "action", "T_cam_world", "privileged")  # leading T axis
-OPTIONAL_FRAME_KEYS = ("depth", "privileged")  # every frame of an episode has them, or none does
+FRAME_KEYS = ("rgb", "depth", "seg", "state", "action", "T_cam_world", "privileged")  # leading T axis
+OPTIONAL_FRAME_KEYS = ("depth", "seg", "privileged")  # every frame of an episode has them, or none does
 ARRAY_KEYS = (*FRAME_KEYS, "K")
 STORED_DTYPES = {
     "rgb": np.dtype(np.uint8),
     "depth": np.dtype(np.float16),
+    "seg": np.dtype(np.uint8),
     "state": np.dtype(np.float32),
     "action": np.dtype(np.float32),
     "T_cam_world": np.dtype(np.float32),

@@ -74,6 +74,15 @@ class EpisodeView:
         return self.array("depth") if self.has("depth") else None
 
     @property
+    def seg(self) -> Any | None:  # [T, V, H, W] uint8 object labels, or None when not recorded
+        return self.array("seg") if self.has("seg") else None
+
+    @property
+    def seg_names(self) -> list[str]:
+        """Object names of the ``seg`` labels (label k + 1 is ``seg_names[k]``); [] without masks."""
+        return list(self.attrs.get("seg_names", []))
+
+    @property
     def state(self) -> Any:  # [T, S] float32
         return self.array("state")
 

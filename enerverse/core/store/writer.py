@@ -169,16 +169,18 @@ class EpisodeWriter:
         T_cam_world: Any,
         depth: Any = None,
         privileged: Any = None,
+        seg: Any = None,
     ) -> None:
         """Validate and buffer one frame.
 
         rgb uint8 [V, H, W, 3]; state float [S]; action float [A]; T_cam_world float [V, 4, 4]
         (world -> camera); depth float [V, H, W] (metres, >= 0, no NaN) or None; privileged float [P]
-        (the simulator's object state, finite) or None. Every frame must match frame 0 in shapes and
+        (the simulator's object state, finite) or None; seg uint8 [V, H, W] (object labels, names in
+        the ``seg_names`` attribute) or None. Every frame must match frame 0 in shapes and
         dtypes, and in which optional arrays it has; V must match ``view_names`` and ``K``.
         """
         self._check_open()
-        frame = self._validate_frame(rgb, state, action, T_cam_world, depth, privileged)
+        frame = self._validate_frame(rgb, state, action, T_cam_world, depth, privileged, seg)
         for key, value in frame.items():
             self._buffer.setdefault(key, []).append(value)
         self.n_frames += 1
@@ -186,7 +188,7 @@ class EpisodeWriter:
             self.flush()
 
     def _validate_frame(
-        self, rgb: Any, state: Any, action: Any, T: Any, depth: Any, privileged: Any
+        self, rgb: Any, state: Any, action: Any, T: Any, depth: Any, privileged: Any, seg: Any = None
     ) -> dict[str, np.ndarray]:
         V = self.n_views
         rgb = np.asarray(rgb)
@@ -197,11 +199,15 @@ class EpisodeWriter:
                 f"rgb: expected shape [V={V}, H, W, 3] (V = len(view_names) = K.shape[0]), got {rgb.shape}"
             )
         given = {"rgb": rgb, "state": state, "action": action, "T_cam_world": T}
-        optional = {"depth": depth, "privileged": privileged}
+        optional = {"depth": depth, "privileged": privileged, "seg": seg}
         given.update({k: v for k, v in optional.items() if v is not None})
+        if "seg" in given:
+            given["seg"] = np.asarray(given["seg"])
+            if given["seg"].dtype != np.uint8:
+                raise ValueError(f"seg: expected object labels of dtype uint8, got {given['seg'].dtype}")
         ndims = {"state": 1, "action": 1, "T_cam_world": 3, "privileged": 1}
         for name in given:
-            if name == "rgb":
+            if name in ("rgb", "seg"):
                 continue
             arr = given[name] = np.asarray(given[name])
             if arr.dtype.kind != "f":
@@ -210,7 +216,7 @@ class EpisodeWriter:
                 raise ValueError(f"{name}: expected a non-empty {ndims[name]}-D array, got shape {arr.shape}")
         if self._spec is None:  # frame 0 fixes every key's shape and dtype for the episode
             H, W = rgb.shape[1:3]
-            by_layout = {"rgb": (V, H, W, 3), "T_cam_world": (V, 4, 4), "depth": (V, H, W)}
+            by_layout = {"rgb": (V, H, W, 3), "T_cam_world": (V, 4, 4), "depth": (V, H, W), "seg": (V, H, W)}
             spec = {k: (by_layout.get(k, a.shape), a.dtype) for k, a in given.items()}
         else:
             spec = self._spec
@@ -248,7 +254,7 @@ class EpisodeWriter:
         for key, frames in self._buffer.items():
             if key not in self._arrays:
                 shape = self._spec[key][0]
-                per_frame = key in ("rgb", "depth")
+                per_frame = key in ("rgb", "depth", "seg")
                 chunks = (1, *shape) if per_frame else (SMALL_CHUNK_FRAMES, *shape)
                 self._arrays[key] = self._group.create_array(
                     key,
