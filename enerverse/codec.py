@@ -325,7 +325,8 @@ def train_codec(
     weight_decay: float = 1e-4,
     grad_clip: float = 1.0,
 ) -> list[float]:
-    """Train a codec with AdamW on batches of frames [N, 3, H, W] in [-1, 1]; return the loss per step.
+    """Train a codec with AdamW on batches of frames [N, 3, H, W] in [-1, 1] (or dicts with ``images``
+    and object ``masks``, see :meth:`ConvAutoencoder.loss`); return the loss per step.
 
     ``frames_iter`` is cycled (re-iterated) when it runs out. After training, the latent scale is
     calibrated on ``calibrate_batches`` batches (0 = skip) and the codec is left in eval mode. A non-finite
@@ -342,8 +343,12 @@ def train_codec(
     losses: list[float] = []
     bar = progress_bar(total=steps, desc="codec", unit="step", disable=None if progress else True)
     for step in range(steps):
-        x = next(batches).to(device, non_blocking=True)
-        total, stats = codec.loss(x)
+        batch = next(batches)  # images, or {"images", "masks"}
+        if isinstance(batch, dict):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        else:
+            batch = batch.to(device, non_blocking=True)
+        total, stats = codec.loss(batch)
         value = total.item()
         if not math.isfinite(value):
             bar.close()
@@ -361,7 +366,8 @@ def train_codec(
     bar.close()
     codec.eval()
     if calibrate_batches > 0 and hasattr(codec, "calibrate"):
-        scale = codec.calibrate(next(batches) for _ in range(calibrate_batches))
+        images = (b["images"] if isinstance(b, dict) else b for b in batches)
+        scale = codec.calibrate(next(images) for _ in range(calibrate_batches))
         log.info("codec latent scale calibrated to %.4f", scale)
     return losses
 

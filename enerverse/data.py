@@ -97,6 +97,7 @@ class GeneratorWindows(Dataset):
             action_horizon=1,
             mode=memory_mode(cfg, train),
             seed=seed,
+            stride=cfg.frame_stride,
         )
         eps = [int(e) for e in self.sampler.episode_indices]
         self.views = {e: store.episode(e) for e in eps}  # opened once: zarr metadata reads add up
@@ -133,7 +134,12 @@ class GeneratorWindows(Dataset):
         """Re-draw sparse memory frames for a new epoch."""
         self.sampler.set_epoch(epoch)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """Window ``key``, or ``(i, epoch)``: window i with the sparse memory drawn for that epoch
+        (how DataLoader workers ask, see :mod:`enerverse.core.loader`)."""
+        i, epoch = key if isinstance(key, tuple) else (key, None)
+        if epoch is not None:
+            self.sampler.set_epoch(epoch)
         w = self.sampler.window(self.items[i])
         e, R, m = int(w["episode"]), self.cfg.resolution, self.cfg.memory.n_memory
         idx = np.concatenate([w["memory_idx"], w["chunk_idx"]])
@@ -151,7 +157,10 @@ class GeneratorWindows(Dataset):
             frames[:, m:][:, past_end] = EOS_VALUE
             item["frames"] = frames
         cams = np.transpose(self.views[e].load("T_cam_world", idx), (1, 0, 2, 3))  # [V, T, 4, 4]
-        pos = np.concatenate([w["memory_idx"] - w["c"], np.arange(1, len(w["chunk_idx"]) + 1)])
+        # positions in generator frames (every frame_stride-th recorded frame) relative to the present
+        pos = np.concatenate(
+            [(w["memory_idx"] - w["c"]) // w["stride"], np.arange(1, len(w["chunk_idx"]) + 1)]
+        )
         item.update(
             {
                 "rays": ray_maps(K, cams, R, R // self.cfg.codec.factor),

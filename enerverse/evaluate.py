@@ -6,7 +6,9 @@ For held-out episodes (the training run's split, or all episodes of ``store``) t
 real context frames and rolls out ``chunks`` chunks autoregressively (its own frames become memory).
 Reported per chunk index and per view:
 - PSNR / SSIM of predicted frames against the real ones, next to the copy-last-frame baseline
-  (repeat the last context frame) in the same run;
+  (repeat the last context frame) in the same run; and the same on object pixels only
+  (``object_psnr``/``object_ssim``) when the store recorded segmentation masks (``ev-collect
+  seg=true``; without them a note says so and the whole-frame metrics are still reported);
 - multi-view consistency: photometric error of warping one view into another through sim depth,
   predicted vs real (lower is better; the real frames give the floor);
 - EoS timing: where generation would stop (first frame within ``eos_threshold`` of the EoS latent)
@@ -33,7 +35,7 @@ from enerverse.core.progress import progress
 from enerverse.core.store import EpisodeStore, StoreFormatError
 from enerverse.data import load_frames
 from enerverse.io import check_store_matches, load_generator, split_episodes
-from enerverse.metrics import depth_warp_error, psnr, ssim
+from enerverse.metrics import depth_warp_error, masked_psnr, masked_ssim, psnr, ssim
 
 
 @dataclass
@@ -74,9 +76,8 @@ def pick_episodes(cfg: EvalGeneratorConfig, model, store: EpisodeStore) -> list[
     """Held-out episodes of the training run (or every episode), at most ``cfg.episodes``."""
     train = getattr(model, "train_config", None) or {}
     if cfg.heldout_only and train:
-        _, held = split_episodes(
-            store, train.get("holdout", 0.1), train.get("seed", 0), task=train.get("task")
-        )
+        task = None if train.get("stores") else train.get("task")  # multi-store runs split each store whole
+        _, held = split_episodes(store, train.get("holdout", 0.1), train.get("seed", 0), task=task)
         eps = held
     else:
         eps = store.indices()
@@ -96,17 +97,21 @@ def rollout(
     seed: int,
     memory_mode: str | None = None,
 ) -> dict:
-    """Predict ``chunks`` chunks after frame ``start`` of episode ``e``; returns real/pred/baseline."""
+    """Predict ``chunks`` chunks after frame ``start`` of episode ``e``; returns real/pred/baseline.
+
+    Context and future frames lie on the generator's grid: every ``frame_stride``-th recorded frame
+    up to ``start`` and after it."""
     cfg = model.cfg
-    M, R = cfg.memory.chunk, cfg.resolution
+    M, R, k = cfg.memory.chunk, cfg.resolution, cfg.frame_stride
     T = store.episode(e).length
-    ctx_idx = np.arange(0, start + 1)
-    fut_idx = np.minimum(np.arange(start + 1, start + 1 + chunks * M), T - 1)
+    ctx_idx = np.arange(start % k, start + 1, k)
+    fut_raw = start + k * np.arange(1, chunks * M + 1)
+    fut_idx = np.minimum(fut_raw, T - 1)
     frames, K = load_frames(store, e, np.concatenate([ctx_idx, fut_idx]), R)  # [V, Tc+F, 3, R, R]
     cams = store.episode(e).load("T_cam_world", int(start))  # [V, 4, 4] (static rig: reused for the future)
     instruction = str(store.episode(e).attrs["instruction"])
     ctx, real = frames[:, : len(ctx_idx)], frames[:, len(ctx_idx) :]
-    past_end = torch.from_numpy(np.arange(start + 1, start + 1 + chunks * M) > T - 1)
+    past_end = torch.from_numpy(fut_raw > T - 1)
     res = model.generate(
         ctx,
         K,
@@ -128,52 +133,73 @@ def rollout(
         "K": K,
         "cams": cams,
         "eos_pred": res.eos_frame,
-        "eos_true": int(T - 1 - start),
+        "eos_true": int((T - 1 - start) // k),
+        "future_idx": fut_idx,
         "episode": e,
         "start": start,
     }
 
 
+FRAME_METRICS = ("psnr", "baseline_psnr", "ssim", "baseline_ssim")
+OBJECT_METRICS = ("object_psnr", "baseline_object_psnr", "object_ssim", "baseline_object_ssim")
+
+
 def score(r: dict, store: EpisodeStore, M: int) -> dict:
-    """Per-frame metrics of one rollout, grouped by chunk index and view."""
+    """Per-frame metrics [V, F] of one rollout (whole frame, and object pixels when the store has
+    segmentation masks), grouped by chunk index and view."""
     valid = ~r["past_end"]
-    real, pred, base = (r[k][:, valid] for k in ("real", "pred", "baseline"))
-    V, F_ = real.shape[:2]
-    chunk_of = (torch.arange(F_) // M).tolist()
+    real, pred, base = (r[k][:, valid].flatten(0, 1) for k in ("real", "pred", "baseline"))
+    V, F_ = r["real"].shape[0], int(valid.sum())
     out = {
-        "psnr": psnr(pred.flatten(0, 1), real.flatten(0, 1)).view(V, F_),
-        "baseline_psnr": psnr(base.flatten(0, 1), real.flatten(0, 1)).view(V, F_),
-        "ssim": ssim(pred.flatten(0, 1), real.flatten(0, 1)).view(V, F_),
-        "baseline_ssim": ssim(base.flatten(0, 1), real.flatten(0, 1)).view(V, F_),
-        "chunk_of": chunk_of,
+        "psnr": psnr(pred, real).view(V, F_),
+        "baseline_psnr": psnr(base, real).view(V, F_),
+        "ssim": ssim(pred, real).view(V, F_),
+        "baseline_ssim": ssim(base, real).view(V, F_),
+        "chunk_of": (torch.arange(F_) // M).tolist(),
     }
     ep = store.episode(r["episode"])
+    idx = r["future_idx"][valid.numpy()]
+    if ep.has("seg"):
+        seg = torch.from_numpy(ep.load("seg", idx) > 0).permute(1, 0, 2, 3)  # [V, F, H, W] object pixels
+        if seg.shape[-1] != real.shape[-1]:
+            seg = F.interpolate(seg.float(), size=real.shape[-2:], mode="nearest").bool()
+        masks = seg.flatten(0, 1)
+        out["object_psnr"] = masked_psnr(pred, real, masks).view(V, F_)
+        out["baseline_object_psnr"] = masked_psnr(base, real, masks).view(V, F_)
+        out["object_ssim"] = masked_ssim(pred, real, masks).view(V, F_)
+        out["baseline_object_ssim"] = masked_ssim(base, real, masks).view(V, F_)
     if ep.has("depth") and V > 1:
-        idx = np.arange(r["start"] + 1, r["start"] + 1 + len(valid))[valid.numpy()]
         depth = torch.from_numpy(ep.load("depth", idx).astype(np.float32))  # [F, V, H, W]
         if depth.shape[-1] != real.shape[-1]:
             depth = F.interpolate(depth, size=real.shape[-2:], mode="nearest")
-        out["consistency"] = depth_warp_error(pred, depth, r["K"], r["cams"])
-        out["consistency_real"] = depth_warp_error(real, depth, r["K"], r["cams"])
+        pred_v, real_v = pred.view(V, F_, *pred.shape[1:]), real.view(V, F_, *real.shape[1:])
+        out["consistency"] = depth_warp_error(pred_v, depth, r["K"], r["cams"])
+        out["consistency_real"] = depth_warp_error(real_v, depth, r["K"], r["cams"])
     return out
 
 
+def _nanmean(t: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean ignoring NaN (object metrics are NaN in frames where no object is visible)."""
+    return t.nanmean() if dim is None else t.nanmean(dim=dim)
+
+
 def aggregate(scores: list[dict], chunks: int, V: int) -> dict:
-    """Means per chunk index (and per view for PSNR)."""
+    """Means per chunk index (and per view for PSNR); object metrics where masks were recorded."""
+    keys = FRAME_METRICS + tuple(k for k in OBJECT_METRICS if all(k in s for s in scores))
     table: dict = {"per_chunk": []}
     for c in range(chunks):
         row: dict = {"chunk": c + 1}
-        for k in ("psnr", "baseline_psnr", "ssim", "baseline_ssim"):
+        for k in keys:
             vals = [s[k][:, [i for i, ci in enumerate(s["chunk_of"]) if ci == c]] for s in scores]
             vals = [v for v in vals if v.numel()]
             if vals:
                 cat = torch.cat(vals, dim=1)
-                row[k] = float(cat.mean())
-                if k == "psnr":
-                    row["psnr_per_view"] = [float(x) for x in cat.mean(dim=1)]
+                row[k] = float(_nanmean(cat))
+                if k in ("psnr", "object_psnr"):
+                    row[f"{k}_per_view"] = [float(x) for x in _nanmean(cat, dim=1)]
         table["per_chunk"].append(row)
-    for k in ("psnr", "baseline_psnr", "ssim", "baseline_ssim"):
-        table[k] = float(np.mean([float(s[k].mean()) for s in scores]))
+    for k in keys:
+        table[k] = float(np.nanmean([float(_nanmean(s[k])) for s in scores]))
     cons = [s["consistency"] for s in scores if "consistency" in s]
     if cons:
         table["consistency"] = float(np.mean(cons))
@@ -226,6 +252,13 @@ def run(cfg: EvalGeneratorConfig, out_dir: Path) -> dict:
     eps = pick_episodes(cfg, model, store)
     main, rolls = evaluate_model(model, store, eps, cfg)
     results = {"checkpoint": cfg.checkpoint, "episodes": eps, "model": main}
+    if not all(store.episode(e).has("seg") for e in eps):
+        note = (
+            f"{cfg.store} has no segmentation masks, so object-pixel metrics are skipped (whole-frame "
+            "metrics follow); collect a store with ev-collect seg=true for them"
+        )
+        print(f"note: {note}", file=sys.stderr)
+        results["object_metrics"] = note
     other_mode = "sparse" if model.cfg.memory.mode == "consecutive" else "consecutive"
     if cfg.memory_ablation:
         results[f"{other_mode}_memory"], _ = evaluate_model(model, store, eps, cfg, other_mode)
@@ -240,6 +273,8 @@ def run(cfg: EvalGeneratorConfig, out_dir: Path) -> dict:
         "psnr": main["psnr"],
         "baseline_psnr": main["baseline_psnr"],
         "ssim": main["ssim"],
+        **{k: main[k] for k in OBJECT_METRICS if k in main},
+        **{f"{k}_per_chunk": [r.get(k) for r in main["per_chunk"]] for k in OBJECT_METRICS[:2] if k in main},
         "consistency": main.get("consistency"),
         "consistency_real": main.get("consistency_real"),
         "psnr_per_chunk": [r.get("psnr") for r in main["per_chunk"]],

@@ -58,12 +58,14 @@ def load_generator(folder: str | Path, device: str = "cpu"):
         )
     model.train_config = ck.config.get("train")  # the run's settings (split, seed), if saved
     model.rig_version = recorded_rig_version(ck.config)  # camera rig of its training data
+    model.data_fps = ck.config.get("data_fps")  # recording rate of its training data (None: unknown)
     return model.to(device).eval()
 
 
 def check_store_matches(model, store: EpisodeStore, who: str) -> None:
-    """Refuse a store this generator would misread: another camera rig, resolution or view count.
-    StoreFormatError names both sides."""
+    """Refuse a store this generator would misread: another camera rig, recording rate (its frames
+    are every ``frame_stride``-th recorded frame), resolution or view count. StoreFormatError names
+    both sides."""
     check_rig_version(model.rig_version, store_rig_version(store), who, str(store.path))
     idx = store.indices()
     if not idx:
@@ -71,6 +73,14 @@ def check_store_matches(model, store: EpisodeStore, who: str) -> None:
     ep = store.episode(idx[0])
     _, V, H, W, _ = ep.rgb.shape
     cfg = model.cfg
+    fps, trained = float(ep.attrs["fps"]), getattr(model, "data_fps", None)
+    if trained is not None and abs(fps - float(trained)) > 1e-6:
+        k = cfg.frame_stride
+        raise StoreFormatError(
+            f"{store.path} was recorded at {fps:g} fps, but {who} was trained on {float(trained):g} fps data "
+            f"with frame_stride={k} ({float(trained) / k:g} generator frames per second): its chunks would "
+            f"span another time; use a store recorded at {float(trained):g} fps"
+        )
     if (H, W) != (cfg.resolution, cfg.resolution) or V != cfg.num_views:
         raise StoreFormatError(
             f"{store.path} holds {V} views at {W}x{H} px, but {who} was trained on {cfg.num_views} views "

@@ -94,6 +94,9 @@ class GeneratorConfig:
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    frame_stride: int = 1
+    """the generator's frames are every k-th recorded frame (k = 1: the 20 Hz control rate); a chunk of
+    8 frames then spans 8 k control steps"""
     text_encoder: str = "minilm"
     """minilm (offline all-MiniLM-L6-v2) | hashing (tests) | hf (needs text_model_path)"""
     text_model_path: str | None = None
@@ -108,6 +111,10 @@ class GeneratorConfig:
             )
         if self.num_views <= 0:
             raise ConfigError(f"num_views must be positive, got {self.num_views}")
+        if self.frame_stride < 1:
+            raise ConfigError(
+                f"frame_stride must be >= 1 (every k-th recorded frame), got {self.frame_stride}"
+            )
         if self.memory.mode not in ("sparse", "consecutive"):
             raise ConfigError(f"memory.mode must be 'sparse' or 'consecutive', got {self.memory.mode!r}")
         d = self.denoiser

@@ -19,25 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from enerverse.core.config import ConfigError, config_to_dict, parse_cli_with_preset
 from enerverse.core.device import pick_device
 from enerverse.core.plots import line_plot
 from enerverse.core.seeding import seed_everything
-from enerverse.core.store import EpisodeStore, check_rig_version, recorded_rig_version, store_rig_version
-from enerverse.core.trainer import (
-    LossModule,
-    Trainer,
-    TrainSettings,
-    distributed_info,
-    epoch_batches,
-    run_training_main,
-)
-from enerverse.data import GeneratorWindows, collate, encode_episodes
-from enerverse.io import save_generator, split_episodes
+from enerverse.core.store import check_rig_version, recorded_rig_version, store_rig_version
+from enerverse.core.trainer import LossModule, Trainer, TrainSettings, distributed_info, run_training_main
+from enerverse.io import save_generator
+from enerverse.latent_cache import LatentCache
 from enerverse.presets import GeneratorConfig, get_preset
 from enerverse.samples import write_sample_grid
+from enerverse.train_data import Source, frame_batches, generator_batches, images_of, open_sources
 
 
 @dataclass
@@ -48,6 +41,10 @@ class TrainGeneratorConfig:
     """task whose demonstrations are used (store defaults to data/<task>)"""
     store: str | None = None
     """episode store folder (default: data/<task>)"""
+    stores: list[str] = field(default_factory=list)
+    """several episode stores, every episode of each (multi-task pretraining); replaces store and task"""
+    workers: int = 2
+    """DataLoader worker processes reading the latent cache in the generator stage (0: this process)"""
     preset: str = "tiny"
     """model size: tiny | small | base | paper"""
     generator: GeneratorConfig = field(default_factory=lambda: get_preset("tiny"))
@@ -85,58 +82,27 @@ class TrainGeneratorConfig:
             raise ConfigError("batch sizes must be positive")
         if not 0.0 <= self.holdout < 1.0:
             raise ConfigError(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
 
     @property
     def store_path(self) -> Path:
         return Path(self.store) if self.store else Path("data") / self.task
 
+    @property
+    def store_paths(self) -> list[Path]:
+        """Every training store (``stores``, or the one store of ``task``)."""
+        return [Path(p) for p in self.stores] if self.stores else [self.store_path]
+
+    @property
+    def task_filter(self) -> str | None:
+        """The task whose episodes are used (None: all episodes of every store)."""
+        return None if self.stores else self.task
+
 
 def parse_args(argv: list[str] | None) -> TrainGeneratorConfig:
     """Parse overrides; ``preset=<name>`` picks the defaults that ``generator.*`` overrides refine."""
     return parse_cli_with_preset(TrainGeneratorConfig, argv, "ev-train-generator", "generator", get_preset)
-
-
-def open_store(cfg: TrainGeneratorConfig) -> EpisodeStore:
-    """The training store, or a clear error that says how to create it."""
-    path = cfg.store_path
-    if not path.exists():
-        raise ConfigError(
-            f"no episode store at {path}; create one with: ev-collect task={cfg.task} "
-            f"episodes=200 out={path} resolution={cfg.generator.resolution}"
-        )
-    return EpisodeStore.open(path)
-
-
-def frame_batches(store: EpisodeStore, episodes: list[int], cfg: TrainGeneratorConfig, data_state: dict):
-    """Single frames for the codec stage (all views), resumable: images [N, 3, R, R] in [-1, 1], or,
-    when every episode recorded segmentation, {"images", "masks" [N, R, R] bool (object pixels)}."""
-    import cv2
-
-    index = [(e, t) for e in episodes for t in range(store.episode(e).length)]
-    R = cfg.generator.resolution
-    with_masks = all(store.episode(e).has("seg") for e in episodes)
-
-    def resized(img, interpolation):
-        return img if img.shape[0] == R else cv2.resize(img, (R, R), interpolation=interpolation)
-
-    def get(items: list[int], epoch: int):
-        imgs, masks = [], []
-        for i in items:
-            e, t = index[i]
-            ep = store.episode(e)
-            imgs += [resized(img, cv2.INTER_AREA) for img in ep.load("rgb", t)]  # [V, H, W, 3]
-            if with_masks:
-                masks += [resized(m, cv2.INTER_NEAREST) > 0 for m in ep.load("seg", t)]  # [V, H, W]
-        images = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        return {"images": images, "masks": torch.from_numpy(np.stack(masks))} if with_masks else images
-
-    per_frame = max(1, cfg.codec_batch_size // cfg.generator.num_views)
-    return epoch_batches(len(index), per_frame, cfg.seed, data_state, get)
-
-
-def images_of(batch: torch.Tensor | dict) -> torch.Tensor:
-    """The images [N, 3, R, R] of a codec batch (with or without masks)."""
-    return batch["images"] if isinstance(batch, dict) else batch
 
 
 def run_identity(cfg: TrainGeneratorConfig) -> dict:
@@ -145,6 +111,7 @@ def run_identity(cfg: TrainGeneratorConfig) -> dict:
         "generator": config_to_dict(cfg.generator),
         "task": cfg.task,
         "store": str(cfg.store_path),
+        "stores": [str(p) for p in cfg.store_paths] if cfg.stores else [],
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "codec_batch_size": cfg.codec_batch_size,
@@ -181,67 +148,83 @@ def load_generator_weights(gen, folder: str, gcfg: GeneratorConfig, store_rig: i
     gen.load_state_dict(ck.state_dict)
 
 
+def train_codec_stage(
+    gen, cfg: TrainGeneratorConfig, sources: list[Source], run_dir: Path, identity: dict, defaults: dict
+) -> Trainer:
+    """Stage 1: the conv autoencoder on single frames, then its latent scale (see frame_batches)."""
+    device = pick_device(cfg.device)
+    codec = LossModule(gen.codec, "loss")
+    ct = Trainer(codec, cfg.codec, run_dir / "codec", identity, device, name="codec", defaults=defaults)
+    ct.resume()
+    per_batch = max(1, cfg.codec_batch_size // cfg.generator.num_views)
+    R = cfg.generator.resolution
+    if ct.step < cfg.codec.steps:
+        ct.losses = ct.fit(lambda st: frame_batches(sources, R, per_batch, cfg.seed, st))
+        if ct.stopped_by:
+            return ct
+    calib = frame_batches(sources, R, per_batch, cfg.seed, {"epoch": 10_000, "index": 0})
+    gen.codec.calibrate(images_of(next(calib)).to(device) for _ in range(4))
+    return ct
+
+
+def prepare_codec(gen, cfg, sources, run_dir, identity, defaults, summary) -> str | None:
+    """Stage 1 or its replacement (init_from / codec_from); returns the stopping signal, if any."""
+    rig = store_rig_version(sources[0].store)
+    if cfg.init_from:  # stage 1 skipped: adapt a trained generator
+        load_generator_weights(gen, cfg.init_from, cfg.generator, rig)
+        summary["init_from"] = cfg.init_from
+    elif cfg.codec_from:  # stage 1 skipped: reuse a trained (calibrated) codec
+        load_codec_from(gen, cfg.codec_from, cfg.generator, rig)
+        summary["codec_from"] = cfg.codec_from
+    elif cfg.generator.codec.kind == "conv" and cfg.codec.steps > 0:
+        ct = train_codec_stage(gen, cfg, sources, run_dir, identity, defaults)
+        losses = getattr(ct, "losses", None)
+        if losses:
+            summary["codec_final_loss"] = float(np.mean(losses[-10:]))
+        if ct.stopped_by:  # the checkpoint is written; the same command resumes the codec stage
+            summary.update({"stopped_by": ct.stopped_by, "stage": "codec", "steps": ct.step})
+            return ct.stopped_by
+    gen.codec.requires_grad_(False).eval()
+    return None
+
+
 def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
     """Both stages; returns the summary dict."""
     from enerverse.generator import EnerVerseGenerator
 
     device = pick_device(cfg.device)
     seed_everything(cfg.seed + distributed_info()[0])
-    store = open_store(cfg)
-    train_eps, held_eps = split_episodes(store, cfg.holdout, cfg.seed, task=cfg.task)
+    sources = open_sources(cfg.store_paths, cfg.task_filter, cfg.holdout, cfg.seed, cfg.generator.resolution)
     gen = EnerVerseGenerator(cfg.generator).to(device)
-    full_cfg = config_to_dict(cfg)
     identity = run_identity(cfg)
-    defaults = {"generator": config_to_dict(get_preset(cfg.preset))}  # for settings added later
+    defaults = {"generator": config_to_dict(get_preset(cfg.preset)), "stores": []}  # for settings added later
     t_start = time.perf_counter()
     summary: dict = {
-        "task": cfg.task,
+        "task": cfg.task
+        if not cfg.stores
+        else sorted({s.store.episode(s.train[0]).attrs["task"] for s in sources}),
         "preset": cfg.preset,
-        "train_episodes": len(train_eps),
-        "heldout_episodes": len(held_eps),
+        "train_episodes": sum(len(s.train) for s in sources),
+        "heldout_episodes": sum(len(s.held) for s in sources),
         "run_dir": str(run_dir),
         "denoiser_params": gen.denoiser.num_parameters(),
         "codec_params": sum(p.numel() for p in gen.codec.parameters()),
     }
     print(
         f"[ev-train-generator] denoiser {summary['denoiser_params'] / 1e6:.2f} M params, codec "
-        f"{summary['codec_params'] / 1e6:.2f} M, {len(train_eps)} train / {len(held_eps)} held-out episodes",
+        f"{summary['codec_params'] / 1e6:.2f} M, {summary['train_episodes']} train / "
+        f"{summary['heldout_episodes']} held-out episodes in {len(sources)} store(s)",
         file=sys.stderr,
     )
-
-    if cfg.init_from:  # --- stage 1 skipped: adapt a trained generator
-        load_generator_weights(gen, cfg.init_from, cfg.generator, store_rig_version(store))
-        summary["init_from"] = cfg.init_from
-    elif cfg.codec_from:  # --- stage 1 skipped: reuse a trained (calibrated) codec
-        load_codec_from(gen, cfg.codec_from, cfg.generator, store_rig_version(store))
-        summary["codec_from"] = cfg.codec_from
-    elif cfg.generator.codec.kind == "conv" and cfg.codec.steps > 0:  # --- stage 1: codec
-        ct = Trainer(
-            LossModule(gen.codec, "loss"),
-            cfg.codec,
-            run_dir / "codec",
-            identity,
-            device,
-            name="codec",
-            defaults=defaults,
-        )
-        ct.resume()
-        if ct.step < cfg.codec.steps:
-            losses = ct.fit(lambda st: frame_batches(store, train_eps, cfg, st))
-            summary["codec_final_loss"] = float(np.mean(losses[-10:])) if losses else None
-        calib = frame_batches(store, train_eps, cfg, {"epoch": 10_000, "index": 0})
-        gen.codec.calibrate(images_of(next(calib)).to(device) for _ in range(4))
-    gen.codec.requires_grad_(False).eval()
-
-    # --- stage 2: generator
-    data = GeneratorWindows(store, cfg.generator, train=True, seed=cfg.seed, episodes=train_eps)
-    data.use_latents(encode_episodes(gen, store, data.episodes()), gen.eos_latent())
-    held = GeneratorWindows(store, cfg.generator, train=False, seed=cfg.seed, episodes=held_eps or train_eps)
-
-    def get(items: list[int], epoch: int) -> dict:
-        data.set_epoch(epoch)
-        return collate([data[i] for i in items])
-
+    if prepare_codec(gen, cfg, sources, run_dir, identity, defaults, summary):
+        return summary
+    cache = LatentCache(run_dir / "latents", gen.codec)
+    batches, held = generator_batches(
+        sources, gen, cfg.generator, cache, cfg.batch_size, cfg.seed, cfg.workers
+    )
+    params = list(gen.denoiser.parameters())
+    gt = Trainer(gen, cfg.train, run_dir / "generator", identity, device, params, "generator", defaults)
+    gt.resume()
     deadline = None if cfg.max_minutes is None else t_start + 60 * cfg.max_minutes
 
     def on_step(tr: Trainer) -> None:
@@ -250,31 +233,11 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
         if deadline is not None and time.perf_counter() > deadline:
             tr.stop()  # checkpoint and end here; resuming continues toward train.steps
 
-    gt = Trainer(
-        gen,
-        cfg.train,
-        run_dir / "generator",
-        identity,
-        device,
-        params=list(gen.denoiser.parameters()),
-        name="generator",
-        defaults=defaults,
-    )
-    gt.resume()
-    losses = gt.fit(lambda st: epoch_batches(len(data), cfg.batch_size, cfg.seed, st, get), on_step)
-    final = gt.ema or gen
+    losses = gt.fit(batches, on_step)
+    if gt.stopped_by:
+        summary["stopped_by"] = gt.stopped_by
     if gt.rank == 0:
-        save_generator(
-            final,
-            cfg.generator,
-            run_dir / "checkpoint",
-            extra={"train": full_cfg, "step": gt.step, "rig_version": store_rig_version(store)},
-        )
-        summary["sample"] = str(write_sample_grid(final, held, run_dir / "samples" / "final", seed=cfg.seed))
-        if losses:  # this invocation's steps (a resumed run plots from where it resumed)
-            summary["loss_plot"] = str(
-                line_plot({"v-loss": losses}, run_dir / "loss.png", title="generator loss")
-            )
+        summary.update(finish_run(gt.ema or gen, cfg, sources, run_dir, gt, held, losses))
     summary.update(
         {
             "steps": gt.step,
@@ -284,6 +247,27 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
         }
     )
     return summary
+
+
+def finish_run(
+    final, cfg, sources: list[Source], run_dir: Path, gt: Trainer, held, losses: list[float]
+) -> dict:
+    """Rank 0 after the generator stage: the final (EMA) checkpoint with its data's camera rig and
+    recording rate, a sample grid (not when a signal asks to end soon) and the loss plot."""
+    out: dict = {}
+    store = sources[0].store
+    extra = {
+        "train": config_to_dict(cfg),
+        "step": gt.step,
+        "rig_version": store_rig_version(store),
+        "data_fps": float(store.episode(sources[0].train[0]).attrs["fps"]),
+    }
+    save_generator(final, cfg.generator, run_dir / "checkpoint", extra=extra)
+    if not gt.stopped_by:
+        out["sample"] = str(write_sample_grid(final, held, run_dir / "samples" / "final", seed=cfg.seed))
+    if losses:  # this invocation's steps (a resumed run plots from where it resumed)
+        out["loss_plot"] = str(line_plot({"v-loss": losses}, run_dir / "loss.png", title="generator loss"))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

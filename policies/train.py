@@ -290,6 +290,8 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
             "checkpoint": str(run_dir / "checkpoint"),
         }
     )
+    if tr.stopped_by:
+        summary["stopped_by"] = tr.stopped_by
     return summary
 
 

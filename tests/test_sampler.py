@@ -179,3 +179,23 @@ def test_consecutive_memory_is_the_frames_right_before_c(store: EpisodeStore) ->
         if c >= 3:
             assert w["memory_idx"].tolist() == [c - 3, c - 2, c - 1, c]
             assert w["memory_mask"].all()
+
+
+def test_stride_puts_memory_and_chunk_on_every_kth_frame(store: EpisodeStore) -> None:
+    s = WindowSampler(store, chunk=3, n_memory=3, action_horizon=2, mode="eval", stride=2)
+    assert len(s) == (5 - 2) + (12 - 2) + (3 - 2) + 0  # a window needs one strided future frame
+    for w in all_windows(s):
+        c, T = w["c"], w["length"]
+        assert w["stride"] == 2 and w["memory_idx"][-1] == c
+        assert ((c - w["memory_idx"]) % 2 == 0).all() and (w["memory_idx"] >= 0).all()  # c's grid
+        raw = c + 2 * np.arange(1, 4)
+        np.testing.assert_array_equal(w["chunk_idx"], np.minimum(raw, T - 1))
+        np.testing.assert_array_equal(w["chunk_mask"], raw <= T - 1)
+        np.testing.assert_array_equal(w["action_idx"], np.minimum(c + np.arange(2), T - 1))  # control rate
+    w = s.window(s._offsets[1] + 9)  # episode 1, c = 9: grid history 1, 3, 5, 7 -> spread 1, 7 (eval)
+    assert w["c"] == 9
+    np.testing.assert_array_equal(w["memory_idx"], [1, 7, 9])
+    train = WindowSampler(store, chunk=3, n_memory=3, mode="train", stride=3)
+    for i in range(len(train)):
+        w = train.window(i)
+        assert ((w["c"] - w["memory_idx"]) % 3 == 0).all()

@@ -1,6 +1,7 @@
 """A small, exact-resume training loop shared by the generator and the policy.
 
-- AdamW with linear warm-up then constant (or cosine) learning rate, gradient-norm clipping, EMA.
+- AdamW with linear warm-up then constant (or cosine) learning rate, gradient-norm clipping, a
+  warm-up EMA (diffusers' EMAModel schedule).
 - Checkpoints every ``ckpt_every`` steps as ``<run_dir>/step_XXXXXXXX/`` (config.json +
   model.safetensors (EMA weights under ``ema.``) + train_state.pt), resumed exactly: model, EMA,
   optimizer, scheduler, step, RNG states and the data position.
@@ -15,11 +16,14 @@ Import this module only where torch is available (``enerverse.core`` itself stay
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
 import shutil
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +82,11 @@ class TrainSettings:
     """constant | cosine (after warm-up)"""
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    """0 disables EMA"""
+    """the EMA's final decay; 0 disables EMA. The EMA warms up (diffusers EMAModel): the decay at step
+    n is min(ema_decay, 1 - (1 + n)^-ema_power), so a short run's EMA follows the trained weights
+    instead of keeping mostly the initial ones"""
+    ema_power: float = 2 / 3
+    """warm-up speed: 2/3 reaches a decay of 0.99 after about 1k steps and 0.999 after about 31k"""
     ckpt_every: int = 100
     log_every: int = 10
     keep_checkpoints: int = 2
@@ -136,6 +144,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
         self.ema = copy.deepcopy(model).eval().requires_grad_(False) if settings.ema_decay > 0 else None
+        self._ema_rule = self._make_ema_rule() if self.ema is not None else None
         self.ddp = None
         if self.distributed:
             self.ddp = nn.parallel.DistributedDataParallel(
@@ -143,7 +152,22 @@ class Trainer:
             )
         self.step = 0
         self.data_state: dict = {"epoch": 0, "index": 0}
+        self.stopped_by: str | None = None  # "SIGTERM" / "SIGINT" when a signal ended fit()
         self._tb = None
+
+    def _make_ema_rule(self):
+        """diffusers' EMAModel updating ``self.ema``'s parameters in place (its shadow parameters are
+        the EMA module's own), so the EMA is saved and resumed with the module."""
+        from diffusers.training_utils import EMAModel
+
+        rule = EMAModel(
+            self.ema.parameters(),
+            decay=self.s.ema_decay,
+            use_ema_warmup=True,
+            power=self.s.ema_power,
+        )
+        rule.shadow_params = list(self.ema.parameters())  # alias: step() writes into the module
+        return rule
 
     def _lr_factor(self, step: int) -> float:
         if step < self.s.warmup_steps:
@@ -203,6 +227,7 @@ class Trainer:
         self.model.load_state_dict(model_sd)
         if self.ema is not None:
             self.ema.load_state_dict({k[4:]: v for k, v in ck.state_dict.items() if k.startswith("ema.")})
+            self._ema_rule.optimization_step = int(ts["step"])  # the warm-up continues where it was
         self.opt.load_state_dict(ts["optimizer"])
         self.sched.load_state_dict(ts["scheduler"])
         restore_rng_state(ts["rng"])
@@ -214,10 +239,8 @@ class Trainer:
     def _update_ema(self) -> None:
         if self.ema is None:
             return
-        d = self.s.ema_decay
+        self._ema_rule.step(self.model.parameters())  # decay from the warm-up schedule, then ema_decay
         with torch.no_grad():
-            for e, p in zip(self.ema.parameters(), self.model.parameters()):
-                e.lerp_(p.detach(), 1 - d)
             for e, b in zip(self.ema.buffers(), self.model.buffers()):
                 e.copy_(b)
 
@@ -246,6 +269,14 @@ class Trainer:
             unit="step",
             disable=True if self.rank != 0 else None,
         )
+        with stop_on_signals(self):
+            self._loop(batches, on_step, losses, bar)
+        bar.close()
+        if self._tb is not None:
+            self._tb.flush()
+        return losses
+
+    def _loop(self, batches, on_step, losses: list[float], bar) -> None:
         it = batches(self.data_state)
         net = self.ddp or self.model
         self.model.train()
@@ -285,12 +316,30 @@ class Trainer:
                 )
             if on_step is not None:
                 on_step(self)  # may stop(): the checkpoint below then covers this step
+            if self.stopped_by is not None:
+                self.stop()  # SIGTERM/SIGINT arrived during this step: save it and end
             if self.step % self.s.ckpt_every == 0 or self.step >= min(self.s.steps, self.stop_at):
                 self.save()
-        bar.close()
-        if self._tb is not None:
-            self._tb.flush()
-        return losses
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """While training, SIGTERM and SIGINT set ``trainer.stopped_by`` instead of killing the process:
+    fit() finishes the step, writes a checkpoint and returns, so the same command resumes exactly.
+    Only the main thread can install handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        trainer.stopped_by = signal.Signals(signum).name
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def config_differences(
@@ -312,29 +361,38 @@ def config_differences(
     return out
 
 
-def epoch_batches(
-    n_items: int, batch_size: int, seed: int, data_state: dict, get_batch: Callable[[list[int], int], Any]
-) -> Iterator[Any]:
-    """Batches over ``n_items`` in a per-epoch seeded order, resumable from ``data_state``.
+def batch_order(n_items: int, batch_size: int, seed: int, start: dict) -> Iterator[tuple[list, dict]]:
+    """The training order from position ``start`` ({"epoch", "index"}), forever: yields (items, the
+    position after this batch), items being ``batch_size`` pairs (item index, epoch).
 
-    ``data_state`` ("epoch", "index") is advanced before each yield, so a checkpoint written after a
-    step resumes at the next batch. Under DDP each rank takes every ``world``-th item of the order.
-    ``get_batch(item_indices, epoch)`` builds a batch. Incomplete last batches are dropped.
-    """
+    Each epoch is a seeded permutation of ``n_items``; under DDP each rank takes every ``world``-th
+    item of it; incomplete last batches are dropped."""
     rank, _, world = distributed_info()
     if n_items < batch_size * world:
         raise ValueError(f"{n_items} training items cannot fill one batch of {batch_size} x {world} ranks")
+    epoch, index = int(start["epoch"]), int(start["index"])
     while True:
-        epoch = int(data_state["epoch"])
         order = torch.randperm(n_items, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
         order = order[rank::world]
         n_batches = len(order) // batch_size
-        while data_state["index"] < n_batches:
-            i = int(data_state["index"])
-            data_state["index"] = i + 1
-            yield get_batch(order[i * batch_size : (i + 1) * batch_size], epoch)
-        data_state["epoch"] = epoch + 1
-        data_state["index"] = 0
+        while index < n_batches:
+            items = [(i, epoch) for i in order[index * batch_size : (index + 1) * batch_size]]
+            index += 1
+            yield items, {"epoch": epoch, "index": index}
+        epoch, index = epoch + 1, 0
+
+
+def epoch_batches(
+    n_items: int, batch_size: int, seed: int, data_state: dict, get_batch: Callable[[list[int], int], Any]
+) -> Iterator[Any]:
+    """Batches in the order of :func:`batch_order`, built in this process, resumable from ``data_state``.
+
+    ``data_state`` ("epoch", "index") is advanced before each yield, so a checkpoint written after a
+    step resumes at the next batch. ``get_batch(item_indices, epoch)`` builds a batch.
+    """
+    for items, pos in batch_order(n_items, batch_size, seed, data_state):
+        data_state.update(pos)
+        yield get_batch([i for i, _ in items], items[0][1])
 
 
 def run_training_main(cfg: Any, entry: str, train_fn: Callable[[Any, Path], dict]) -> None:
@@ -363,3 +421,11 @@ def run_training_main(cfg: Any, entry: str, train_fn: Callable[[Any, Path], dict
     if rank == 0:
         write_json_atomic(run_dir / "summary.json", summary)
         print_summary(summary)
+    if summary.get("stopped_by"):
+        if rank == 0:
+            print(
+                f"stopped by {summary['stopped_by']} at step {summary.get('steps')} with a checkpoint in "
+                f"{run_dir}; run the same command (out={run_dir}) to resume",
+                file=sys.stderr,
+            )
+        raise SystemExit(128 + int(getattr(signal, summary["stopped_by"])))

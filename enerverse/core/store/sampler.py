@@ -9,7 +9,9 @@ A window is anchored at the current frame ``c`` of one episode and never crosses
 * ``chunk_idx`` [chunk]: c + 1 .. c + chunk clipped to T - 1 (``chunk_mask`` False past the end).
 * ``action_idx`` [action_horizon]: c .. c + action_horizon - 1 clipped (``action_mask``).
 
-Windows exist for c in [0, T - 1 - min_future].
+With ``stride`` k > 1 (the generator's frame stride), memory and chunk frames lie on c's grid of
+every k-th frame: history from {c - k, c - 2k, ...} >= 0 and the chunk at c + k, ..., c + chunk*k;
+actions stay at the recording rate. Windows exist for c in [0, T - 1 - min_future * stride].
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class WindowSampler:
         only_success: bool = False,
         seed: int = 0,
         min_future: int = 1,
+        stride: int = 1,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -74,6 +77,7 @@ class WindowSampler:
         self.n_memory = _check_int("n_memory", n_memory, 1)
         self.action_horizon = _check_int("action_horizon", action_horizon, 1)
         self.min_future = _check_int("min_future", min_future, 0)
+        self.stride = _check_int("stride", stride, 1)
         self.seed = _check_int("seed", seed, 0)
         self.mode = mode
         self.only_success = only_success
@@ -84,13 +88,13 @@ class WindowSampler:
             view = store.episode(e)
             if only_success and not view.attrs.get("success", False):
                 continue
-            if view.length - min_future > 0:
+            if view.length - min_future * self.stride > 0:
                 episodes.append(e)
                 lengths.append(view.length)
                 self._views[e] = view
         self.episode_indices = np.asarray(episodes, dtype=np.int64)  # [E] store indices
         self.lengths = np.asarray(lengths, dtype=np.int64)  # [E] T per episode
-        counts = self.lengths - self.min_future
+        counts = self.lengths - self.min_future * self.stride
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # [E + 1]
 
     def __len__(self) -> int:
@@ -115,13 +119,16 @@ class WindowSampler:
         rng = None
         if self.mode == "train":
             rng = np.random.default_rng([self.seed, self.epoch, int(i) % len(self)])
-        memory_idx, memory_mask = memory_indices(c, self.n_memory, self.mode, rng)
-        raw_chunk = c + 1 + np.arange(self.chunk, dtype=np.int64)
+        k = self.stride  # memory on c's grid of every k-th frame (in grid units, then in frames)
+        grid_idx, memory_mask = memory_indices(c // k, self.n_memory, self.mode, rng)
+        memory_idx = c % k + k * grid_idx
+        raw_chunk = c + k * (1 + np.arange(self.chunk, dtype=np.int64))
         raw_action = c + np.arange(self.action_horizon, dtype=np.int64)
         return {
             "episode": episode,
             "c": c,
             "length": T,
+            "stride": k,
             "memory_idx": memory_idx,
             "memory_mask": memory_mask,  # [n_memory]
             "chunk_idx": np.minimum(raw_chunk, T - 1),

@@ -1,0 +1,108 @@
+"""On-disk cache of codec latents, one file per episode, for streaming generator training.
+
+With the codec frozen, every frame is encoded once and training reads latents instead of images.
+Six tasks x 200 episodes of 128 px frames do not fit in memory as images; their latents are a few
+GB on disk and a DataLoader's workers read them episode by episode (a small per-process LRU keeps
+the episodes in use). Layout::
+
+    <root>/codec.json                           fingerprint of the codec that wrote the cache
+    <root>/<store name>-<hash>/episode_000012.safetensors   {"latents": float16 [C, V, T, h, w]}
+
+Files are written atomically (temporary file, then rename), so an interrupted encode resumes with the
+episodes still missing. A cache written by another codec (different weights) is discarded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from enerverse.core.fsutil import write_json_atomic
+from enerverse.core.progress import progress
+from enerverse.core.store import EpisodeStore
+
+
+def codec_fingerprint(codec: torch.nn.Module) -> str:
+    """sha1 of the codec's weights and buffers (its latent scale included)."""
+    h = hashlib.sha1()
+    for k, v in sorted(codec.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def store_key(store: EpisodeStore) -> str:
+    """Folder name of a store's latents: its name plus a hash of its absolute path."""
+    path = Path(store.path).resolve()
+    return f"{path.name}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+
+
+class EpisodeLatents:
+    """Mapping episode index -> latents [C, V, T, h, w] (float16) of one store, read from the cache
+    with a small LRU (per process: each DataLoader worker keeps its own)."""
+
+    def __init__(self, folder: Path, capacity: int = 32) -> None:
+        self.folder, self.capacity = Path(folder), capacity
+        self._lru: OrderedDict[int, torch.Tensor] = OrderedDict()
+
+    def file(self, episode: int) -> Path:
+        return self.folder / f"episode_{episode:06d}.safetensors"
+
+    def __contains__(self, episode: int) -> bool:
+        return self.file(episode).is_file()
+
+    def __getitem__(self, episode: int) -> torch.Tensor:
+        if episode in self._lru:
+            self._lru.move_to_end(episode)
+            return self._lru[episode]
+        z = load_file(str(self.file(episode)))["latents"]
+        self._lru[episode] = z
+        if len(self._lru) > self.capacity:
+            self._lru.popitem(last=False)
+        return z
+
+    def __getstate__(self) -> dict:  # workers start with an empty LRU, not a copy of the parent's
+        return {"folder": self.folder, "capacity": self.capacity}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["folder"], state["capacity"])
+
+
+class LatentCache:
+    """The cache folder of one training run (see module docstring)."""
+
+    def __init__(self, root: str | os.PathLike, codec: torch.nn.Module) -> None:
+        self.root = Path(root)
+        fingerprint = codec_fingerprint(codec)
+        meta = self.root / "codec.json"
+        if meta.is_file() and json.loads(meta.read_text()).get("fingerprint") != fingerprint:
+            shutil.rmtree(self.root)  # written by another codec: every latent is stale
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not meta.is_file():
+            write_json_atomic(meta, {"fingerprint": fingerprint})
+
+    def episodes(self, store: EpisodeStore) -> EpisodeLatents:
+        return EpisodeLatents(self.root / store_key(store))
+
+    def fill(self, model, store: EpisodeStore, episodes: list[int], batch_frames: int = 16) -> EpisodeLatents:
+        """Encode the episodes not cached yet (all frames, at the model's resolution); return the reader."""
+        from enerverse.data import encode_frames, load_frames
+
+        out = self.episodes(store)
+        out.folder.mkdir(parents=True, exist_ok=True)
+        todo = [e for e in episodes if e not in out]
+        R = model.cfg.resolution
+        for e in progress(todo, desc=f"encode {store.path.name}", unit="ep"):
+            length = store.episode(e).length
+            z = encode_frames(model, lambda sl, e=e: load_frames(store, e, sl, R)[0], length, batch_frames)
+            tmp = out.file(e).with_suffix(".tmp")
+            save_file({"latents": z.contiguous()}, str(tmp))
+            os.replace(tmp, out.file(e))
+        return out

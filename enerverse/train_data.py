@@ -1,0 +1,128 @@
+"""Training data of ``ev-train-generator``: one or several episode stores, their train/held-out
+splits, codec frames, and generator windows streamed from the latent cache.
+
+A multi-task run (``stores=[...]``) trains on every episode of each store (each store split on its
+own); a single-store run on the episodes of ``task``. Windows of all stores form one dataset, read by
+a DataLoader with worker processes (see :mod:`enerverse.core.loader`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from enerverse.core.config import ConfigError
+from enerverse.core.loader import loader_batches
+from enerverse.core.store import EpisodeStore, StoreFormatError, store_rig_version
+from enerverse.core.trainer import epoch_batches
+from enerverse.data import GeneratorWindows, collate
+from enerverse.io import split_episodes
+from enerverse.presets import GeneratorConfig
+
+
+@dataclass
+class Source:
+    """One episode store with its training and held-out episodes."""
+
+    store: EpisodeStore
+    train: list[int]
+    held: list[int]
+
+
+def open_sources(
+    paths: list[Path], task: str | None, holdout: float, seed: int, resolution: int
+) -> list[Source]:
+    """Open and split the stores (``task``: only that task's episodes; None: all). All stores must
+    share one camera rig and recording rate: a generator learns one of each."""
+    sources = []
+    for path in paths:
+        if not path.exists():
+            raise ConfigError(
+                f"no episode store at {path}; create one with: ev-collect task={task or '<task>'} "
+                f"episodes=200 out={path} resolution={resolution} seg=true"
+            )
+        store = EpisodeStore.open(path)
+        train, held = split_episodes(store, holdout, seed, task=task)
+        sources.append(Source(store, train, held))
+    for key, value in (("camera rig", store_rig_version), ("fps", _fps)):
+        seen = {str(s.store.path): value(s.store) for s in sources}
+        if len(set(seen.values())) > 1:
+            raise StoreFormatError(f"the stores differ in {key}: {seen}; train on stores of one {key}")
+    return sources
+
+
+def _fps(store: EpisodeStore) -> float:
+    return float(store.episode(store.indices()[0]).attrs["fps"])
+
+
+def frame_batches(sources: list[Source], resolution: int, per_batch: int, seed: int, data_state: dict):
+    """Single frames for the codec stage (all views of ``per_batch`` frames), resumable: images
+    [N, 3, R, R] in [-1, 1], or, when every episode recorded segmentation, {"images", "masks"
+    [N, R, R] bool (object pixels)}."""
+    index = [(s.store, e, t) for s in sources for e in s.train for t in range(s.store.episode(e).length)]
+    with_masks = all(s.store.episode(e).has("seg") for s in sources for e in s.train)
+    R = resolution
+
+    def resized(img: np.ndarray, interpolation: int) -> np.ndarray:
+        return img if img.shape[0] == R else cv2.resize(img, (R, R), interpolation=interpolation)
+
+    def get(items: list[int], epoch: int):
+        imgs, masks = [], []
+        for i in items:
+            store, e, t = index[i]
+            ep = store.episode(e)
+            imgs += [resized(img, cv2.INTER_AREA) for img in ep.load("rgb", t)]  # [V, H, W, 3]
+            if with_masks:
+                masks += [resized(m, cv2.INTER_NEAREST) > 0 for m in ep.load("seg", t)]  # [V, H, W]
+        images = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return {"images": images, "masks": torch.from_numpy(np.stack(masks))} if with_masks else images
+
+    return epoch_batches(len(index), per_batch, seed, data_state, get)
+
+
+def images_of(batch: torch.Tensor | dict) -> torch.Tensor:
+    """The images [N, 3, R, R] of a codec batch (with or without masks)."""
+    return batch["images"] if isinstance(batch, dict) else batch
+
+
+class WindowUnion(Dataset):
+    """The windows of several :class:`GeneratorWindows` as one dataset, indexed by ``(i, epoch)``."""
+
+    def __init__(self, parts: list[GeneratorWindows]) -> None:
+        self.parts = [p for p in parts if len(p)]
+        if not self.parts:
+            raise ConfigError("no training windows: the episodes are shorter than one frame stride")
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        i, epoch = key
+        k = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        return self.parts[k][(i - int(self.offsets[k]), epoch)]
+
+
+def generator_batches(
+    sources: list[Source], gen, cfg: GeneratorConfig, cache, batch_size: int, seed: int, workers: int
+):
+    """(batches(data_state) for the Trainer, held-out windows for sample grids): windows of every
+    source's training episodes, their latents encoded into ``cache`` first (resumable)."""
+    parts = []
+    for s in sources:
+        w = GeneratorWindows(s.store, cfg, train=True, seed=seed, episodes=s.train)
+        w.use_latents(cache.fill(gen, s.store, w.episodes()), gen.eos_latent())
+        parts.append(w)
+    data = WindowUnion(parts)
+    first = sources[0]
+    held = GeneratorWindows(first.store, cfg, train=False, seed=seed, episodes=first.held or first.train)
+
+    def batches(data_state: dict):
+        return loader_batches(data, batch_size, seed, data_state, collate, workers)
+
+    return batches, held

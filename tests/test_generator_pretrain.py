@@ -1,0 +1,197 @@
+"""Multi-task generator pretraining: worker data loading, the on-disk latent cache, several stores,
+object metrics in ev-eval-generator, a stopped run that resumes, and store/checkpoint mismatches."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from enerverse.core.loader import loader_batches
+from enerverse.core.trainer import epoch_batches
+
+
+class Items(Dataset):
+    """Item (i, epoch) -> tensor [i, epoch]."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+        return torch.tensor(key)
+
+
+def _stack(items: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(items)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_follows_the_epoch_order_and_resumes_from_its_position(workers: int) -> None:
+    ref_state = {"epoch": 0, "index": 0}
+    ref = epoch_batches(10, 3, 7, ref_state, lambda idx, ep: torch.tensor([[i, ep] for i in idx]))
+    state = {"epoch": 0, "index": 0}
+    it = loader_batches(Items(), 3, 7, state, _stack, workers)
+    seen = []
+    for _ in range(5):  # 3 batches per epoch: crosses into epoch 1
+        b = next(it)
+        torch.testing.assert_close(b, next(ref))
+        assert state == ref_state  # advanced as each batch is handed out, not as workers prefetch
+        seen.append(b)
+    resumed = loader_batches(Items(), 3, 7, dict(state), _stack, workers)  # a checkpoint's position
+    torch.testing.assert_close(next(resumed), next(ref))
+
+
+def _write_episode(store, index: int, task: str, T: int = 9, seg: bool = True) -> None:
+    rng = np.random.default_rng(index)
+    K = np.stack([[[30.0, 0, 16], [0, 30.0, 16], [0, 0, 1]]] * 2).astype(np.float32)
+    Tcw = np.broadcast_to(np.eye(4, dtype=np.float32), (2, 4, 4)).copy()
+    Tcw[:, 2, 3] = 1.0
+    extra = {"seg_names": ["cube"]} if seg else {}
+    with store.write_episode(
+        index, task=task, instruction=f"do {task}", seed=index, view_names=["main", "anchor_left"],
+        view_kinds=["real", "anchor"], fps=20.0, K=K, **extra,
+    ) as w:  # fmt: skip
+        for _ in range(T):
+            masks = np.zeros((2, 32, 32), np.uint8)
+            masks[:, 10:16, 10:16] = 1
+            w.add_frame(
+                rgb=rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8),
+                state=np.zeros(3, np.float32),
+                action=np.zeros(7, np.float32),
+                T_cam_world=Tcw,
+                seg=masks if seg else None,
+            )
+
+
+def test_latent_cache_writes_once_and_drops_latents_of_another_codec(tmp_path: Path) -> None:
+    from enerverse.core.store import EpisodeStore
+    from enerverse.data import encode_episodes
+    from enerverse.generator import EnerVerseGenerator
+    from enerverse.latent_cache import LatentCache
+    from enerverse.presets import get_preset
+
+    store = EpisodeStore.create(tmp_path / "s")
+    _write_episode(store, 0, "reach")
+    torch.manual_seed(0)
+    g = EnerVerseGenerator(get_preset("tiny")).eval()
+    cache = LatentCache(tmp_path / "cache", g.codec)
+    latents = cache.fill(g, store, [0])
+    f = latents.file(0)
+    torch.testing.assert_close(latents[0], encode_episodes(g, store, [0])[0])
+    mtime = f.stat().st_mtime_ns
+    cache.fill(g, store, [0])  # already there: not encoded again
+    assert f.stat().st_mtime_ns == mtime
+    with torch.no_grad():
+        g.codec.scale.mul_(2.0)  # another codec
+    again = LatentCache(tmp_path / "cache", g.codec)
+    assert 0 not in again.episodes(store)  # the stale latents are gone
+
+
+def _run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "EV_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
+    )
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def two_stores(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two tasks in two stores (with segmentation) and a third without masks."""
+    from enerverse.core.store import EpisodeStore
+
+    d = tmp_path_factory.mktemp("pretrain")
+    for name, seg in (("reach", True), ("push", True), ("plain", False)):
+        store = EpisodeStore.create(d / name, attrs={"collection": {"rig_version": 2}})
+        for i in range(3):
+            _write_episode(store, i, name if name != "plain" else "reach", seg=seg)
+    return d
+
+
+TRAIN = ["enerverse.train", "preset=tiny", "stores=[reach,push]", "codec.steps=3", "sample_every=0",
+         "holdout=0.34", "workers=2", "generator.frame_stride=2"]  # fmt: skip
+
+
+@pytest.mark.integration
+def test_multitask_run_trains_on_every_store_and_evaluates_objects(two_stores: Path) -> None:
+    r = _run(two_stores, *TRAIN, "train.steps=3", "out=run")
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["train_episodes"] == 4 and s["heldout_episodes"] == 2 and s["task"] == ["push", "reach"]
+    config = json.loads((two_stores / "run" / "checkpoint" / "config.json").read_text())
+    assert config["rig_version"] == 2 and config["data_fps"] == 20.0
+    assert config["generator"]["frame_stride"] == 2
+    assert len(list((two_stores / "run" / "latents").glob("*/episode_*.safetensors"))) == 4
+    ev = _run(two_stores, "enerverse.evaluate", "checkpoint=run/checkpoint", "store=push", "episodes=1",
+              "chunks=1", "steps=2", "starts_per_episode=1", "memory_ablation=false", "out=ev")  # fmt: skip
+    summary = json.loads(ev.stdout.strip().splitlines()[-1])
+    for key in ("object_psnr", "baseline_object_psnr", "object_ssim", "baseline_object_ssim"):
+        assert np.isfinite(summary[key]), key
+    plain = _run(two_stores, "enerverse.evaluate", "checkpoint=run/checkpoint", "store=plain", "episodes=1",
+                 "chunks=1", "steps=2", "starts_per_episode=1", "memory_ablation=false",
+                 "heldout_only=false", "out=ev2")  # fmt: skip
+    plain_summary = json.loads(plain.stdout.strip().splitlines()[-1])
+    assert "no segmentation masks" in plain.stderr and not any(k.startswith("object") for k in plain_summary)
+    assert np.isfinite(plain_summary["psnr"])  # the whole-frame metrics are still reported
+
+
+@pytest.mark.integration
+def test_a_run_stopped_by_sigterm_saves_and_the_same_command_resumes(two_stores: Path) -> None:
+    env = {**os.environ, "EV_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", *TRAIN, "train.steps=100000", "train.ckpt_every=100000", "out=stopped"]
+    p = subprocess.Popen(
+        args, cwd=two_stores, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    tb = two_stores / "stopped" / "generator" / "tb"
+    deadline = time.time() + 300
+    while not tb.exists() and time.time() < deadline and p.poll() is None:  # the generator stage is running
+        time.sleep(0.5)
+    time.sleep(2.0)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 128 + signal.SIGTERM, err[-3000:]
+    stopped = json.loads(out.strip().splitlines()[-1])
+    assert stopped["stopped_by"] == "SIGTERM" and "run the same command" in err and "Traceback" not in err
+    step = stopped["steps"]
+    assert step >= 1 and (two_stores / "stopped" / "generator" / f"step_{step:08d}").is_dir()
+    resumed = _run(two_stores, *TRAIN, f"train.steps={step + 2}", "train.ckpt_every=100000", "out=stopped")
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["steps"] == step + 2
+
+
+@pytest.mark.integration
+def test_eval_refuses_a_store_of_another_resolution_or_rate(two_stores: Path, tmp_path: Path) -> None:
+    from enerverse.core.store import EpisodeStore
+
+    if not (two_stores / "run" / "checkpoint").is_dir():
+        _run(two_stores, *TRAIN, "train.steps=1", "out=run")
+    slow = EpisodeStore.create(tmp_path / "slow", attrs={"collection": {"rig_version": 2}})
+    _write_episode(slow, 0, "reach")  # 20 fps, like the training stores
+    ck = two_stores / "run" / "checkpoint"
+    config = json.loads((ck / "config.json").read_text())
+    config["data_fps"] = 10.0  # as if trained on a 10 fps robot
+    other = tmp_path / "ck10"
+    other.mkdir()
+    for f in ck.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    (other / "config.json").write_text(json.dumps(config))
+    r = _run(tmp_path, "enerverse.evaluate", f"checkpoint={other}", f"store={tmp_path / 'slow'}",
+             "heldout_only=false", "episodes=1", check=False)  # fmt: skip
+    assert (
+        r.returncode == 2 and "20 fps" in r.stderr and "10 fps" in r.stderr and "frame_stride=2" in r.stderr
+    )
+    legacy = dict(config, data_fps=20.0)
+    del legacy["rig_version"]  # a checkpoint from before rig versions: rig v1
+    (other / "config.json").write_text(json.dumps(legacy))
+    r = _run(tmp_path, "enerverse.evaluate", f"checkpoint={other}", f"store={tmp_path / 'slow'}",
+             "heldout_only=false", "episodes=1", check=False)  # fmt: skip
+    assert r.returncode == 2 and "rig v2" in r.stderr and "rig v1" in r.stderr
