@@ -5,7 +5,8 @@
 The generator's frames are every k-th recorded frame (``generator.frame_stride``). For each store and
 k, from several start frames per episode, the copy-last-frame baseline (repeat frame c) is scored
 against the true frames c + k, ..., c + 8k (chunk 1) and c + 9k, ..., c + 16k (chunk 2): whole-frame
-PSNR, and object-pixel PSNR where the store has segmentation masks. Lower copy-last PSNR means the
+PSNR, object-pixel PSNR and moved-object PSNR (object pixels whose colour changed: where the arm
+moves things) where the store has segmentation masks. Lower copy-last PSNR means the
 future differs more from the present, so there is more for a model to predict. Also reported: the
 time one chunk spans (8 k / fps), in seconds and in control steps, against the policy's 8-action
 chunk. Prints a table, writes JSON under outputs/bench/frame_stride/ and ends with one JSON line.
@@ -24,15 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_summary, run_metadata, save_results  # noqa: E402
 
 from enerverse.core.store import EpisodeStore  # noqa: E402
-from enerverse.metrics import masked_psnr, psnr  # noqa: E402
+from enerverse.metrics import masked_psnr, moved_object_mask, psnr  # noqa: E402
 
 CHUNK = 8
 
 
 def copy_last_scores(store: EpisodeStore, k: int, starts: int) -> dict:
     """Mean copy-last PSNR (whole frame, objects) per chunk [2] over episodes and starts."""
-    frame = {1: [], 2: []}
-    obj = {1: [], 2: []}
+    frame: dict[int, list[float]] = {1: [], 2: []}
+    obj: dict[int, list[float]] = {1: [], 2: []}
+    moved: dict[int, list[float]] = {1: [], 2: []}
     for e in store.indices():
         ep = store.episode(e)
         T = ep.length
@@ -48,13 +50,24 @@ def copy_last_scores(store: EpisodeStore, k: int, starts: int) -> dict:
                 last = last.repeat(len(idx), 1, 1, 1)
                 frame[chunk].append(float(psnr(last, real).mean()))
                 if ep.has("seg"):
-                    masks = torch.from_numpy(ep.load("seg", idx) > 0).flatten(0, 1)
-                    obj[chunk].append(float(masked_psnr(last, real, masks).nanmean()))
+                    masks = torch.from_numpy(ep.load("seg", idx)).flatten(0, 1)
+                    now = torch.from_numpy(ep.load("seg", int(c))).repeat(len(idx), 1, 1)
+                    obj[chunk].append(float(masked_psnr(last, real, masks > 0).nanmean()))
+                    moved_mask = moved_object_mask(masks, now, real, last)
+                    moved[chunk].append(float(masked_psnr(last, real, moved_mask).nanmean()))
     row = {f"copy_last_psnr_chunk{c}": float(np.mean(v)) if v else None for c, v in frame.items()}
-    row.update(
-        {f"copy_last_object_psnr_chunk{c}": float(np.nanmean(v)) if v else None for c, v in obj.items()}
-    )
+    row.update({f"copy_last_object_psnr_chunk{c}": _nanmean(v) for c, v in obj.items()})
+    row.update({f"copy_last_moved_psnr_chunk{c}": _nanmean(v) for c, v in moved.items()})
     return row
+
+
+def _nanmean(values: list[float]) -> float | None:
+    vals = [v for v in values if np.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def _pair(a: float | None, b: float | None) -> str:
+    return f"{a if a is not None else float('nan'):.1f}/{b if b is not None else float('nan'):.1f}"
 
 
 def main() -> None:
@@ -80,16 +93,13 @@ def main() -> None:
             row["generator_frames_per_episode"] = mean_len / k
             row.update(copy_last_scores(store, k, args.starts))
             rows.append(row)
-    head = (
-        f"{'task':<13}{'k':>2}{'chunk s':>8}{'frames/ep':>10}{'copy-last dB c1/c2':>20}{'objects c1/c2':>16}"
-    )
-    print(head, file=sys.stderr)
+    head = f"{'task':<13}{'k':>2}{'chunk s':>8}{'frames/ep':>10}{'copy-last c1/c2':>17}"
+    print(f"{head}{'objects':>12}{'moved':>12}", file=sys.stderr)
     for r in rows:
-        o1, o2 = r["copy_last_object_psnr_chunk1"], r["copy_last_object_psnr_chunk2"]
-        objs = f"{o1:.1f}/{o2:.1f}" if o1 is not None and o2 is not None else "-"
+        c = [r[f"copy_last_{m}psnr_chunk{i}"] for m in ("", "object_", "moved_") for i in (1, 2)]
         print(
             f"{r['task']:<13}{r['stride']:>2}{r['chunk_seconds']:>8.2f}{r['generator_frames_per_episode']:>10.1f}"
-            f"{r['copy_last_psnr_chunk1']:>11.2f}/{r['copy_last_psnr_chunk2'] or float('nan'):.2f}{objs:>16}",
+            f"{_pair(c[0], c[1]):>17}{_pair(c[2], c[3]):>12}{_pair(c[4], c[5]):>12}",
             file=sys.stderr,
         )
     mean = {

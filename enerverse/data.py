@@ -88,7 +88,10 @@ class GeneratorWindows(Dataset):
         train: bool = True,
         seed: int = 0,
         episodes: list[int] | None = None,
+        aligned: bool = False,
     ) -> None:
+        """``aligned``: with ``cfg.frame_stride`` k > 1, only windows whose frames are all multiples of
+        k (what a latent cache of every k-th frame holds, see :mod:`enerverse.latent_cache`)."""
         self.store, self.cfg = store, cfg
         self.sampler = WindowSampler(
             store,
@@ -98,6 +101,7 @@ class GeneratorWindows(Dataset):
             mode=memory_mode(cfg, train),
             seed=seed,
             stride=cfg.frame_stride,
+            aligned=aligned,
         )
         eps = [int(e) for e in self.sampler.episode_indices]
         self.views = {e: store.episode(e) for e in eps}  # opened once: zarr metadata reads add up
@@ -146,7 +150,10 @@ class GeneratorWindows(Dataset):
         past_end = torch.from_numpy(~w["chunk_mask"])
         item: dict = {}
         if self.latents is not None:
-            z = self.latents[e][:, :, idx].float()  # [C, V, T, h, w]
+            k = getattr(self.latents, "stride", 1)  # the cache may hold every k-th frame only
+            if k > 1 and (idx % k).any():
+                raise ValueError(f"window frames {idx.tolist()} are not all on the cache's grid of every {k}")
+            z = self.latents[e][:, :, idx // k].float()  # [C, V, T, h, w]
             z[:, :, m:][:, :, past_end] = self.eos_latent[:, None, None]
             item["latents"] = z
             K, H = self.K[e], self.sizes[e]

@@ -7,8 +7,10 @@ real context frames and rolls out ``chunks`` chunks autoregressively (its own fr
 Reported per chunk index and per view:
 - PSNR / SSIM of predicted frames against the real ones, next to the copy-last-frame baseline
   (repeat the last context frame) in the same run; and the same on object pixels only
-  (``object_psnr``/``object_ssim``) when the store recorded segmentation masks (``ev-collect
-  seg=true``; without them a note says so and the whole-frame metrics are still reported);
+  (``object_psnr``/``object_ssim``) and on the object pixels that moved (``moved_psnr``: where the
+  arm moves things, see :func:`enerverse.metrics.moved_object_mask`) when the store recorded
+  segmentation masks (``ev-collect seg=true``; without them a note says so and the whole-frame
+  metrics are still reported);
 - multi-view consistency: photometric error of warping one view into another through sim depth,
   predicted vs real (lower is better; the real frames give the floor);
 - EoS timing: where generation would stop (first frame within ``eos_threshold`` of the EoS latent)
@@ -35,7 +37,7 @@ from enerverse.core.progress import progress
 from enerverse.core.store import EpisodeStore, StoreFormatError
 from enerverse.data import load_frames
 from enerverse.io import check_store_matches, load_generator, split_episodes
-from enerverse.metrics import depth_warp_error, masked_psnr, masked_ssim, psnr, ssim
+from enerverse.metrics import depth_warp_error, masked_psnr, masked_ssim, moved_object_mask, psnr, ssim
 
 
 @dataclass
@@ -141,7 +143,14 @@ def rollout(
 
 
 FRAME_METRICS = ("psnr", "baseline_psnr", "ssim", "baseline_ssim")
-OBJECT_METRICS = ("object_psnr", "baseline_object_psnr", "object_ssim", "baseline_object_ssim")
+OBJECT_METRICS = (
+    "object_psnr",
+    "baseline_object_psnr",
+    "moved_psnr",
+    "baseline_moved_psnr",
+    "object_ssim",
+    "baseline_object_ssim",
+)
 
 
 def score(r: dict, store: EpisodeStore, M: int) -> dict:
@@ -160,12 +169,16 @@ def score(r: dict, store: EpisodeStore, M: int) -> dict:
     ep = store.episode(r["episode"])
     idx = r["future_idx"][valid.numpy()]
     if ep.has("seg"):
-        seg = torch.from_numpy(ep.load("seg", idx) > 0).permute(1, 0, 2, 3)  # [V, F, H, W] object pixels
-        if seg.shape[-1] != real.shape[-1]:
+        seg = torch.from_numpy(ep.load("seg", np.concatenate([idx, [r["start"]]])) > 0).permute(1, 0, 2, 3)
+        if seg.shape[-1] != real.shape[-1]:  # [V, F + 1, H, W] object pixels (the present frame last)
             seg = F.interpolate(seg.float(), size=real.shape[-2:], mode="nearest").bool()
-        masks = seg.flatten(0, 1)
+        masks = seg[:, :-1].flatten(0, 1)
+        now = seg[:, -1:].expand(V, F_, *seg.shape[2:]).flatten(0, 1)
+        moved = moved_object_mask(masks, now, real, base)  # base repeats the present frame
         out["object_psnr"] = masked_psnr(pred, real, masks).view(V, F_)
         out["baseline_object_psnr"] = masked_psnr(base, real, masks).view(V, F_)
+        out["moved_psnr"] = masked_psnr(pred, real, moved).view(V, F_)
+        out["baseline_moved_psnr"] = masked_psnr(base, real, moved).view(V, F_)
         out["object_ssim"] = masked_ssim(pred, real, masks).view(V, F_)
         out["baseline_object_ssim"] = masked_ssim(base, real, masks).view(V, F_)
     if ep.has("depth") and V > 1:
@@ -274,7 +287,7 @@ def run(cfg: EvalGeneratorConfig, out_dir: Path) -> dict:
         "baseline_psnr": main["baseline_psnr"],
         "ssim": main["ssim"],
         **{k: main[k] for k in OBJECT_METRICS if k in main},
-        **{f"{k}_per_chunk": [r.get(k) for r in main["per_chunk"]] for k in OBJECT_METRICS[:2] if k in main},
+        **{f"{k}_per_chunk": [r.get(k) for r in main["per_chunk"]] for k in OBJECT_METRICS[:4] if k in main},
         "consistency": main.get("consistency"),
         "consistency_real": main.get("consistency_real"),
         "psnr_per_chunk": [r.get("psnr") for r in main["per_chunk"]],

@@ -37,10 +37,47 @@ def generator_config_from_dict(d: dict) -> GeneratorConfig:
         raise ValueError(f"not a generator config this version understands: {e}") from None
 
 
-def save_generator(model, cfg: GeneratorConfig, folder: str | Path, extra: dict | None = None) -> Path:
-    """Write ``folder`` (config.json with format/version + model.safetensors) atomically."""
-    config = {"format": FORMAT, "version": VERSION, "generator": config_to_dict(cfg), **(extra or {})}
-    return save_checkpoint(folder, config, dict(model.state_dict()))
+def save_generator(
+    model, cfg: GeneratorConfig, folder: str | Path, extra: dict | None = None, half: bool = False
+) -> Path:
+    """Write ``folder`` (config.json with format/version + model.safetensors) atomically; ``half``
+    stores float weights as float16 (loading casts them back to float32)."""
+    state = dict(model.state_dict())
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "generator": config_to_dict(cfg),
+        **(extra or {}),
+        "weights_dtype": "float16" if half else "float32",
+    }
+    return save_checkpoint(folder, config, state)
+
+
+def export_generator(src: str | Path, dst: str | Path, half: bool = True) -> Path:
+    """Copy a generator checkpoint (e.g. to ship it), by default with float16 weights."""
+    ck = load_checkpoint(src)
+    model = load_generator(src)
+    extra = {
+        k: v for k, v in ck.config.items() if k not in ("format", "version", "generator", "weights_dtype")
+    }
+    return save_generator(model, model.cfg, dst, extra=extra, half=half)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m enerverse.io <checkpoint> <destination> [--float32]``: export a generator checkpoint."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m enerverse.io", description=main.__doc__)
+    ap.add_argument("src")
+    ap.add_argument("dst")
+    ap.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16)")
+    args = ap.parse_args(argv)
+    out = export_generator(args.src, args.dst, half=not args.float32)
+    size = sum(f.stat().st_size for f in Path(out).iterdir()) / 2**20
+    print(json.dumps({"checkpoint": str(out), "mib": round(size, 2)}))
 
 
 def load_generator(folder: str | Path, device: str = "cpu"):
@@ -101,3 +138,7 @@ def split_episodes(
     if holdout > 0 and len(eps) > 1:
         n_held = max(1, n_held)
     return sorted(order[n_held:]), sorted(order[:n_held])
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,10 @@ GB on disk and a DataLoader's workers read them episode by episode (a small per-
 the episodes in use). Layout::
 
     <root>/codec.json                           fingerprint of the codec that wrote the cache
-    <root>/<store name>-<hash>/episode_000012.safetensors   {"latents": float16 [C, V, T, h, w]}
+    <root>/<store name>-<hash>-k<stride>/episode_000012.safetensors   {"latents": float16 [C, V, T', h, w]}
+
+With ``stride`` k the cache holds frames 0, k, 2k, ... only (T' = ceil(T / k)): what a generator with
+``frame_stride`` k reads from windows aligned to that grid, at 1/k of the encoding time and disk.
 
 Files are written atomically (temporary file, then rename), so an interrupted encode resumes with the
 episodes still missing. A cache written by another codec (different weights) is discarded.
@@ -38,18 +41,19 @@ def codec_fingerprint(codec: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def store_key(store: EpisodeStore) -> str:
-    """Folder name of a store's latents: its name plus a hash of its absolute path."""
+def store_key(store: EpisodeStore, stride: int = 1) -> str:
+    """Folder name of a store's latents: its name, a hash of its absolute path and the frame stride."""
     path = Path(store.path).resolve()
-    return f"{path.name}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    return f"{path.name}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}-k{stride}"
 
 
 class EpisodeLatents:
-    """Mapping episode index -> latents [C, V, T, h, w] (float16) of one store, read from the cache
-    with a small LRU (per process: each DataLoader worker keeps its own)."""
+    """Mapping episode index -> latents [C, V, T', h, w] (float16) of one store, read from the cache
+    with a small LRU (per process: each DataLoader worker keeps its own). ``stride``: the cached
+    frames are every stride-th one (latent t' is frame t' * stride)."""
 
-    def __init__(self, folder: Path, capacity: int = 32) -> None:
-        self.folder, self.capacity = Path(folder), capacity
+    def __init__(self, folder: Path, capacity: int = 32, stride: int = 1) -> None:
+        self.folder, self.capacity, self.stride = Path(folder), capacity, stride
         self._lru: OrderedDict[int, torch.Tensor] = OrderedDict()
 
     def file(self, episode: int) -> Path:
@@ -69,10 +73,10 @@ class EpisodeLatents:
         return z
 
     def __getstate__(self) -> dict:  # workers start with an empty LRU, not a copy of the parent's
-        return {"folder": self.folder, "capacity": self.capacity}
+        return {"folder": self.folder, "capacity": self.capacity, "stride": self.stride}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["folder"], state["capacity"])
+        self.__init__(state["folder"], state["capacity"], state["stride"])
 
 
 class LatentCache:
@@ -88,20 +92,29 @@ class LatentCache:
         if not meta.is_file():
             write_json_atomic(meta, {"fingerprint": fingerprint})
 
-    def episodes(self, store: EpisodeStore) -> EpisodeLatents:
-        return EpisodeLatents(self.root / store_key(store))
+    def episodes(self, store: EpisodeStore, stride: int = 1) -> EpisodeLatents:
+        return EpisodeLatents(self.root / store_key(store, stride), stride=stride)
 
-    def fill(self, model, store: EpisodeStore, episodes: list[int], batch_frames: int = 16) -> EpisodeLatents:
-        """Encode the episodes not cached yet (all frames, at the model's resolution); return the reader."""
+    def fill(
+        self, model, store: EpisodeStore, episodes: list[int], stride: int = 1, batch_frames: int = 16
+    ) -> EpisodeLatents:
+        """Encode the episodes not cached yet (frames 0, stride, 2 stride, ... at the model's
+        resolution); return the reader."""
+        import numpy as np
+
         from enerverse.data import encode_frames, load_frames
 
-        out = self.episodes(store)
+        out = self.episodes(store, stride)
         out.folder.mkdir(parents=True, exist_ok=True)
         todo = [e for e in episodes if e not in out]
         R = model.cfg.resolution
         for e in progress(todo, desc=f"encode {store.path.name}", unit="ep"):
-            length = store.episode(e).length
-            z = encode_frames(model, lambda sl, e=e: load_frames(store, e, sl, R)[0], length, batch_frames)
+            length = -(-store.episode(e).length // stride)  # grid frames: ceil(T / stride)
+
+            def frames(sl: slice, e: int = e) -> torch.Tensor:
+                return load_frames(store, e, np.arange(sl.start, sl.stop) * stride, R)[0]
+
+            z = encode_frames(model, frames, length, batch_frames)
             tmp = out.file(e).with_suffix(".tmp")
             save_file({"latents": z.contiguous()}, str(tmp))
             os.replace(tmp, out.file(e))

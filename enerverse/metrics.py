@@ -10,7 +10,7 @@ from torch import Tensor
 from enerverse.codec import psnr
 from enerverse.core.camera import invert_se3
 
-__all__ = ["psnr", "ssim", "ssim_map", "masked_psnr", "masked_ssim", "depth_warp_error"]
+__all__ = ["psnr", "ssim", "ssim_map", "masked_psnr", "masked_ssim", "moved_object_mask", "depth_warp_error"]
 
 
 def _gaussian(size: int = 7, sigma: float = 1.5) -> Tensor:
@@ -60,6 +60,18 @@ def masked_psnr(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
     n = m.flatten(1).sum(dim=1)
     mse = ((err * m).flatten(1).sum(dim=1) / n.clamp_min(1)).clamp_min(1e-10)
     return torch.where(n > 0, 10.0 * torch.log10(4.0 / mse), torch.full_like(mse, float("nan")))
+
+
+def moved_object_mask(
+    seg_future: Tensor, seg_now: Tensor, future: Tensor, now: Tensor, threshold: float = 0.1
+) -> Tensor:
+    """Object pixels that moved [N, H, W] (bool): object in the future frame or in the present one
+    (segmentation labels > 0), where the colour changed by more than ``threshold`` (images in [-1, 1],
+    largest channel difference). Static objects drop out, so copying the present frame scores badly
+    here by construction, and a model scores well only by predicting where the arm moves things.
+    seg_future [N, H, W], seg_now [N, H, W] (or [H, W]), future and now [N, 3, H, W]."""
+    changed = (future.float() - now.float()).abs().amax(dim=1) > threshold
+    return ((seg_future > 0) | (seg_now > 0)) & changed
 
 
 def masked_ssim(x: Tensor, y: Tensor, mask: Tensor, window: int = 7) -> Tensor:

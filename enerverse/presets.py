@@ -1,7 +1,8 @@
 """Generator configuration (structured configs) and the named size presets.
 
-Presets (DESIGN.md §3 "Sizes"): ``tiny`` for unit tests (seconds on CPU), ``small`` for the CPU demo
-at 64x64, ``base`` for one GPU at 256x256 through a pretrained-style f8 KL codec, ``paper`` with the
+Presets (DESIGN.md §3 "Sizes"): ``tiny`` for unit tests (seconds on CPU), ``small`` for CPU training
+at the default 128x128 (f8 codec with 8 channels: a 16x16 latent grid, attention at the 8x8 level,
+frame stride 2), ``base`` for one GPU at 256x256 through a pretrained-style f8 KL codec, ``paper`` with the
 UNet width/depth of the paper (320 channels, multipliers 1-2-4-4; config only until a GPU run).
 """
 
@@ -28,7 +29,8 @@ class CodecConfig:
     path: str | None = None
     """local diffusers AutoencoderKL folder (kind=diffusers_kl)"""
     object_weight: float = 0.0
-    """extra reconstruction weight on colourful pixels (small objects); 0 = plain per-pixel loss"""
+    """extra reconstruction weight on object pixels (the store's segmentation masks; colourful pixels
+    when a store has none); 0 = plain per-pixel loss"""
 
 
 @dataclass
@@ -137,12 +139,15 @@ PRESETS: dict[str, GeneratorConfig] = {
         memory=MemoryConfig(chunk=4, n_memory=2),
         text_encoder="hashing",
     ),
-    "small": GeneratorConfig(
+    "small": GeneratorConfig(  # measured choices: docs/results.md (codec, frame stride)
         preset="small",
-        resolution=64,
+        resolution=128,
         num_views=3,
-        codec=CodecConfig(channels=16, latent_channels=4, factor=8),
-        denoiser=DenoiserConfig(width=64, channel_mult=[1, 2], num_res_blocks=2, head_channels=32),
+        frame_stride=2,
+        codec=CodecConfig(channels=16, latent_channels=8, factor=8, object_weight=8.0),
+        denoiser=DenoiserConfig(
+            width=64, channel_mult=[1, 2], num_res_blocks=2, head_channels=32, attention_levels=[1]
+        ),
     ),
     "base": GeneratorConfig(
         preset="base",

@@ -114,9 +114,10 @@ def generator_batches(
     """(batches(data_state) for the Trainer, held-out windows for sample grids): windows of every
     source's training episodes, their latents encoded into ``cache`` first (resumable)."""
     parts = []
+    k = cfg.frame_stride  # windows on frame 0's grid: the cache encodes every k-th frame only
     for s in sources:
-        w = GeneratorWindows(s.store, cfg, train=True, seed=seed, episodes=s.train)
-        w.use_latents(cache.fill(gen, s.store, w.episodes()), gen.eos_latent())
+        w = GeneratorWindows(s.store, cfg, train=True, seed=seed, episodes=s.train, aligned=k > 1)
+        w.use_latents(cache.fill(gen, s.store, w.episodes(), stride=k), gen.eos_latent())
         parts.append(w)
     data = WindowUnion(parts)
     first = sources[0]

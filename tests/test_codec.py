@@ -246,3 +246,22 @@ def test_object_metrics_score_only_the_masked_square() -> None:
     assert torch.isnan(masked_psnr(real, real, torch.zeros_like(mask))).all()  # no object: NaN, not inf
     with pytest.raises(ValueError, match="mask must be"):
         masked_psnr(real, real, mask[0])
+
+
+def test_moved_object_mask_keeps_only_objects_that_changed() -> None:
+    from enerverse.metrics import moved_object_mask
+
+    now = torch.zeros(1, 3, 8, 8)
+    now[:, :, 1:3, 1:3] = 0.8  # a cube at the top left ...
+    now[:, :, 5:7, 5:7] = -0.8  # ... and a plate that stays
+    future = now.clone()
+    future[:, :, 1:3, 1:3] = 0.0
+    future[:, :, 1:3, 3:5] = 0.8  # the cube moved right by 2 px
+    seg_now = torch.zeros(1, 8, 8, dtype=torch.uint8)
+    seg_now[:, 1:3, 1:3], seg_now[:, 5:7, 5:7] = 1, 2
+    seg_future = torch.zeros_like(seg_now)
+    seg_future[:, 1:3, 3:5], seg_future[:, 5:7, 5:7] = 1, 2
+    m = moved_object_mask(seg_future, seg_now, future, now)
+    expected = torch.zeros(1, 8, 8, dtype=torch.bool)
+    expected[:, 1:3, 1:5] = True  # where the cube was and where it is; not the static plate
+    torch.testing.assert_close(m, expected)

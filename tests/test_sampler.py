@@ -189,7 +189,8 @@ def test_stride_puts_memory_and_chunk_on_every_kth_frame(store: EpisodeStore) ->
         assert w["stride"] == 2 and w["memory_idx"][-1] == c
         assert ((c - w["memory_idx"]) % 2 == 0).all() and (w["memory_idx"] >= 0).all()  # c's grid
         raw = c + 2 * np.arange(1, 4)
-        np.testing.assert_array_equal(w["chunk_idx"], np.minimum(raw, T - 1))
+        last_on_grid = c % 2 + 2 * ((T - 1 - c % 2) // 2)
+        np.testing.assert_array_equal(w["chunk_idx"], np.minimum(raw, last_on_grid))
         np.testing.assert_array_equal(w["chunk_mask"], raw <= T - 1)
         np.testing.assert_array_equal(w["action_idx"], np.minimum(c + np.arange(2), T - 1))  # control rate
     w = s.window(s._offsets[1] + 9)  # episode 1, c = 9: grid history 1, 3, 5, 7 -> spread 1, 7 (eval)
@@ -199,3 +200,11 @@ def test_stride_puts_memory_and_chunk_on_every_kth_frame(store: EpisodeStore) ->
     for i in range(len(train)):
         w = train.window(i)
         assert ((w["c"] - w["memory_idx"]) % 3 == 0).all()
+
+
+def test_aligned_stride_windows_read_only_multiples_of_k(store: EpisodeStore) -> None:
+    s = WindowSampler(store, chunk=3, n_memory=3, mode="train", stride=2, aligned=True)
+    assert len(s) == (5 - 1 - 2) // 2 + 1 + (12 - 1 - 2) // 2 + 1 + (3 - 1 - 2) // 2 + 1  # c = 0, 2, ...
+    for w in all_windows(s):
+        frames = np.concatenate([w["memory_idx"], w["chunk_idx"]])
+        assert w["c"] % 2 == 0 and (frames % 2 == 0).all(), w  # past-end frames clip to the grid too

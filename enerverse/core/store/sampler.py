@@ -11,7 +11,9 @@ A window is anchored at the current frame ``c`` of one episode and never crosses
 
 With ``stride`` k > 1 (the generator's frame stride), memory and chunk frames lie on c's grid of
 every k-th frame: history from {c - k, c - 2k, ...} >= 0 and the chunk at c + k, ..., c + chunk*k;
-actions stay at the recording rate. Windows exist for c in [0, T - 1 - min_future * stride].
+actions stay at the recording rate. Windows exist for c in [0, T - 1 - min_future * stride]
+(``aligned``: only for c on frame 0's grid, c = 0, k, 2k, ..., so every frame a window reads is a
+multiple of k). Chunk frames past the end are clipped to the last frame of c's grid.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class WindowSampler:
         seed: int = 0,
         min_future: int = 1,
         stride: int = 1,
+        aligned: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -78,6 +81,7 @@ class WindowSampler:
         self.action_horizon = _check_int("action_horizon", action_horizon, 1)
         self.min_future = _check_int("min_future", min_future, 0)
         self.stride = _check_int("stride", stride, 1)
+        self.aligned = bool(aligned) and self.stride > 1
         self.seed = _check_int("seed", seed, 0)
         self.mode = mode
         self.only_success = only_success
@@ -94,7 +98,9 @@ class WindowSampler:
                 self._views[e] = view
         self.episode_indices = np.asarray(episodes, dtype=np.int64)  # [E] store indices
         self.lengths = np.asarray(lengths, dtype=np.int64)  # [E] T per episode
-        counts = self.lengths - self.min_future * self.stride
+        last = self.lengths - 1 - self.min_future * self.stride  # [E] the last window's c
+        counts = last // self.stride + 1 if self.aligned else last + 1
+        counts = np.maximum(counts, 0)
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # [E + 1]
 
     def __len__(self) -> int:
@@ -111,7 +117,8 @@ class WindowSampler:
             raise IndexError(f"window index {i!r} out of range for {n} windows")
         i = int(i) % n
         k = int(np.searchsorted(self._offsets, i, side="right")) - 1
-        return int(self.episode_indices[k]), i - int(self._offsets[k]), int(self.lengths[k])
+        c = (i - int(self._offsets[k])) * (self.stride if self.aligned else 1)
+        return int(self.episode_indices[k]), c, int(self.lengths[k])
 
     def window(self, i: int) -> dict[str, Any]:
         """Index arrays of window ``i``: memory/chunk/action indices and masks, episode, c, length."""
@@ -131,7 +138,7 @@ class WindowSampler:
             "stride": k,
             "memory_idx": memory_idx,
             "memory_mask": memory_mask,  # [n_memory]
-            "chunk_idx": np.minimum(raw_chunk, T - 1),
+            "chunk_idx": np.minimum(raw_chunk, c % k + k * ((T - 1 - c % k) // k)),  # on c's grid
             "chunk_mask": raw_chunk <= T - 1,  # [chunk]
             "action_idx": np.minimum(raw_action, T - 1),
             "action_mask": raw_action <= T - 1,  # [H]
