@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from enerverse.core.checkpoint import check_format, load_checkpoint, save_checkpoint
+from enerverse.core.checkpoint import CheckpointError, check_format, load_checkpoint, save_checkpoint
 from enerverse.core.config import config_to_dict
 from enerverse.core.store import (
     EpisodeStore,
@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("dst")
     ap.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16)")
     args = ap.parse_args(argv)
-    out = export_generator(args.src, args.dst, half=not args.float32)
+    try:
+        out = export_generator(args.src, args.dst, half=not args.float32)
+    except (CheckpointError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
     size = sum(f.stat().st_size for f in Path(out).iterdir()) / 2**20
     print(json.dumps({"checkpoint": str(out), "mib": round(size, 2)}))
 
@@ -94,8 +97,8 @@ def load_generator(folder: str | Path, device: str = "cpu"):
             f"{folder} does not match its own config: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     model.train_config = ck.config.get("train")  # the run's settings (split, seed), if saved
-    model.rig_version = recorded_rig_version(ck.config)  # camera rig of its training data
-    model.data_fps = ck.config.get("data_fps")  # recording rate of its training data (None: unknown)
+    # camera rig and recording rate of its training data, as recorded (absent: written before them)
+    model.data_meta = {k: ck.config[k] for k in ("rig_version", "data_fps") if k in ck.config}
     return model.to(device).eval()
 
 
@@ -103,14 +106,15 @@ def check_store_matches(model, store: EpisodeStore, who: str) -> None:
     """Refuse a store this generator would misread: another camera rig, recording rate (its frames
     are every ``frame_stride``-th recorded frame), resolution or view count. StoreFormatError names
     both sides."""
-    check_rig_version(model.rig_version, store_rig_version(store), who, str(store.path))
+    got = store_rig_version(store)
+    check_rig_version(recorded_rig_version(model.data_meta, got), got, who, str(store.path))
     idx = store.indices()
     if not idx:
         return
     ep = store.episode(idx[0])
     _, V, H, W, _ = ep.rgb.shape
     cfg = model.cfg
-    fps, trained = float(ep.attrs["fps"]), getattr(model, "data_fps", None)
+    fps, trained = float(ep.attrs["fps"]), model.data_meta.get("data_fps")
     if trained is not None and abs(fps - float(trained)) > 1e-6:
         k = cfg.frame_stride
         raise StoreFormatError(

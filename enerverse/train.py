@@ -23,11 +23,11 @@ import numpy as np
 from enerverse.core.config import ConfigError, config_to_dict, parse_cli_with_preset
 from enerverse.core.device import pick_device
 from enerverse.core.plots import line_plot
+from enerverse.core.run import run_training_main
 from enerverse.core.seeding import seed_everything
-from enerverse.core.store import check_rig_version, recorded_rig_version, store_rig_version
-from enerverse.core.trainer import LossModule, Trainer, TrainSettings, distributed_info, run_training_main
+from enerverse.core.store import recorded_rig_version, store_rig_version
+from enerverse.core.trainer import LossModule, Trainer, TrainSettings, distributed_info
 from enerverse.io import save_generator
-from enerverse.latent_cache import LatentCache
 from enerverse.presets import GeneratorConfig, get_preset
 from enerverse.samples import write_sample_grid
 from enerverse.train_data import Source, frame_batches, generator_batches, images_of, open_sources
@@ -105,6 +105,14 @@ def parse_args(argv: list[str] | None) -> TrainGeneratorConfig:
     return parse_cli_with_preset(TrainGeneratorConfig, argv, "ev-train-generator", "generator", get_preset)
 
 
+def data_identity(sources: list[Source]) -> dict:
+    """Per store, a hash of its training episodes: a store that grew (resumed collection) changes its
+    split, and a run resumed on it would silently train on other data."""
+    import hashlib
+
+    return {str(s.store.path): hashlib.sha1(str(s.train).encode()).hexdigest()[:12] for s in sources}
+
+
 def run_identity(cfg: TrainGeneratorConfig) -> dict:
     """What a resumed run must share with the original (step counts and time budgets may change)."""
     return {
@@ -121,12 +129,22 @@ def run_identity(cfg: TrainGeneratorConfig) -> dict:
     }
 
 
+def note_other_rig(theirs, ours, who: str) -> None:
+    """Starting from weights trained on another camera rig is adaptation, not misreading: say so."""
+    if ours is not None and theirs != ours:
+        print(
+            f"[ev-train-generator] {who} was trained on camera rig {theirs}; adapting it to this store's "
+            f"rig {ours}",
+            file=sys.stderr,
+        )
+
+
 def load_codec_from(gen, folder: str, gcfg: GeneratorConfig, store_rig: int | None) -> None:
     """Copy the codec weights (including its calibrated scale) of a generator checkpoint into ``gen``."""
     from enerverse.core.checkpoint import load_checkpoint
 
     ck = load_checkpoint(folder)
-    check_rig_version(recorded_rig_version(ck.config), store_rig, f"codec_from={folder}", "the store")
+    note_other_rig(recorded_rig_version(ck.config), store_rig, f"codec_from={folder}")
     theirs = ck.config.get("generator", {}).get("codec")
     ours = config_to_dict(gcfg.codec)
     if theirs != ours:
@@ -140,7 +158,7 @@ def load_generator_weights(gen, folder: str, gcfg: GeneratorConfig, store_rig: i
     from enerverse.core.checkpoint import load_checkpoint
 
     ck = load_checkpoint(folder)
-    check_rig_version(recorded_rig_version(ck.config), store_rig, f"init_from={folder}", "the store")
+    note_other_rig(recorded_rig_version(ck.config), store_rig, f"init_from={folder}")
     theirs, ours = ck.config.get("generator"), config_to_dict(gcfg)
     if theirs != ours:
         diff = sorted(k for k in set(theirs or {}) | set(ours) if (theirs or {}).get(k) != ours.get(k))
@@ -196,8 +214,13 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
     seed_everything(cfg.seed + distributed_info()[0])
     sources = open_sources(cfg.store_paths, cfg.task_filter, cfg.holdout, cfg.seed, cfg.generator.resolution)
     gen = EnerVerseGenerator(cfg.generator).to(device)
-    identity = run_identity(cfg)
-    defaults = {"generator": config_to_dict(get_preset(cfg.preset)), "stores": []}  # for settings added later
+    identity = {**run_identity(cfg), "data": data_identity(sources)}
+    # a checkpoint written before a setting existed resumes when the run keeps the setting's old value
+    defaults = {
+        "generator": {**config_to_dict(get_preset(cfg.preset)), "frame_stride": 1},
+        "stores": [],
+        "data": identity["data"],
+    }
     t_start = time.perf_counter()
     summary: dict = {
         "task": cfg.task
@@ -218,13 +241,12 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
     )
     if prepare_codec(gen, cfg, sources, run_dir, identity, defaults, summary):
         return summary
-    cache = LatentCache(run_dir / "latents", gen.codec)
-    batches, held = generator_batches(
-        sources, gen, cfg.generator, cache, cfg.batch_size, cfg.seed, cfg.workers
-    )
     params = list(gen.denoiser.parameters())
     gt = Trainer(gen, cfg.train, run_dir / "generator", identity, device, params, "generator", defaults)
-    gt.resume()
+    gt.resume()  # before the latents: a resumed run encodes with the codec it trained with
+    batches, held = generator_batches(
+        sources, gen, cfg.generator, run_dir / "latents", cfg.batch_size, cfg.seed, cfg.workers
+    )
     deadline = None if cfg.max_minutes is None else t_start + 60 * cfg.max_minutes
 
     def on_step(tr: Trainer) -> None:

@@ -19,9 +19,10 @@ from torch.utils.data import Dataset
 from enerverse.core.config import ConfigError
 from enerverse.core.loader import loader_batches
 from enerverse.core.store import EpisodeStore, StoreFormatError, store_rig_version
-from enerverse.core.trainer import epoch_batches
+from enerverse.core.trainer import distributed_info, epoch_batches
 from enerverse.data import GeneratorWindows, collate
 from enerverse.io import split_episodes
+from enerverse.latent_cache import LatentCache
 from enerverse.presets import GeneratorConfig
 
 
@@ -109,16 +110,34 @@ class WindowUnion(Dataset):
 
 
 def generator_batches(
-    sources: list[Source], gen, cfg: GeneratorConfig, cache, batch_size: int, seed: int, workers: int
+    sources: list[Source],
+    gen,
+    cfg: GeneratorConfig,
+    cache_dir: Path,
+    batch_size: int,
+    seed: int,
+    workers: int,
 ):
     """(batches(data_state) for the Trainer, held-out windows for sample grids): windows of every
-    source's training episodes, their latents encoded into ``cache`` first (resumable)."""
-    parts = []
+    source's training episodes, their latents encoded into the cache at ``cache_dir`` first
+    (resumable; under DDP rank 0 encodes while the others wait)."""
     k = cfg.frame_stride  # windows on frame 0's grid: the cache encodes every k-th frame only
-    for s in sources:
-        w = GeneratorWindows(s.store, cfg, train=True, seed=seed, episodes=s.train, aligned=k > 1)
-        w.use_latents(cache.fill(gen, s.store, w.episodes(), stride=k), gen.eos_latent())
-        parts.append(w)
+    parts = [
+        GeneratorWindows(s.store, cfg, train=True, seed=seed, episodes=s.train, aligned=k > 1)
+        for s in sources
+    ]
+    rank, _, world = distributed_info()
+    if rank == 0:
+        cache = LatentCache(cache_dir, gen.codec)
+        for s, w in zip(sources, parts):
+            cache.fill(gen, s.store, w.episodes(), stride=k)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    cache = LatentCache(cache_dir, gen.codec)  # rank 0 wrote the fingerprint: nothing is discarded
+    for s, w in zip(sources, parts):
+        w.use_latents(cache.episodes(s.store, k), gen.eos_latent())
     data = WindowUnion(parts)
     first = sources[0]
     held = GeneratorWindows(first.store, cfg, train=False, seed=seed, episodes=first.held or first.train)

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from enerverse.core.store import recorded_rig_version
 from enerverse.core.store.sampler import memory_indices
 from policies.io import load_policy
 
@@ -61,7 +60,7 @@ class PolicyRuntime:
         meta = policy.meta
         self.views: list[str] = list(meta["views"])
         self.resolution = int(meta["resolution"])
-        self.rig_version = recorded_rig_version(meta)  # camera rig of the training data
+        self.data_meta = {k: meta[k] for k in ("rig_version",) if k in meta}  # its data's camera rig
         self.state_dim = int(meta["state_dim"])
         self.kind = policy.cfg.encoder.kind
         self.horizon = policy.cfg.head.horizon
@@ -294,7 +293,7 @@ class EvalPolicy:
     def __init__(self, folder: str, device: str = "cpu", **kw) -> None:
         self.runtime = PolicyRuntime(folder, device, **kw)
         self.views, self.resolution = self.runtime.views, self.runtime.resolution
-        self.rig_version = self.runtime.rig_version
+        self.data_meta = self.runtime.data_meta
 
     def reset(self, instructions: list[str] | None = None) -> None:
         self.runtime.reset(list(instructions or [""]))

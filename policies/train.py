@@ -25,9 +25,10 @@ import numpy as np
 from enerverse.core.config import ConfigError, config_to_dict, parse_cli_with_preset
 from enerverse.core.device import pick_device
 from enerverse.core.plots import line_plot
+from enerverse.core.run import run_training_main
 from enerverse.core.seeding import seed_everything
-from enerverse.core.store import EpisodeStore, check_rig_version, store_rig_version
-from enerverse.core.trainer import Trainer, TrainSettings, distributed_info, epoch_batches, run_training_main
+from enerverse.core.store import EpisodeStore, check_rig_version, recorded_rig_version, store_rig_version
+from enerverse.core.trainer import Trainer, TrainSettings, distributed_info, epoch_batches
 from policies.config import PolicyConfig, get_policy_preset
 from policies.data import PolicyData
 from policies.io import init_policy_from, save_policy
@@ -196,8 +197,9 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
         from enerverse.io import load_generator
 
         gen = load_generator(generator_dir, device)
+        rig = store_rig_version(store)
         check_rig_version(
-            gen.rig_version, store_rig_version(store), f"generator={generator_dir}", "the store"
+            recorded_rig_version(gen.data_meta, rig), rig, f"generator={generator_dir}", "the store"
         )
     data = PolicyData(
         store,

@@ -112,6 +112,7 @@ def main() -> None:
             f"task={args.task}",
             f"episodes={args.episodes}",
             "workers=2",
+            "seg=true",
             f"out={store}",
             f"run_dir={out / 'collect'}",
             "video_episodes=2",

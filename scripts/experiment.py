@@ -60,7 +60,7 @@ def expand(step: dict) -> list[tuple[str, list[str]]]:
             argv = [str(args["src"]).format(**env), str(args["dst"]).format(**env)]
         else:
             argv = [f"{k}={_value(v).format(**env)}" for k, v in args.items()]
-        label = step.get("name", run) + ("" if not env else " " + " ".join(f"{k}={v}" for k, v in env.items()))
+        label = " ".join([step.get("name", run), *(f"{k}={v}" for k, v in env.items())])
         out.append((label, [sys.executable, "-m", MODULES[run], *argv]))
     return out
 
@@ -81,7 +81,13 @@ def main() -> None:
     for step in spec["steps"]:
         if args.only and args.only not in step.get("name", step.get("run", "")):
             continue
-        for label, cmd in expand(step):
+        try:
+            commands = expand(step)
+        except (KeyError, IndexError) as e:
+            raise SystemExit(
+                f"error: step {step.get('name', step.get('run'))!r}: unknown or missing {e}"
+            ) from None
+        for label, cmd in commands:
             print(f"[experiment] {label}: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
             if args.dry_run:
                 continue

@@ -239,7 +239,8 @@ class MultiViewRenderer:
         ids = (ids[..., 0] | (ids[..., 1] << 8) | (ids[..., 2] << 16)).reshape(H, V, W).transpose(1, 0, 2)
         out = np.empty((V, H, W), dtype=np.uint8)
         for v, lut in enumerate(luts):
-            out[v] = lut[np.clip(ids[v], 0, len(lut) - 1)]
+            known = ids[v] < len(lut)  # an id past this view's scene geoms is no object: label 0
+            out[v] = np.where(known, lut[np.where(known, ids[v], 0)], 0)
         return out
 
     def _segid_lut(self) -> np.ndarray:

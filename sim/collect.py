@@ -25,7 +25,7 @@ from enerverse.core.outputs import make_output_dir, print_summary, write_json_at
 from enerverse.core.progress import progress
 from enerverse.core.seeding import episode_seed
 from enerverse.core.store import EpisodeStore, StoreFormatError
-from enerverse.core.store.rig import LEGACY_RIG_VERSION
+from enerverse.core.store.rig import legacy_rig_version
 from sim.settings import SimSettings, rig_version
 
 
@@ -142,7 +142,8 @@ def open_store_for_collection(path: Path, cfg: CollectConfig) -> EpisodeStore:
         before = store.root_attrs.get("collection")
         if before is not None:
             # stores from before these settings existed: no noise, no masks, the legacy camera rig
-            before = {"action_noise": 0.0, "seg": False, "rig_version": LEGACY_RIG_VERSION, **before}
+            legacy = legacy_rig_version(settings["rig_version"])
+            before = {"action_noise": 0.0, "seg": False, "rig_version": legacy, **before}
         if before is not None and before != settings:
             diff = {k: (before.get(k), settings[k]) for k in settings if before.get(k) != settings[k]}
             raise ConfigError(

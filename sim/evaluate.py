@@ -32,7 +32,7 @@ from enerverse.core.config import ConfigError, parse_cli, save_config
 from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
 from enerverse.core.progress import progress
 from enerverse.core.seeding import episode_seed
-from enerverse.core.store import StoreFormatError, check_rig_version
+from enerverse.core.store import StoreFormatError, check_rig_version, recorded_rig_version
 from sim.registration import make_vec_env
 from sim.settings import SimSettings, rig_version
 from sim.tasks import TASKS
@@ -125,9 +125,10 @@ def make_policy(spec: str, task: str, **kw):
 
         return make_expert(task)
     policy = policy_loader()(spec, **kw)
-    check_rig_version(
-        getattr(policy, "rig_version", None), rig_version(task), f"policy={spec}", f"the simulated {task}"
-    )
+    meta, current = getattr(policy, "data_meta", None), rig_version(task)
+    if meta is not None:
+        expected = recorded_rig_version(meta, current)
+        check_rig_version(expected, current, f"policy={spec}", f"the simulated {task}")
     return policy
 
 

@@ -99,8 +99,9 @@ def free_camera_from_opencv(T_cam_world: np.ndarray) -> mujoco.MjvCamera:
     return cam
 
 
-RIG_VERSION = 1
-"""Version of the adapter's camera rig (stores and checkpoints record it, see sim.settings.rig_version)."""
+RIG_VERSION = "metaworld-1"
+"""Version of the adapter's camera rig (stores and checkpoints record it, see sim.settings.rig_version);
+a string, so it never equals one of the tabletop's integer versions."""
 
 
 class MetaWorldEnv(RigViews, gym.Env):

@@ -9,7 +9,7 @@ from sim.cameras import DEFAULT_RESOLUTION, DEFAULT_VIEWS, RIG_VERSION, RigSpec
 from sim.tasks import get_task_class
 
 
-def rig_version(task: str) -> int:
+def rig_version(task: str) -> int | str:
     """Camera-rig version of a task's environment (the tabletop's, or the Meta-World adapter's)."""
     if task.startswith("metaworld/"):
         from sim.metaworld_adapter import RIG_VERSION as METAWORLD_RIG
@@ -51,6 +51,10 @@ class SimSettings:
             raise ConfigError(f"resolution must be a positive number of pixels, got {self.resolution}")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ConfigError(f"max_steps must be positive, got {self.max_steps}")
+        if self.seg and self.task.startswith("metaworld/"):
+            raise ConfigError(
+                "seg=true: object masks are rendered for the project's tasks only, not Meta-World"
+            )
         try:
             check_task(self.task)
             RigSpec(views=tuple(self.views)).validate()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -60,12 +61,53 @@ def test_sigterm_ends_fit_with_a_checkpoint_that_resumes_exactly(tmp_path: Path)
     torch.manual_seed(0)
     s = TrainSettings(steps=40, lr=0.05, warmup_steps=1, ema_decay=0.999, ckpt_every=1000, log_every=1000)
     tr = Trainer(Toward(), s, tmp_path / "split", {"toy": 1}, "cpu", name="toy")
+    before = signal.getsignal(signal.SIGTERM)
     targets = torch.ones(8, 4)
     batches = lambda st: epoch_batches(8, 2, 0, st, lambda idx, epoch: targets[idx])  # noqa: E731
     tr.fit(batches, lambda t: os.kill(os.getpid(), signal.SIGTERM) if t.step == 17 else None)
     assert tr.stopped_by == "SIGTERM" and tr.step == 17  # the step in flight finished, then it stopped
     assert (tmp_path / "split" / "step_00000017").is_dir()
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after fit
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is gone after fit
     resumed = _fit(tmp_path / "split", 40)
+    torch.testing.assert_close(resumed.model.w, full.model.w)
+    torch.testing.assert_close(resumed.ema.w, full.ema.w)
+
+
+class NoisyToward(Toward):
+    """Like Toward, with noise drawn from torch's global RNG in every step (as diffusion training)."""
+
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        noisy = batch + 0.3 * torch.randn_like(batch)
+        return (self.w - noisy).pow(2).sum(dim=1).mean(), {}
+
+
+class Targets(torch.utils.data.Dataset):
+    """Item (i, epoch) -> a target [4] that depends on both."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+        i, epoch = key
+        return torch.full((4,), float(i) / 10 + epoch)
+
+
+def _fit_loader(run_dir: Path, workers: int, stop_at: int | None = None) -> Trainer:
+    from enerverse.core.loader import loader_batches
+
+    torch.manual_seed(0)
+    s = TrainSettings(steps=24, lr=0.05, warmup_steps=1, ema_decay=0.99, ckpt_every=1000, log_every=1000)
+    tr = Trainer(NoisyToward(), s, run_dir, {"toy": 2}, "cpu", name="toy", stop_at=stop_at)
+    tr.resume()
+    tr.fit(lambda st: loader_batches(Targets(), 3, 0, st, torch.stack, workers))
+    return tr
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_through_the_dataloader_is_exact(tmp_path: Path, workers: int) -> None:
+    full = _fit_loader(tmp_path / "full", workers)
+    _fit_loader(tmp_path / "split", workers, stop_at=10)  # 3 batches per epoch: stops mid-epoch
+    resumed = _fit_loader(tmp_path / "split", workers)
+    assert resumed.step == 24
     torch.testing.assert_close(resumed.model.w, full.model.w)
     torch.testing.assert_close(resumed.ema.w, full.ema.w)

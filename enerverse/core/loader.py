@@ -16,6 +16,7 @@ import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from enerverse.core.trainer import batch_order
@@ -62,6 +63,7 @@ def loader_batches(
         collate_fn=collate,
         worker_init_fn=_worker_init if workers else None,
         prefetch_factor=2 if workers else None,
+        generator=torch.Generator().manual_seed(seed),  # not the global RNG: resume stays exact
     )
     for batch, pos in zip(loader, sampler.positions()):
         data_state.update(pos)

@@ -16,14 +16,11 @@ Import this module only where torch is available (``enerverse.core`` itself stay
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
 import os
 import shutil
-import signal
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +39,7 @@ from enerverse.core.checkpoint import (
 )
 from enerverse.core.outputs import to_jsonable
 from enerverse.core.progress import progress
+from enerverse.core.signals import stop_on_signals
 
 
 def to_device(batch: Any, device: str) -> Any:
@@ -165,6 +163,7 @@ class Trainer:
             decay=self.s.ema_decay,
             use_ema_warmup=True,
             power=self.s.ema_power,
+            foreach=True,
         )
         rule.shadow_params = list(self.ema.parameters())  # alias: step() writes into the module
         return rule
@@ -276,6 +275,21 @@ class Trainer:
             self._tb.flush()
         return losses
 
+    def _should_stop(self) -> bool:
+        """A signal or an early stop (time budget) on this rank; under DDP on any rank, so that every
+        rank ends at the same step instead of one waiting forever in the next all-reduce."""
+        if not self.distributed:
+            return self.stopped_by is not None
+        import torch.distributed as dist
+
+        flags = torch.tensor(
+            [float(self.stopped_by is not None), float(self.step >= self.stop_at)], device=self.device
+        )
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        if flags[0] > 0 and self.stopped_by is None:
+            self.stopped_by = "SIGTERM"  # another rank got the signal: end as it does
+        return bool(flags.max() > 0)
+
     def _loop(self, batches, on_step, losses: list[float], bar) -> None:
         it = batches(self.data_state)
         net = self.ddp or self.model
@@ -316,30 +330,10 @@ class Trainer:
                 )
             if on_step is not None:
                 on_step(self)  # may stop(): the checkpoint below then covers this step
-            if self.stopped_by is not None:
-                self.stop()  # SIGTERM/SIGINT arrived during this step: save it and end
+            if self._should_stop():
+                self.stop()  # SIGTERM/SIGINT arrived during this step (on any rank): save it and end
             if self.step % self.s.ckpt_every == 0 or self.step >= min(self.s.steps, self.stop_at):
                 self.save()
-
-
-@contextlib.contextmanager
-def stop_on_signals(trainer: Trainer) -> Iterator[None]:
-    """While training, SIGTERM and SIGINT set ``trainer.stopped_by`` instead of killing the process:
-    fit() finishes the step, writes a checkpoint and returns, so the same command resumes exactly.
-    Only the main thread can install handlers; elsewhere this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: Any) -> None:
-        trainer.stopped_by = signal.Signals(signum).name
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def config_differences(
@@ -393,39 +387,3 @@ def epoch_batches(
     for items, pos in batch_order(n_items, batch_size, seed, data_state):
         data_state.update(pos)
         yield get_batch([i for i, _ in items], items[0][1])
-
-
-def run_training_main(cfg: Any, entry: str, train_fn: Callable[[Any, Path], dict]) -> None:
-    """The body of a training entry point: check ``cfg``, make the run folder (``outputs/<entry>/...``
-    or ``cfg.out``), save the resolved config, train, write summary.json and print the summary line.
-    Configuration and store errors print ``error: ...`` and exit with code 2."""
-    import sys
-
-    from enerverse.core.config import ConfigError, save_config
-    from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
-    from enerverse.core.store import StoreFormatError
-
-    rank, _, world = distributed_info()
-    try:
-        if hasattr(cfg, "validate"):
-            cfg.validate()
-        if world > 1 and not cfg.out:
-            raise ConfigError("under torchrun every rank must share one run folder: pass out=<dir>")
-        run_dir = make_output_dir(entry, cfg.out)
-        if rank == 0:
-            save_config(cfg, run_dir / "config.json")
-        summary = train_fn(cfg, run_dir)
-    except (ConfigError, StoreFormatError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if rank == 0:
-        write_json_atomic(run_dir / "summary.json", summary)
-        print_summary(summary)
-    if summary.get("stopped_by"):
-        if rank == 0:
-            print(
-                f"stopped by {summary['stopped_by']} at step {summary.get('steps')} with a checkpoint in "
-                f"{run_dir}; run the same command (out={run_dir}) to resume",
-                file=sys.stderr,
-            )
-        raise SystemExit(128 + int(getattr(signal, summary["stopped_by"])))

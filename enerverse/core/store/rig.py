@@ -17,25 +17,40 @@ LEGACY_RIG_VERSION = 1
 RIG_KEY = "rig_version"
 
 
-def store_rig_version(store: Any) -> int | None:
+Rig = int | str  # the tabletop's versions are ints (1, 2, ...); other simulators name theirs
+
+
+def store_rig_version(store: Any) -> Rig | None:
     """Rig version of a store collected in simulation; None for stores without collection settings
     (real or generated data, whose cameras are their own)."""
     collection = store.root_attrs.get("collection")
     if collection is None:
         return None
-    return int(collection.get(RIG_KEY, LEGACY_RIG_VERSION))
+    if RIG_KEY in collection:
+        return collection[RIG_KEY]
+    # collected before rig versions: the tabletop's v1; other simulators' rigs did not change then
+    return None if str(collection.get("task", "")).startswith("metaworld/") else LEGACY_RIG_VERSION
 
 
-def recorded_rig_version(config: dict) -> int:
-    """Rig version recorded in a checkpoint's config or metadata dict (legacy: 1)."""
-    value = config.get(RIG_KEY)
-    return LEGACY_RIG_VERSION if value is None else int(value)
+def legacy_rig_version(current: Rig | None) -> Rig:
+    """The rig of data written before rig versions existed, for a simulator whose rig is ``current``
+    now: the tabletop's was v1; other simulators' rigs (named by strings) did not change then."""
+    return current if isinstance(current, str) else LEGACY_RIG_VERSION
 
 
-def check_rig_version(expected: int | None, got: int | None, who: str, where: str) -> None:
+def recorded_rig_version(config: dict, current: Rig | None = None) -> Rig | None:
+    """Rig version recorded in a checkpoint's config or metadata dict: its value (None: unknown, e.g.
+    trained on real or generated data), or, when the key is missing, :func:`legacy_rig_version` of
+    ``current`` (the rig of the data it is about to read)."""
+    if RIG_KEY in config:
+        return config[RIG_KEY]
+    return legacy_rig_version(current)
+
+
+def check_rig_version(expected: Rig | None, got: Rig | None, who: str, where: str) -> None:
     """Raise StoreFormatError naming both versions when ``who`` (trained on rig ``expected``) would
     read ``where`` (recorded on rig ``got``); None on either side means unknown and passes."""
-    if expected is None or got is None or int(expected) == int(got):
+    if expected is None or got is None or expected == got:
         return
     raise StoreFormatError(
         f"{where} uses camera rig v{got}, but {who} was trained on rig v{expected}: the cameras "

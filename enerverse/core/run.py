@@ -1,0 +1,56 @@
+"""The body of the training entry points (``ev-train-generator``, ``ev-train-policy``): checked
+config, run folder, summary, and one line instead of a traceback for a user's mistake or a stop."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from enerverse.core.trainer import distributed_info
+
+
+def run_training_main(cfg: Any, entry: str, train_fn: Callable[[Any, Path], dict]) -> None:
+    """Check ``cfg``, make the run folder (``outputs/<entry>/...`` or ``cfg.out``), save the resolved
+    config, train, write summary.json and print the summary line.
+
+    Configuration, store and checkpoint errors print ``error: ...`` and exit with code 2. A run that
+    SIGTERM/SIGINT stopped (with a checkpoint) says how to resume and exits 128 + the signal; Ctrl-C
+    outside the training loop (e.g. while latents are encoded, which keeps what it finished) too."""
+    from enerverse.core.checkpoint import CheckpointError
+    from enerverse.core.config import ConfigError, save_config
+    from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
+    from enerverse.core.store import StoreFormatError
+
+    rank, _, world = distributed_info()
+    run_dir = None
+    try:
+        if hasattr(cfg, "validate"):
+            cfg.validate()
+        if world > 1 and not cfg.out:
+            raise ConfigError("under torchrun every rank must share one run folder: pass out=<dir>")
+        run_dir = make_output_dir(entry, cfg.out)
+        if rank == 0:
+            save_config(cfg, run_dir / "config.json")
+        summary = train_fn(cfg, run_dir)
+    except (ConfigError, StoreFormatError, CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        _resume_hint("SIGINT", None, run_dir)
+        raise SystemExit(128 + signal.SIGINT) from None
+    if rank == 0:
+        write_json_atomic(run_dir / "summary.json", summary)
+        print_summary(summary)
+    if summary.get("stopped_by"):
+        if rank == 0:
+            _resume_hint(summary["stopped_by"], summary.get("steps"), run_dir)
+        raise SystemExit(128 + int(getattr(signal, summary["stopped_by"])))
+
+
+def _resume_hint(signal_name: str, step: int | None, run_dir: Path | None) -> None:
+    where = f" at step {step} with a checkpoint" if step is not None else ""
+    again = f"rerun the same command with out={run_dir} to resume" if run_dir else "nothing was written"
+    print(f"stopped by {signal_name}{where}; {again}", file=sys.stderr)
