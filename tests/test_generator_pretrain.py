@@ -195,3 +195,23 @@ def test_eval_refuses_a_store_of_another_resolution_or_rate(two_stores: Path, tm
     r = _run(tmp_path, "enerverse.evaluate", f"checkpoint={other}", f"store={tmp_path / 'slow'}",
              "heldout_only=false", "episodes=1", check=False)  # fmt: skip
     assert r.returncode == 2 and "rig v2" in r.stderr and "rig v1" in r.stderr
+
+
+@pytest.mark.integration
+def test_cue_classifier_reads_the_cued_plate_off_real_memory_frames(tmp_path: Path) -> None:
+    """The colour classifier of the cue-recall metric is right on real frames (where the expert put
+    the cube on the cued plate), so what it reads off imagined frames means something."""
+    from enerverse.core.store import EpisodeStore
+    from enerverse.cue_recall import chosen_plate, read_scene, start_frame
+    from enerverse.data import load_frames
+
+    _run(tmp_path, "sim.collect", "task=memory", "episodes=4", "views=[main]", "seg=true", "out=mem",
+         "video_episodes=0")  # fmt: skip
+    store = EpisodeStore.open(tmp_path / "mem")
+    for e in store.indices():
+        ep = store.episode(e)
+        frames, _ = load_frames(store, e, [0, ep.length - 1], 128)
+        scene = read_scene(frames[0, 0].numpy(), ep.load("seg", 0)[0], list(ep.attrs["seg_names"]))
+        assert chosen_plate(frames[0, 1].numpy(), scene) == scene.cued
+        assert chosen_plate(frames[0, 0].numpy(), scene) is not None
+    assert start_frame(4, 2) == 10 and start_frame(4, 1) == 6  # consecutive memory then sees no cue
