@@ -50,6 +50,14 @@ class GenerationResult:
     chunks: int
 
 
+def make_codec(c):
+    """The codec a :class:`~enerverse.presets.CodecConfig` describes (untrained for ``conv``)."""
+    if c.kind == "diffusers_kl":
+        return build_codec(c.kind, path=c.path)
+    kw = {"channels": c.channels, "latent_channels": c.latent_channels, "factor": c.factor}
+    return build_codec(c.kind, **kw, object_weight=c.object_weight)
+
+
 class EnerVerseGenerator(nn.Module):
     """Codec + instruction encoder + multi-view video denoiser + diffusion schedule."""
 
@@ -58,17 +66,7 @@ class EnerVerseGenerator(nn.Module):
         cfg.validate()
         self.cfg = cfg
         c = cfg.codec
-        codec_kw = (
-            {"path": c.path}
-            if c.kind == "diffusers_kl"
-            else {
-                "channels": c.channels,
-                "latent_channels": c.latent_channels,
-                "factor": c.factor,
-                "object_weight": c.object_weight,
-            }
-        )
-        self.codec = build_codec(c.kind, **codec_kw)
+        self.codec = make_codec(c)
         # the frozen instruction encoder is shared through a cache, not registered as a submodule: its
         # weights come from their own package/folder, stay out of checkpoints and are never copied (EMA)
         self._text_key = (cfg.text_encoder, cfg.text_model_path)

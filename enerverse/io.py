@@ -55,6 +55,37 @@ def save_generator(
     return save_checkpoint(folder, config, state)
 
 
+def save_codec(model, cfg: GeneratorConfig, folder: str | Path, extra: dict | None = None) -> Path:
+    """Write only the (calibrated) codec of a generator, float16, for ``codec_from=<folder>``: a run
+    that trains a new denoiser on a finished codec skips the codec stage."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    state = {k: v for k, v in state.items() if k.startswith("codec.")}
+    config = {
+        "format": "enerverse-codec",
+        "version": VERSION,
+        "generator": config_to_dict(cfg),
+        **(extra or {}),
+    }
+    return save_checkpoint(folder, config, state)
+
+
+def load_codec(folder: str | Path, device: str = "cpu"):
+    """The codec of a codec checkpoint (:func:`save_codec`) or a generator checkpoint, with its
+    generator config: (codec, GeneratorConfig)."""
+    from enerverse.generator import make_codec
+
+    ck = load_checkpoint(folder, map_location=device)
+    if ck.config.get("format") not in (FORMAT, "enerverse-codec"):
+        raise ValueError(
+            f"{folder} is not an EnerVerse-G or codec checkpoint (format {ck.config.get('format')!r})"
+        )
+    cfg = generator_config_from_dict(ck.config["generator"])
+    codec = make_codec(cfg.codec)
+    codec.load_state_dict({k[len("codec.") :]: v for k, v in ck.state_dict.items() if k.startswith("codec.")})
+    codec.data_meta = {k: ck.config[k] for k in ("rig_version", "data_fps") if k in ck.config}
+    return codec.to(device).eval(), cfg
+
+
 def export_generator(src: str | Path, dst: str | Path, half: bool = True) -> Path:
     """Copy a generator checkpoint (e.g. to ship it), by default with float16 weights."""
     ck = load_checkpoint(src)

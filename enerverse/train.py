@@ -27,7 +27,7 @@ from enerverse.core.run import run_training_main
 from enerverse.core.seeding import seed_everything
 from enerverse.core.store import recorded_rig_version, store_rig_version
 from enerverse.core.trainer import LossModule, Trainer, TrainSettings, distributed_info
-from enerverse.io import save_generator
+from enerverse.io import save_codec, save_generator
 from enerverse.presets import GeneratorConfig, get_preset
 from enerverse.samples import write_sample_grid
 from enerverse.train_data import Source, frame_batches, generator_batches, images_of, open_sources
@@ -103,6 +103,13 @@ class TrainGeneratorConfig:
 def parse_args(argv: list[str] | None) -> TrainGeneratorConfig:
     """Parse overrides; ``preset=<name>`` picks the defaults that ``generator.*`` overrides refine."""
     return parse_cli_with_preset(TrainGeneratorConfig, argv, "ev-train-generator", "generator", get_preset)
+
+
+def data_meta(sources: list[Source]) -> dict:
+    """What a checkpoint records of its training data: camera rig and recording rate."""
+    store = sources[0].store
+    fps = float(store.episode(sources[0].train[0]).attrs["fps"])
+    return {"rig_version": store_rig_version(store), "data_fps": fps}
 
 
 def data_identity(sources: list[Source]) -> dict:
@@ -182,6 +189,9 @@ def train_codec_stage(
             return ct
     calib = frame_batches(sources, R, per_batch, cfg.seed, {"epoch": 10_000, "index": 0})
     gen.codec.calibrate(images_of(next(calib)).to(device) for _ in range(4))
+    if ct.rank == 0:  # the finished codec on its own, for codec_from= (a new denoiser on this codec)
+        extra = {"codec_steps": ct.step, **data_meta(sources)}
+        save_codec(gen, cfg.generator, run_dir / "codec" / "final", extra)
     return ct
 
 
@@ -277,13 +287,7 @@ def finish_run(
     """Rank 0 after the generator stage: the final (EMA) checkpoint with its data's camera rig and
     recording rate, a sample grid (not when a signal asks to end soon) and the loss plot."""
     out: dict = {}
-    store = sources[0].store
-    extra = {
-        "train": config_to_dict(cfg),
-        "step": gt.step,
-        "rig_version": store_rig_version(store),
-        "data_fps": float(store.episode(sources[0].train[0]).attrs["fps"]),
-    }
+    extra = {"train": config_to_dict(cfg), "step": gt.step, **data_meta(sources)}
     save_generator(final, cfg.generator, run_dir / "checkpoint", extra=extra)
     if not gt.stopped_by:
         out["sample"] = str(write_sample_grid(final, held, run_dir / "samples" / "final", seed=cfg.seed))

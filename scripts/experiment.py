@@ -1,6 +1,7 @@
 """Run an experiment file: the project's own commands in order, with their settings in one YAML file.
 
-    python scripts/experiment.py configs/experiment/generator_pretrained.yaml [--only train] [--dry-run]
+    python scripts/experiment.py configs/experiment/generator_pretrained.yaml [--only train] [--dry-run] \
+        [--set codec_from=checkpoints/generator_codec]
 
 An experiment file has a ``name``, a ``description`` and ``steps``. Each step runs one command
 (``run``: ev-collect, ev-train-generator, ev-eval-generator, ev-train-policy, ev-eval or
@@ -45,8 +46,9 @@ def _value(v) -> str:
     return str(v)
 
 
-def expand(step: dict) -> list[tuple[str, list[str]]]:
-    """(label, command line) for every ``foreach`` combination of one step."""
+def expand(step: dict, overrides: dict | None = None) -> list[tuple[str, list[str]]]:
+    """(label, command line) for every ``foreach`` combination of one step; ``overrides`` replace or
+    add args."""
     run = step.get("run")
     if run not in MODULES:
         raise SystemExit(f"error: step {step.get('name', run)!r}: run must be one of {', '.join(MODULES)}")
@@ -55,7 +57,7 @@ def expand(step: dict) -> list[tuple[str, list[str]]]:
     out = []
     for combo in itertools.product(*(loops[k] for k in keys)) if keys else [()]:
         env = dict(zip(keys, combo))
-        args = step.get("args") or {}
+        args = {**(step.get("args") or {}), **(overrides or {})}
         if run == "export-generator":
             argv = [str(args["src"]).format(**env), str(args["dst"]).format(**env)]
         else:
@@ -70,6 +72,10 @@ def main() -> None:
     ap.add_argument("file")
     ap.add_argument("--only", default=None, help="run only steps whose name contains this text")
     ap.add_argument("--dry-run", action="store_true", help="print the commands without running them")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override an arg of the steps that run (e.g. with --only train: codec_from=<folder>)",
+    )  # fmt: skip
     args = ap.parse_args()
     try:
         spec = yaml.safe_load(Path(args.file).read_text())
@@ -78,11 +84,15 @@ def main() -> None:
     if not isinstance(spec, dict) or "name" not in spec or not isinstance(spec.get("steps"), list):
         raise SystemExit(f"error: {args.file} needs a 'name' and a list of 'steps'")
     results, out = [], Path("outputs/experiments") / spec["name"] / "steps.json"
+    bad = [kv for kv in args.set if "=" not in kv]
+    if bad:
+        raise SystemExit(f"error: --set expects KEY=VALUE, got {bad}")
+    overrides = dict(kv.split("=", 1) for kv in args.set)
     for step in spec["steps"]:
         if args.only and args.only not in step.get("name", step.get("run", "")):
             continue
         try:
-            commands = expand(step)
+            commands = expand(step, overrides)
         except (KeyError, IndexError) as e:
             raise SystemExit(
                 f"error: step {step.get('name', step.get('run'))!r}: unknown or missing {e}"

@@ -23,7 +23,7 @@ import torch
 
 import sim  # noqa: F401  (headless GL defaults)
 from enerverse.core.outputs import write_json_atomic
-from enerverse.io import load_generator
+from enerverse.io import load_codec, load_generator
 from enerverse.metrics import masked_psnr, psnr
 from sim.env import EnerVerseEnv
 from sim.tasks import TASKS
@@ -48,10 +48,10 @@ def reference_frames(resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def codec_quality(model) -> dict:
+def codec_quality(codec, resolution: int) -> dict:
     """Codec reconstruction PSNR and object PSNR (dB) on :func:`reference_frames`."""
-    x, m = reference_frames(model.cfg.resolution)
-    rec = model.codec.decode(model.codec.encode(x))
+    x, m = reference_frames(resolution)
+    rec = codec.decode(codec.encode(x))
     return {
         "codec_psnr": float(psnr(rec, x).mean()),
         "codec_object_psnr": float(masked_psnr(rec, x, m).nanmean()),
@@ -59,13 +59,13 @@ def codec_quality(model) -> dict:
 
 
 @torch.no_grad()
-def heldout_codec_quality(model, stores: list[str], per_store: int = 40) -> dict:
+def heldout_codec_quality(codec, stores: list[str], per_store: int = 40) -> dict:
     """Codec PSNR / object PSNR / SSIM on frames spread over held-out stores (as bench/codec_options.py)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     from codec_options import heldout_frames, score
 
     x, m = heldout_frames(stores, per_store)
-    return {f"heldout_{k}": v for k, v in score(model.codec, x, m).items()}
+    return {f"heldout_{k}": v for k, v in score(codec, x, m).items()}
 
 
 def eval_table(runs: list[Path]) -> list[str]:
@@ -89,6 +89,58 @@ def eval_table(runs: list[Path]) -> list[str]:
     return rows
 
 
+def quality_line(quality: dict, held: dict) -> str:
+    line = (
+        f"- Codec on the reference frames (quality.json, checked in CI): PSNR "
+        f"{quality['codec_psnr']:.2f} dB, object pixels {quality['codec_object_psnr']:.2f} dB."
+    )
+    if held:
+        line += (
+            f" On held-out store frames: PSNR {held['heldout_psnr']:.2f} dB, object pixels "
+            f"{held['heldout_object_psnr']:.2f} dB, SSIM {held['heldout_ssim']:.3f}, object SSIM "
+            f"{held['heldout_object_ssim']:.3f}."
+        )
+    return line
+
+
+def generator_card(folder: Path, config: dict, recipe: str, quality: dict, held: dict, evals: list) -> list:
+    model = load_generator(folder)
+    size = sum(f.stat().st_size for f in folder.iterdir() if f.name.endswith(".safetensors")) / 2**20
+    return [
+        f"# {folder.name}",
+        "",
+        f"EnerVerse-G pretrained on all six tasks of the simulator (camera rig {config.get('rig_version')}, "
+        f"{model.cfg.resolution} px, {model.cfg.num_views} views, frame stride {model.cfg.frame_stride}): "
+        "the project's stand-in for the paper's pretrained video model. Adapt it to a task with "
+        "`ev-train-generator init_from=<this folder>`.",
+        "",
+        f"- Training: {config.get('step')} denoiser steps; the exact data and recipe: `{recipe}`.",
+        f"- Weights: {config.get('weights_dtype')}, {size:.1f} MiB; denoiser "
+        f"{model.denoiser.num_parameters() / 1e6:.2f} M parameters.",
+        quality_line(quality, held),
+        "",
+        "Held-out evaluation (`ev-eval-generator`, 20 held-out episodes per task collected with seed 1000):",
+        "",
+        *eval_table([Path(r) for r in evals]),
+        "",
+    ]
+
+
+def codec_card(folder: Path, config: dict, recipe: str, quality: dict, held: dict) -> list:
+    return [
+        f"# {folder.name}",
+        "",
+        f"The codec of the pretrained EnerVerse-G (camera rig {config.get('rig_version')}, "
+        f"{config['generator']['resolution']} px; f{config['generator']['codec']['factor']}, "
+        f"{config['generator']['codec']['latent_channels']} latent channels), trained "
+        f"{config.get('codec_steps')} steps on all six tasks. Use it with `ev-train-generator "
+        f"codec_from=<this folder>` to train a denoiser on it; the recipe: `{recipe}`.",
+        "",
+        quality_line(quality, held),
+        "",
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint")
@@ -97,39 +149,17 @@ def main() -> None:
     ap.add_argument("--heldout", nargs="*", default=[], help="held-out stores for the codec's numbers")
     args = ap.parse_args()
     folder = Path(args.checkpoint)
-    model = load_generator(folder)
     config = json.loads((folder / "config.json").read_text())
-    quality = codec_quality(model)
+    codec, cfg = load_codec(folder)
+    quality = codec_quality(codec, cfg.resolution)
     write_json_atomic(folder / "quality.json", {"seeds": list(SEEDS), "tasks": list(TASKS), **quality})
-    held = heldout_codec_quality(model, args.heldout) if args.heldout else {}
-    size = sum(f.stat().st_size for f in folder.iterdir() if f.name.endswith(".safetensors")) / 2**20
-    lines = [
-        f"# {folder.name}",
-        "",
-        "EnerVerse-G pretrained on all six tasks of the simulator (camera rig "
-        f"{config.get('rig_version')}, {model.cfg.resolution} px, {model.cfg.num_views} views, frame stride "
-        f"{model.cfg.frame_stride}): the project's stand-in for the paper's pretrained video model. "
-        "Adapt it to a task with `ev-train-generator init_from=<this folder>`.",
-        "",
-        f"- Training: {config.get('step')} denoiser steps; the exact data and recipe: `{args.recipe}`.",
-        f"- Weights: {config.get('weights_dtype')}, {size:.1f} MiB; denoiser "
-        f"{model.denoiser.num_parameters() / 1e6:.2f} M parameters.",
-        f"- Codec on the reference frames (quality.json, checked in CI): PSNR "
-        f"{quality['codec_psnr']:.2f} dB, object pixels {quality['codec_object_psnr']:.2f} dB."
-        + (
-            f" On held-out store frames: PSNR {held['heldout_psnr']:.2f} dB, object pixels "
-            f"{held['heldout_object_psnr']:.2f} dB, SSIM {held['heldout_ssim']:.3f}."
-            if held
-            else ""
-        ),
-        "",
-        "Held-out evaluation (`ev-eval-generator`, 20 held-out episodes per task collected with seed 1000):",
-        "",
-        *eval_table([Path(r) for r in args.evals]),
-        "",
-    ]
+    held = heldout_codec_quality(codec, args.heldout) if args.heldout else {}
+    if config.get("format") == "enerverse-codec":
+        lines = codec_card(folder, config, args.recipe, quality, held)
+    else:
+        lines = generator_card(folder, config, args.recipe, quality, held, args.evals)
     (folder / "README.md").write_text("\n".join(lines))
-    print(json.dumps({"checkpoint": str(folder), **quality, **held, "mib": round(size, 2)}))
+    print(json.dumps({"checkpoint": str(folder), **quality, **held}))
 
 
 if __name__ == "__main__":

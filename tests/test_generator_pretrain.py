@@ -132,6 +132,10 @@ def test_multitask_run_trains_on_every_store_and_evaluates_objects(two_stores: P
     assert config["rig_version"] == 2 and config["data_fps"] == 20.0
     assert config["generator"]["frame_stride"] == 2
     assert len(list((two_stores / "run" / "latents").glob("*/episode_*.safetensors"))) == 4
+    codec = json.loads((two_stores / "run" / "codec" / "final" / "config.json").read_text())
+    assert codec["format"] == "enerverse-codec" and codec["rig_version"] == 2  # for codec_from=
+    again = _run(two_stores, *TRAIN, "train.steps=1", "codec_from=run/codec/final", "out=run_codec_from")
+    assert json.loads(again.stdout.strip().splitlines()[-1])["codec_from"] == "run/codec/final"
     ev = _run(two_stores, "enerverse.evaluate", "checkpoint=run/checkpoint", "store=push", "episodes=1",
               "chunks=1", "steps=2", "starts_per_episode=1", "memory_ablation=false", "out=ev")  # fmt: skip
     summary = json.loads(ev.stdout.strip().splitlines()[-1])
