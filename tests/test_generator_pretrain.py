@@ -219,3 +219,20 @@ def test_cue_classifier_reads_the_cued_plate_off_real_memory_frames(tmp_path: Pa
         assert chosen_plate(frames[0, 1].numpy(), scene) == scene.cued
         assert chosen_plate(frames[0, 0].numpy(), scene) is not None
     assert start_frame(4, 2) == 10 and start_frame(4, 1) == 6  # consecutive memory then sees no cue
+
+
+@pytest.mark.integration
+def test_sigterm_while_latents_are_encoded_ends_with_a_resume_line(two_stores: Path, tmp_path: Path) -> None:
+    """Outside the training loop (codec calibration, latent encoding) SIGTERM still ends in one line."""
+    env = {**os.environ, "EV_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-c", "import signal, os, sys; sys.argv = ['x'] + sys.argv[1:]\n"
+            "from enerverse.core import run\n"
+            "def train(cfg, run_dir):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    return {}\n"
+            "import dataclasses\n"
+            "@dataclasses.dataclass\nclass Cfg:\n    out: str = 'run'\n"
+            "run.run_training_main(Cfg(), 'sigterm_test', train)\n"]  # fmt: skip
+    r = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 128 + signal.SIGTERM, r.stderr[-2000:]
+    assert "stopped by SIGTERM" in r.stderr and "Traceback" not in r.stderr

@@ -17,8 +17,8 @@ def run_training_main(cfg: Any, entry: str, train_fn: Callable[[Any, Path], dict
     config, train, write summary.json and print the summary line.
 
     Configuration, store and checkpoint errors print ``error: ...`` and exit with code 2. A run that
-    SIGTERM/SIGINT stopped (with a checkpoint) says how to resume and exits 128 + the signal; Ctrl-C
-    outside the training loop (e.g. while latents are encoded, which keeps what it finished) too."""
+    SIGTERM/SIGINT stopped (with a checkpoint) says how to resume and exits 128 + the signal; so does
+    a signal outside the training loop (e.g. while latents are encoded, which keeps what it finished)."""
     from enerverse.core.checkpoint import CheckpointError
     from enerverse.core.config import ConfigError, save_config
     from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
@@ -26,6 +26,7 @@ def run_training_main(cfg: Any, entry: str, train_fn: Callable[[Any, Path], dict
 
     rank, _, world = distributed_info()
     run_dir = None
+    previous = signal.signal(signal.SIGTERM, _terminate)  # outside fit(): end with a line, not silently
     try:
         if hasattr(cfg, "validate"):
             cfg.validate()
@@ -41,6 +42,11 @@ def run_training_main(cfg: Any, entry: str, train_fn: Callable[[Any, Path], dict
     except KeyboardInterrupt:
         _resume_hint("SIGINT", None, run_dir)
         raise SystemExit(128 + signal.SIGINT) from None
+    except TerminatedError:
+        _resume_hint("SIGTERM", None, run_dir)
+        raise SystemExit(128 + signal.SIGTERM) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if rank == 0:
         write_json_atomic(run_dir / "summary.json", summary)
         print_summary(summary)
@@ -48,6 +54,14 @@ def run_training_main(cfg: Any, entry: str, train_fn: Callable[[Any, Path], dict
         if rank == 0:
             _resume_hint(summary["stopped_by"], summary.get("steps"), run_dir)
         raise SystemExit(128 + int(getattr(signal, summary["stopped_by"])))
+
+
+class TerminatedError(Exception):
+    """SIGTERM arrived outside the training loop (while latents were encoded, say)."""
+
+
+def _terminate(_signum: int, _frame: Any) -> None:
+    raise TerminatedError
 
 
 def _resume_hint(signal_name: str, step: int | None, run_dir: Path | None) -> None:
