@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_module
 from torch.utils.data import Dataset
 
 from enerverse.core.loader import loader_batches
@@ -96,16 +97,6 @@ def test_latent_cache_writes_once_and_drops_latents_of_another_codec(tmp_path: P
     assert 0 not in again.episodes(store)  # the stale latents are gone
 
 
-def _run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "EV_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(
-        [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
-    )
-    if check:
-        assert r.returncode == 0, r.stderr[-3000:]
-    return r
-
-
 @pytest.fixture(scope="module")
 def two_stores(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two tasks in two stores (with segmentation) and a third without masks."""
@@ -125,7 +116,7 @@ TRAIN = ["enerverse.train", "preset=tiny", "stores=[reach,push]", "codec.steps=3
 
 @pytest.mark.integration
 def test_multitask_run_trains_on_every_store_and_evaluates_objects(two_stores: Path) -> None:
-    r = _run(two_stores, *TRAIN, "train.steps=3", "out=run")
+    r = run_module(two_stores, *TRAIN, "train.steps=3", "out=run")
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["train_episodes"] == 4 and s["heldout_episodes"] == 2 and s["task"] == ["push", "reach"]
     config = json.loads((two_stores / "run" / "checkpoint" / "config.json").read_text())
@@ -134,16 +125,17 @@ def test_multitask_run_trains_on_every_store_and_evaluates_objects(two_stores: P
     assert len(list((two_stores / "run" / "latents").glob("*/episode_*.safetensors"))) == 4
     codec = json.loads((two_stores / "run" / "codec" / "final" / "config.json").read_text())
     assert codec["format"] == "enerverse-codec" and codec["rig_version"] == 2  # for codec_from=
-    again = _run(two_stores, *TRAIN, "train.steps=1", "codec_from=run/codec/final", "out=run_codec_from")
+    again = run_module(
+        two_stores, *TRAIN, "train.steps=1", "codec_from=run/codec/final", "out=run_codec_from"
+    )
     assert json.loads(again.stdout.strip().splitlines()[-1])["codec_from"] == "run/codec/final"
-    ev = _run(two_stores, "enerverse.evaluate", "checkpoint=run/checkpoint", "store=push", "episodes=1",
-              "chunks=1", "steps=2", "starts_per_episode=1", "memory_ablation=false", "out=ev")  # fmt: skip
+    ev_args = ("enerverse.evaluate", "checkpoint=run/checkpoint", "episodes=1", "chunks=1", "steps=2",
+               "starts_per_episode=1", "memory_ablation=false")  # fmt: skip
+    ev = run_module(two_stores, *ev_args, "store=push", "out=ev")
     summary = json.loads(ev.stdout.strip().splitlines()[-1])
     for key in ("object_psnr", "baseline_object_psnr", "object_ssim", "baseline_object_ssim"):
         assert np.isfinite(summary[key]), key
-    plain = _run(two_stores, "enerverse.evaluate", "checkpoint=run/checkpoint", "store=plain", "episodes=1",
-                 "chunks=1", "steps=2", "starts_per_episode=1", "memory_ablation=false",
-                 "heldout_only=false", "out=ev2")  # fmt: skip
+    plain = run_module(two_stores, *ev_args, "store=plain", "heldout_only=false", "out=ev2")
     plain_summary = json.loads(plain.stdout.strip().splitlines()[-1])
     assert "no segmentation masks" in plain.stderr and not any(k.startswith("object") for k in plain_summary)
     assert np.isfinite(plain_summary["psnr"])  # the whole-frame metrics are still reported
@@ -168,7 +160,9 @@ def test_a_run_stopped_by_sigterm_saves_and_the_same_command_resumes(two_stores:
     assert stopped["stopped_by"] == "SIGTERM" and "run the same command" in err and "Traceback" not in err
     step = stopped["steps"]
     assert step >= 1 and (two_stores / "stopped" / "generator" / f"step_{step:08d}").is_dir()
-    resumed = _run(two_stores, *TRAIN, f"train.steps={step + 2}", "train.ckpt_every=100000", "out=stopped")
+    resumed = run_module(
+        two_stores, *TRAIN, f"train.steps={step + 2}", "train.ckpt_every=100000", "out=stopped"
+    )
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["steps"] == step + 2
 
 
@@ -177,7 +171,7 @@ def test_eval_refuses_a_store_of_another_resolution_or_rate(two_stores: Path, tm
     from enerverse.core.store import EpisodeStore
 
     if not (two_stores / "run" / "checkpoint").is_dir():
-        _run(two_stores, *TRAIN, "train.steps=1", "out=run")
+        run_module(two_stores, *TRAIN, "train.steps=1", "out=run")
     slow = EpisodeStore.create(tmp_path / "slow", attrs={"collection": {"rig_version": 2}})
     _write_episode(slow, 0, "reach")  # 20 fps, like the training stores
     ck = two_stores / "run" / "checkpoint"
@@ -188,7 +182,7 @@ def test_eval_refuses_a_store_of_another_resolution_or_rate(two_stores: Path, tm
     for f in ck.iterdir():
         (other / f.name).write_bytes(f.read_bytes())
     (other / "config.json").write_text(json.dumps(config))
-    r = _run(tmp_path, "enerverse.evaluate", f"checkpoint={other}", f"store={tmp_path / 'slow'}",
+    r = run_module(tmp_path, "enerverse.evaluate", f"checkpoint={other}", f"store={tmp_path / 'slow'}",
              "heldout_only=false", "episodes=1", check=False)  # fmt: skip
     assert (
         r.returncode == 2 and "20 fps" in r.stderr and "10 fps" in r.stderr and "frame_stride=2" in r.stderr
@@ -196,7 +190,7 @@ def test_eval_refuses_a_store_of_another_resolution_or_rate(two_stores: Path, tm
     legacy = dict(config, data_fps=20.0)
     del legacy["rig_version"]  # a checkpoint from before rig versions: rig v1
     (other / "config.json").write_text(json.dumps(legacy))
-    r = _run(tmp_path, "enerverse.evaluate", f"checkpoint={other}", f"store={tmp_path / 'slow'}",
+    r = run_module(tmp_path, "enerverse.evaluate", f"checkpoint={other}", f"store={tmp_path / 'slow'}",
              "heldout_only=false", "episodes=1", check=False)  # fmt: skip
     assert r.returncode == 2 and "rig v2" in r.stderr and "rig v1" in r.stderr
 
@@ -209,7 +203,7 @@ def test_cue_classifier_reads_the_cued_plate_off_real_memory_frames(tmp_path: Pa
     from enerverse.cue_recall import chosen_plate, read_scene, start_frame
     from enerverse.data import load_frames
 
-    _run(tmp_path, "sim.collect", "task=memory", "episodes=4", "views=[main]", "seg=true", "out=mem",
+    run_module(tmp_path, "sim.collect", "task=memory", "episodes=4", "views=[main]", "seg=true", "out=mem",
          "video_episodes=0")  # fmt: skip
     store = EpisodeStore.open(tmp_path / "mem")
     for e in store.indices():
