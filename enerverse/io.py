@@ -87,8 +87,11 @@ def load_codec(folder: str | Path, device: str = "cpu"):
 
 
 def export_generator(src: str | Path, dst: str | Path, half: bool = True) -> Path:
-    """Copy a generator checkpoint (e.g. to ship it), by default with float16 weights."""
+    """Copy a generator checkpoint (e.g. to ship it), by default with float16 weights; a codec
+    checkpoint (:func:`save_codec`, always float16) is copied as it is."""
     ck = load_checkpoint(src)
+    if ck.config.get("format") == "enerverse-codec":
+        return save_checkpoint(dst, ck.config, ck.state_dict)
     model = load_generator(src)
     extra = {
         k: v for k, v in ck.config.items() if k not in ("format", "version", "generator", "weights_dtype")
@@ -97,7 +100,8 @@ def export_generator(src: str | Path, dst: str | Path, half: bool = True) -> Pat
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m enerverse.io <checkpoint> <destination> [--float32]``: export a generator checkpoint."""
+    """``python -m enerverse.io <checkpoint> <destination> [--float32]``: export a generator (or codec)
+    checkpoint."""
     import argparse
     import json
 

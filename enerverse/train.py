@@ -73,6 +73,8 @@ class TrainGeneratorConfig:
     init_from: str | None = None
     """start from every weight of a generator checkpoint (same generator settings) and skip the codec
     stage: video adaptation of a pretrained generator to this store"""
+    codec_only: bool = False
+    """end after the codec stage (its finished codec is ``<out>/codec/final``, for ``codec_from=``)"""
     max_minutes: float | None = None
     """stop the generator stage (with a checkpoint) once this much wall time has passed since the start
     of the run (codec stage included)"""
@@ -250,6 +252,9 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
         file=sys.stderr,
     )
     if prepare_codec(gen, cfg, sources, run_dir, identity, defaults, summary):
+        return summary
+    if cfg.codec_only:
+        summary["codec"] = str(run_dir / "codec" / "final")
         return summary
     params = list(gen.denoiser.parameters())
     gt = Trainer(gen, cfg.train, run_dir / "generator", identity, device, params, "generator", defaults)

@@ -129,6 +129,25 @@ def test_multitask_run_trains_on_every_store_and_evaluates_objects(two_stores: P
         two_stores, *TRAIN, "train.steps=1", "codec_from=run/codec/final", "out=run_codec_from"
     )
     assert json.loads(again.stdout.strip().splitlines()[-1])["codec_from"] == "run/codec/final"
+    assert not (two_stores / "run_codec_from" / "codec").exists()  # no codec stage of its own
+
+
+@pytest.mark.integration
+def test_codec_only_run_ends_before_the_denoiser_and_its_codec_ships(two_stores: Path) -> None:
+    r = run_module(two_stores, *TRAIN, "codec_only=true", "out=codec_run")
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["codec"] == "codec_run/codec/final" and "steps" not in s
+    assert not (two_stores / "codec_run" / "latents").exists()  # the denoiser's data was never encoded
+    run_module(two_stores, "enerverse.io", "codec_run/codec/final", "shipped_codec")
+    shipped = json.loads((two_stores / "shipped_codec" / "config.json").read_text())
+    assert shipped["format"] == "enerverse-codec" and shipped["codec_steps"] == 3
+    run_module(two_stores, *TRAIN, "train.steps=1", "codec_from=shipped_codec", "out=on_shipped")
+    assert (two_stores / "on_shipped" / "checkpoint" / "model.safetensors").exists()
+
+
+@pytest.mark.integration
+def test_multitask_eval_reports_object_metrics(two_stores: Path) -> None:
+    run_module(two_stores, *TRAIN, "train.steps=3", "out=run")
     ev_args = ("enerverse.evaluate", "checkpoint=run/checkpoint", "episodes=1", "chunks=1", "steps=2",
                "starts_per_episode=1", "memory_ablation=false")  # fmt: skip
     ev = run_module(two_stores, *ev_args, "store=push", "out=ev")
