@@ -7,11 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """Frames [..., 3, H, W] in [-1, 1] -> uint8 [..., H, W, 3]."""
-    x = ((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.movedim(-3, -1).cpu().numpy()
+from enerverse.core.frames import to_uint8
 
 
 @torch.no_grad()

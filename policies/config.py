@@ -1,9 +1,10 @@
 """Policy configuration (structured configs) and the named size presets.
 
-``encoder.kind`` picks the observation encoder in front of the shared diffusion action head:
-``enerverse`` (EnerVerse-A: future-space features from the generator's first level or middle block)
-or ``cnn`` (the Diffusion-Policy-style image baseline). Everything else - head, memory frames,
-views - is shared, so the two are compared on equal terms.
+``encoder.kind`` picks the registered observation encoder (:mod:`policies.encoder_api`) in front of
+the shared diffusion action head: ``enerverse`` (EnerVerse-A: future-space features from the
+generator's first level or middle block), ``cnn`` (the Diffusion-Policy-style image baseline) or
+``fused`` (both). Everything else - head, memory frames, views - is shared, so they are compared on
+equal terms.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class EncoderConfig:
     """Observation encoder in front of the action head."""
 
     kind: str = "enerverse"
-    """enerverse (generator features, EnerVerse-A) | cnn (image baseline)"""
+    """enerverse (generator features, EnerVerse-A) | cnn (image baseline) | fused (both)"""
     block: str = "first"
     """enerverse: which generator block is read: first (the first down level, at latent resolution) |
     mid (the middle block, as in the paper; at 64 px it is 4x4 and loses the small objects)"""
@@ -79,8 +80,12 @@ class PolicyConfig:
     reads that state. 0 = off (stores without ``privileged``, e.g. real-robot data)"""
 
     def validate(self) -> None:
-        if self.encoder.kind not in ("enerverse", "cnn"):
-            raise ConfigError(f"encoder.kind must be 'enerverse' or 'cnn', got {self.encoder.kind!r}")
+        from policies.encoder_api import encoder_kinds
+
+        if self.encoder.kind not in encoder_kinds():
+            raise ConfigError(
+                f"encoder.kind must be one of {', '.join(encoder_kinds())}, got {self.encoder.kind!r}"
+            )
         if self.encoder.pool not in ("keypoints", "mean", "attention"):
             raise ConfigError(
                 f"encoder.pool must be 'keypoints', 'attention' or 'mean', got {self.encoder.pool!r}"

@@ -12,10 +12,11 @@ repeats that action (Diffusion Policy's edge padding). Padding with zero motion 
 policy to stop wherever the scene looks like the end of a demonstration: on ``reach`` it froze 4-16 cm
 short of the sphere (success needs 3 cm), which 64 px views cannot tell apart.
 
-Episodes are read once into memory (views selected, images resized to the model's resolution).
-EnerVerse-A with a frozen generator encodes every frame once with the codec and caches one feature
-map per decision point (:meth:`PolicyData.cache_features`), so training the head never runs the
-generator.
+Episodes are read once into memory (views selected, images resized to the model's resolution). The
+policy's encoder computes what it caches (``PolicyData.cache``) and draws its batch inputs itself
+(:meth:`~policies.encoder_api.ObservationEncoder.prepare_data` / ``data_batch``): EnerVerse-A with a
+frozen generator encodes every frame once with the codec and caches one feature map per decision
+point, so training the head never runs the generator.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import torch
 
 from enerverse.core.camera import scale_intrinsics
 from enerverse.core.config import ConfigError
+from enerverse.core.frames import to_model
 from enerverse.core.progress import progress
 from enerverse.core.store import EpisodeStore, store_rig_version
 from enerverse.core.store.sampler import memory_indices
-from enerverse.data import encode_frames
 
 STATE_STD_FLOOR = 1e-2
 """State dimensions that barely move in the demonstrations (e.g. a fixed gripper orientation) would
@@ -130,11 +131,19 @@ class PolicyData:
             )
         # the terminal frame (synthetic hold action) is not a decision point
         self.items = [(k, c) for k, a in enumerate(self.action) for c in range(0, len(a) - 1, stride)]
-        self.features: torch.Tensor | None = None  # [N, V, T, C, h, w] float16 (frozen generator)
-        self.latents: list[torch.Tensor] | None = None  # per episode [C, V, T, h, w] float16
+        self.cache: dict = {}  # the encoder's (e.g. per-episode latents, per-decision features)
 
     def __len__(self) -> int:
         return len(self.items)
+
+    @property
+    def episodes(self) -> int:
+        """Number of loaded episodes."""
+        return len(self.rgb)
+
+    def length(self, k: int) -> int:
+        """Frames of loaded episode ``k`` (its terminal frame included)."""
+        return len(self.rgb[k])
 
     @property
     def state_dim(self) -> int:
@@ -166,8 +175,7 @@ class PolicyData:
 
     def frames(self, k: int, idx: np.ndarray) -> torch.Tensor:
         """Frames [V, len(idx), 3, R, R] in [-1, 1]."""
-        x = torch.from_numpy(self.rgb[k][idx])  # [T, V, R, R, 3]
-        return x.permute(1, 0, 4, 2, 3).float() / 127.5 - 1.0
+        return to_model(self.rgb[k][idx]).transpose(0, 1)  # [T, V, 3, R, R] -> [V, T, 3, R, R]
 
     def item(self, i: int) -> dict:
         """Everything but the observation encoding: state [S], actions [H, A], instruction (and the
@@ -182,9 +190,9 @@ class PolicyData:
             out["privileged"] = torch.from_numpy(self.privileged[k][c])
         return out
 
-    def batch(self, items: list[int], kind: str, policy=None) -> dict:
-        """A training batch + state/actions/text: ``frames`` (kind cnn), cached ``features``
-        (enerverse) or generator inputs from cached latents (enerverse_inputs, fine-tuning)."""
+    def batch(self, items: list[int], policy, finetune: bool = False) -> dict:
+        """A training batch: the policy encoder's inputs (:meth:`ObservationEncoder.data_batch`) +
+        state [B, S], actions [B, H, A], instruction (+ privileged [B, P] when loaded)."""
         rows = [self.item(i) for i in items]
         out = {
             "state": torch.stack([r["state"] for r in rows]),
@@ -193,70 +201,5 @@ class PolicyData:
         }
         if self.privileged is not None:
             out["privileged"] = torch.stack([r["privileged"] for r in rows])
-        if kind == "cnn":
-            out["frames"] = torch.stack(
-                [self.frames(k, self.memory(k, c)) for k, c in (self.items[i] for i in items)]
-            )
-        elif kind == "enerverse_inputs":
-            if self.latents is None:
-                raise RuntimeError("call cache_latents(generator) before drawing fine-tuning batches")
-            out.update(self.generator_batch(policy, self.latents, items))
-        else:
-            if self.features is None:
-                raise RuntimeError("call cache_features(policy) before drawing EnerVerse-A batches")
-            out["features"] = self.features[items].float()
-        return out
-
-    def cache_latents(self, gen) -> list[torch.Tensor]:
-        """Codec latents of every frame, per episode [C, V, T, h, w] (float16) -> self.latents."""
-        self.latents = [
-            encode_frames(
-                gen, lambda sl, k=k: self.frames(k, np.arange(len(self.rgb[k]))[sl]), len(self.rgb[k]), 32
-            )
-            for k in progress(range(len(self.rgb)), desc="encode frames", unit="ep")
-        ]
-        return self.latents
-
-    @torch.no_grad()
-    def cache_features(self, policy, batch_size: int = 16, seed: int = 0) -> None:
-        """Encode every frame once, then one generator forward per decision point -> self.features
-        [N, V, T, C, h, w] float16 (T = n_memory + chunk)."""
-        gen = policy.generator
-        latents = self.latents if self.latents is not None else self.cache_latents(gen)
-        feats = None
-        bar = progress(total=len(self.items), desc="generator features", unit="window")
-        for s in range(0, len(self.items), batch_size):
-            items = list(range(s, min(len(self.items), s + batch_size)))
-            inputs = self.generator_batch(policy, latents, items)
-            f = (
-                gen.extract_features(
-                    inputs["memory"].to(gen.device),
-                    inputs["rays"].to(gen.device),
-                    inputs["pos"].to(gen.device),
-                    inputs["instruction"],
-                    seed=seed + s,
-                    block=policy.cfg.encoder.block,
-                )
-                .cpu()
-                .half()
-            )
-            if feats is None:
-                feats = torch.empty((len(self.items), *f.shape[1:]), dtype=torch.float16)
-            feats[s : s + len(items)] = f
-            bar.update(len(items))
-        bar.close()
-        self.features = feats
-
-    def generator_batch(self, policy, latents: list[torch.Tensor], items: list[int]) -> dict:
-        """Generator inputs (memory latents, rays, pos, instruction) for decision points ``items``."""
-        mem, Ks, cams, pos = [], [], [], []
-        for i in items:
-            k, c = self.items[i]
-            idx = self.memory(k, c)
-            mem.append(latents[k][:, :, idx].float())
-            Ks.append(self.K[k])
-            cams.append(np.transpose(self.cams[k][idx], (1, 0, 2, 3)))  # [V, m, 4, 4]
-            pos.append(idx - c)
-        out = policy.generator_inputs(torch.stack(mem), np.stack(Ks), np.stack(cams), np.stack(pos))
-        out["instruction"] = [self.instruction[self.items[i][0]] for i in items]
+        out.update(policy.encoder.data_batch(self, items, finetune))
         return out

@@ -1,62 +1,33 @@
-"""Observation encoders: observation -> condition tokens [B, T, D] for the action head.
+"""The registered observation encoders (the contract: :mod:`policies.encoder_api`).
 
-- :class:`FutureSpaceTokens` (EnerVerse-A): the generator's features (the first down level or the
-  middle block) from one forward at the noisiest timestep over [memory frames + noise frames], pooled
-  over views and space to one token per frame (T = n_memory + chunk), then an MLP. ``pool="keypoints"``
-  (default) runs a small conv and a spatial softmax per view, so the token says where things are;
-  ``"attention"`` is a learned query per frame over (view, position) tokens with position embeddings;
-  ``"mean"`` is the paper's mean over views and space.
-- :class:`ImageTokens` (baseline): a small CNN with GroupNorm and a spatial-softmax keypoint layer
-  (Diffusion Policy style) per view and memory frame, one token per frame (T = n_memory).
+- ``enerverse`` (:class:`FutureSpaceEncoder`, EnerVerse-A): the generator's features (the first down
+  level or the middle block) from one forward at the noisiest timestep over [memory frames + noise
+  frames], pooled over views and space to one token per frame (T = n_memory + chunk), then an MLP.
+  ``pool="keypoints"`` (default) runs a small conv and a spatial softmax per view, so the token says
+  where things are; ``"attention"`` is a learned query per frame over (view, position) tokens;
+  ``"mean"`` is the paper's mean over views and space. History items: codec latents + cameras.
+- ``cnn`` (:class:`ImageEncoder`, the baseline): a small CNN with GroupNorm and spatial-softmax
+  keypoints (Diffusion Policy style) per view and memory frame, one token per frame (T = n_memory).
+  History items: frames.
+- ``fused`` (:class:`FusedEncoder`): both token sets side by side (T = n_memory + chunk + n_memory),
+  the future-space tokens next to the current-observation image tokens, as VPP, Seer and GE-Act read.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from enerverse.core.frames import to_model
+from enerverse.core.progress import progress
+from enerverse.data import encode_frames
+from enerverse.generator import ray_maps
 from policies.config import EncoderConfig
-
-
-class AttentionPool(nn.Module):
-    """One learned query attends over S tokens [N, S, C] (+ learned position embeddings) -> [N, C]."""
-
-    def __init__(self, channels: int, positions: int, heads: int = 4) -> None:
-        super().__init__()
-        self.pos = nn.Parameter(torch.randn(1, positions, channels) * 0.02)
-        self.query = nn.Parameter(torch.randn(1, 1, channels) * 0.02)
-        self.norm = nn.LayerNorm(channels)
-        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.shape[1] != self.pos.shape[1]:
-            raise ValueError(
-                f"attention pooling was built for {self.pos.shape[1]} positions, got {x.shape[1]}"
-            )
-        kv = self.norm(x) + self.pos
-        return self.attn(self.query.expand(x.shape[0], -1, -1), kv, kv, need_weights=False)[0][:, 0]
-
-
-class KeypointPool(nn.Module):
-    """Feature maps [N, C, h, w] -> [N, 3K]: a small conv, then K spatial-softmax keypoints (x, y) and the
-    mean of the K channels (where + what)."""
-
-    def __init__(self, channels: int, keypoints: int = 32, hidden: int = 32) -> None:
-        super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(channels, hidden, 3, padding=1),
-            nn.SiLU(),
-            nn.Conv2d(hidden, hidden, 3, padding=1),
-            nn.SiLU(),
-            nn.Conv2d(hidden, keypoints, 3, padding=1),
-        )
-        self.keypoints = SpatialSoftmax()
-        self.out_dim = 3 * keypoints
-
-    def forward(self, x: Tensor) -> Tensor:
-        f = self.conv(x)
-        return torch.cat([self.keypoints(f), f.mean(dim=(2, 3))], dim=1)
+from policies.encoder_api import DataSpec, InputFeature, ObservationEncoder, register_encoder
+from policies.layers import AttentionPool, KeypointPool, SpatialSoftmax, random_shift, random_translate
 
 
 class FutureSpaceTokens(nn.Module):
@@ -110,40 +81,6 @@ class FutureSpaceTokens(nn.Module):
         return self.mlp(pooled) + self.frame_pos[:, :T]
 
 
-class SpatialSoftmax(nn.Module):
-    """Feature map [N, C, H, W] -> expected (x, y) of each channel's softmax [N, 2C]."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        N, C, H, W = x.shape
-        p = F.softmax(x.reshape(N, C, H * W), dim=-1).reshape(N, C, H, W)
-        ys = torch.linspace(-1, 1, H, device=x.device)
-        xs = torch.linspace(-1, 1, W, device=x.device)
-        return torch.cat([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], dim=1)
-
-
-def random_shift(x: Tensor, pad: int) -> Tensor:
-    """Translate each image [N, C, H, W] by a random integer offset in [-pad, pad] (edge padding)."""
-    N, _, H, W = x.shape
-    x = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    iy = torch.arange(H, device=x.device)[None, :] + torch.randint(0, 2 * pad + 1, (N, 1), device=x.device)
-    ix = torch.arange(W, device=x.device)[None, :] + torch.randint(0, 2 * pad + 1, (N, 1), device=x.device)
-    rows = x.gather(2, iy[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))  # [N, C, H, W+2p]
-    return rows.gather(3, ix[:, None, None, :].expand(-1, x.shape[1], H, -1))
-
-
-def random_translate(x: Tensor, max_cells: float) -> Tensor:
-    """Translate each map [N, C, h, w] by a random real offset in [-max_cells, max_cells] cells per axis
-    (bilinear interpolation, border padding)."""
-    N, _, h, w = x.shape
-    offset = (torch.rand(N, 2, device=x.device) * 2 - 1) * max_cells  # [N, 2] (x, y) in cells
-    theta = torch.zeros(N, 2, 3, device=x.device, dtype=x.dtype)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    theta[:, 0, 2] = -offset[:, 0] * 2 / w  # the sampling grid moves against the content
-    theta[:, 1, 2] = -offset[:, 1] * 2 / h
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
 class ImageTokens(nn.Module):
     """Frames [B, V, T, 3, H, W] in [-1, 1] -> tokens [B, T, D]: a CNN per view, views concatenated."""
 
@@ -180,3 +117,196 @@ class ImageTokens(nn.Module):
         tok = torch.cat([self.keypoints(f), f.mean(dim=(2, 3))], dim=1)  # where + what
         tok = tok.reshape(B, V, T, -1).permute(0, 2, 1, 3).reshape(B, T, -1)
         return self.proj(tok) + self.frame_pos[:, :T]
+
+
+def _frames(obs: dict) -> Tensor:
+    """Validated observation -> frames [B, V, 3, R, R] in [-1, 1]."""
+    return to_model(np.ascontiguousarray(obs["rgb"]))
+
+
+@register_encoder("enerverse")
+class FutureSpaceEncoder(ObservationEncoder):
+    """EnerVerse-A: future-space tokens from one generator forward (see module docstring)."""
+
+    needs_generator = True
+
+    def __init__(self, cfg, spec: DataSpec, dim: int, generator: nn.Module | None = None) -> None:
+        super().__init__(cfg, spec, dim, generator)
+        g = generator.cfg
+        if g.memory.n_memory != cfg.n_memory:
+            raise ValueError(
+                f"the generator keeps {g.memory.n_memory} memory frames, the policy n_memory={cfg.n_memory}"
+            )
+        if g.resolution != spec.resolution:
+            raise ValueError(f"the generator works at {g.resolution} px, the data at {spec.resolution} px")
+        block = cfg.encoder.block
+        lat = g.resolution // g.codec.factor // generator.denoiser.feature_downsampling(block)
+        self.frames = g.memory.n_memory + g.memory.chunk
+        C = generator.denoiser.feature_dim(block)
+        V = len(spec.views)
+        self.tokens = FutureSpaceTokens(cfg.encoder, C, V, lat * lat, self.frames, dim, g.resolution / lat)
+
+    def input_features(self) -> list[InputFeature]:
+        V = len(self.spec.views)
+        return [
+            *super().input_features(),
+            InputFeature("K", "float", (V, 3, 3), per_view=True),
+            InputFeature("T_cam_world", "float", (V, 4, 4), per_view=True),
+        ]
+
+    @torch.no_grad()
+    def observe(self, obs: dict) -> list[Any]:
+        """Per environment: (codec latents [C, V, h, w], K [V, 3, 3], T_cam_world [V, 4, 4])."""
+        gen = self.generator
+        lat = gen.encode(_frames(obs)[:, :, None].to(gen.device))[:, :, :, 0].cpu()  # [B, C, V, h, w]
+        return [(lat[b], obs["K"][b], obs["T_cam_world"][b]) for b in range(lat.shape[0])]
+
+    def memory_batch(self, items: list[list[Any]], pos: np.ndarray) -> dict:
+        memory = torch.stack([torch.stack([it[0] for it in s], dim=2) for s in items]).float()
+        K = np.stack([s[-1][1] for s in items])  # the newest intrinsics [B, V, 3, 3]
+        cams = np.stack([np.stack([it[2] for it in s], axis=1) for s in items])  # [B, V, m, 4, 4]
+        return self.generator_inputs(memory, K, cams, pos)
+
+    def generator_inputs(
+        self, memory: Tensor, K: np.ndarray, cams: np.ndarray, pos_memory: np.ndarray
+    ) -> dict[str, Tensor]:
+        """``memory`` latents [B, C, V, m, h, w]; K [B, V, 3, 3]; cams [B, V, m, 4, 4] (memory frames'
+        T_cam_world; future frames reuse the newest); pos_memory [B, m] (frame index - current frame).
+        Returns ``memory``, ``rays`` [B, 6, V, m+M, h, w] and ``pos`` [B, m+M]."""
+        g = self.generator.cfg
+        M, R = g.memory.chunk, g.resolution
+        B = memory.shape[0]
+        full = np.concatenate([cams, np.repeat(cams[:, :, -1:], M, axis=2)], axis=2)
+        rays = torch.stack([ray_maps(K[b], full[b], R, memory.shape[-1]) for b in range(B)])
+        # in generator frames (every frame_stride-th recorded frame); sparse memory may fall between them
+        pos_memory = np.asarray(pos_memory, dtype=np.float64) / g.frame_stride
+        pos = np.concatenate([pos_memory, np.broadcast_to(np.arange(1, M + 1), (B, M))], axis=1)
+        return {"memory": memory, "rays": rays, "pos": torch.as_tensor(pos, dtype=torch.float32)}
+
+    def prepare_data(self, data, finetune: bool = False, seed: int = 0) -> None:
+        """Codec latents of every frame (``data.cache["latents"]``, per episode [C, V, T, h, w]); when
+        the generator stays frozen also one feature map per decision point (``"features"``)."""
+        if "latents" not in data.cache:
+            gen = self.generator
+            data.cache["latents"] = [
+                encode_frames(
+                    gen, lambda sl, k=k: data.frames(k, np.arange(data.length(k))[sl]), data.length(k), 32
+                )
+                for k in progress(range(data.episodes), desc="encode frames", unit="ep")
+            ]
+        if not finetune and "features" not in data.cache:
+            data.cache["features"] = self._feature_cache(data, seed)
+
+    @torch.no_grad()
+    def _feature_cache(self, data, seed: int, batch_size: int = 16) -> Tensor:
+        """One generator forward per decision point -> [N, V, T, C, h, w] float16."""
+        feats = None
+        bar = progress(total=len(data), desc="generator features", unit="window")
+        for s in range(0, len(data), batch_size):
+            items = list(range(s, min(len(data), s + batch_size)))
+            f = self.features(self._inputs(data, items), seed=seed + s).cpu().half()
+            if feats is None:
+                feats = torch.empty((len(data), *f.shape[1:]), dtype=torch.float16)
+            feats[s : s + len(items)] = f
+            bar.update(len(items))
+        bar.close()
+        return feats
+
+    def _inputs(self, data, items: list[int]) -> dict:
+        """Generator inputs (memory latents, rays, pos, instruction) for decision points ``items``."""
+        latents = data.cache["latents"]
+        mem, Ks, cams, pos = [], [], [], []
+        for i in items:
+            k, c = data.items[i]
+            idx = data.memory(k, c)
+            mem.append(latents[k][:, :, idx].float())
+            Ks.append(data.K[k])
+            cams.append(np.transpose(data.cams[k][idx], (1, 0, 2, 3)))  # [V, m, 4, 4]
+            pos.append(idx - c)
+        out = self.generator_inputs(torch.stack(mem), np.stack(Ks), np.stack(cams), np.stack(pos))
+        out["instruction"] = [data.instruction[data.items[i][0]] for i in items]
+        return out
+
+    def data_batch(self, data, items: list[int], finetune: bool = False) -> dict:
+        if finetune:
+            if "latents" not in data.cache:
+                raise RuntimeError(
+                    "call prepare_data(data, finetune=True) before drawing fine-tuning batches"
+                )
+            return self._inputs(data, items)
+        if "features" not in data.cache:
+            raise RuntimeError("call prepare_data(data) before drawing EnerVerse-A batches")
+        return {"features": data.cache["features"][items].float()}
+
+    def features(self, batch: dict, finetune: bool = False, seed: int | None = None) -> Tensor:
+        """Generator features [B, V, T, C, h, w] of a generator-input batch (with autograd when
+        ``finetune``)."""
+        gen = self.generator
+        args = (
+            batch["memory"].to(gen.device).float(),
+            batch["rays"].to(gen.device),
+            batch["pos"].to(gen.device),
+            list(batch["instruction"]),
+            seed,
+            self.cfg.encoder.block,
+        )
+        return gen.features(*args) if finetune else gen.extract_features(*args)
+
+    def forward(self, batch: dict, finetune: bool = False, seed: int | None = None) -> Tensor:
+        feats = batch["features"] if "features" in batch else self.features(batch, finetune, seed)
+        return self.tokens(feats.to(self.tokens.frame_pos.device))
+
+
+@register_encoder("cnn")
+class ImageEncoder(ObservationEncoder):
+    """The image baseline: a CNN over the memory frames (see module docstring)."""
+
+    def __init__(self, cfg, spec: DataSpec, dim: int, generator: nn.Module | None = None) -> None:
+        super().__init__(cfg, spec, dim, None)  # never reads a generator
+        self.tokens = ImageTokens(cfg.encoder, len(spec.views), cfg.n_memory, dim)
+
+    def observe(self, obs: dict) -> list[Any]:
+        """Per environment: frames [V, 3, R, R] in [-1, 1]."""
+        return list(_frames(obs))
+
+    def memory_batch(self, items: list[list[Any]], pos: np.ndarray) -> dict:
+        return {"frames": torch.stack([torch.stack(s, dim=1) for s in items])}  # [B, V, m, 3, R, R]
+
+    def data_batch(self, data, items: list[int], finetune: bool = False) -> dict:
+        frames = [data.frames(k, data.memory(k, c)) for k, c in (data.items[i] for i in items)]
+        return {"frames": torch.stack(frames)}
+
+    def forward(self, batch: dict, finetune: bool = False, seed: int | None = None) -> Tensor:
+        return self.tokens(batch["frames"].to(self.tokens.frame_pos.device).float())
+
+
+@register_encoder("fused")
+class FusedEncoder(ObservationEncoder):
+    """Future-space tokens followed by image tokens of the memory frames (see module docstring)."""
+
+    needs_generator = True
+
+    def __init__(self, cfg, spec: DataSpec, dim: int, generator: nn.Module | None = None) -> None:
+        super().__init__(cfg, spec, dim, generator)
+        self.future = FutureSpaceEncoder(cfg, spec, dim, generator)
+        self.image = ImageEncoder(cfg, spec, dim)
+        self.frames = self.future.frames + self.image.frames
+
+    def input_features(self) -> list[InputFeature]:
+        return self.future.input_features()
+
+    def observe(self, obs: dict) -> list[Any]:
+        return list(zip(self.future.observe(obs), self.image.observe(obs), strict=True))
+
+    def memory_batch(self, items: list[list[Any]], pos: np.ndarray) -> dict:
+        out = self.future.memory_batch([[it[0] for it in s] for s in items], pos)
+        return {**out, **self.image.memory_batch([[it[1] for it in s] for s in items], pos)}
+
+    def prepare_data(self, data, finetune: bool = False, seed: int = 0) -> None:
+        self.future.prepare_data(data, finetune, seed)
+
+    def data_batch(self, data, items: list[int], finetune: bool = False) -> dict:
+        return {**self.future.data_batch(data, items, finetune), **self.image.data_batch(data, items)}
+
+    def forward(self, batch: dict, finetune: bool = False, seed: int | None = None) -> Tensor:
+        return torch.cat([self.future(batch, finetune, seed), self.image(batch)], dim=1)

@@ -1,11 +1,12 @@
 """The diffusion policy: observation encoder -> condition tokens -> DiT action head.
 
-``DiffusionPolicy`` holds the generator (EnerVerse-A) or a CNN (baseline), the head, and the
-normalisation statistics as buffers, so one safetensors file restores everything. Batches:
+``DiffusionPolicy`` holds a registered observation encoder (:mod:`policies.encoder_api`), the generator
+it reads (if any), the head, and the normalisation statistics as buffers, so one safetensors file
+restores everything. Batches:
 
-- ``features`` [B, V, T, C, h, w] (cached generator features) or ``memory`` latents [B, C, V, m, h, w]
-  with ``rays`` [B, 6, V, m+M, h, w] and ``pos`` [B, m+M] (EnerVerse-A); ``frames`` [B, V, m, 3, R, R]
-  in [-1, 1] (baseline);
+- the encoder's inputs: ``features`` [B, V, T, C, h, w] (cached generator features) or ``memory``
+  latents [B, C, V, m, h, w] with ``rays`` [B, 6, V, m+M, h, w] and ``pos`` [B, m+M] (EnerVerse-A);
+  ``frames`` [B, V, m, 3, R, R] in [-1, 1] (baseline); both (fused);
 - ``state`` [B, S] (raw), ``instruction`` list[str];
 - ``actions`` [B, H, A] (raw; training only);
 - ``privileged`` [B, P] (raw object state at the decision frame; training with ``aux_weight`` > 0 only).
@@ -18,56 +19,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from enerverse.generator import ray_maps
 from enerverse.text import shared_text_encoder
 from policies.config import PolicyConfig
-from policies.encoders import FutureSpaceTokens, ImageTokens
+from policies.encoder_api import DataSpec, InputFeature, encoder_class
 from policies.head import ActionHead
 
 STATE_Z_CLIP = 5.0  # standardised state beyond the demonstrations' range is clipped, not extrapolated
 
 
 class DiffusionPolicy(nn.Module):
-    """EnerVerse-A (``encoder.kind="enerverse"``) or the image baseline (``"cnn"``); see module docstring."""
+    """EnerVerse-A, the image baseline or the fused variant (``encoder.kind``); see module docstring."""
 
-    def __init__(self, cfg: PolicyConfig, meta: dict, generator: nn.Module | None = None) -> None:
-        """meta: ``views`` (names), ``resolution``, ``state_dim``, ``text_encoder``, ``text_model_path``,
-        ``privileged_dim`` (P, needed when ``cfg.aux_weight`` > 0)."""
+    def __init__(self, cfg: PolicyConfig, spec: DataSpec | dict, generator: nn.Module | None = None) -> None:
+        """``spec``: the training data's views, resolution, state size, text encoder (and ``privileged_dim``,
+        needed when ``cfg.aux_weight`` > 0); a checkpoint's ``meta`` dict is read into a DataSpec."""
         super().__init__()
         cfg.validate()
-        self.cfg, self.meta = cfg, dict(meta)
-        V, D, S = len(meta["views"]), cfg.head.dim, int(meta["state_dim"])
-        self.generator = generator
-        if cfg.encoder.kind == "enerverse":
-            if generator is None:
-                raise ValueError("encoder.kind='enerverse' needs a generator")
-            g = generator.cfg
-            if g.memory.n_memory != cfg.n_memory:
-                raise ValueError(
-                    f"the generator keeps {g.memory.n_memory} memory frames, "
-                    f"the policy n_memory={cfg.n_memory}"
-                )
-            if g.resolution != meta["resolution"]:
-                raise ValueError(
-                    f"the generator works at {g.resolution} px, the data at {meta['resolution']} px"
-                )
-            block = cfg.encoder.block
-            lat = g.resolution // g.codec.factor // generator.denoiser.feature_downsampling(block)
-            self.frames = g.memory.n_memory + g.memory.chunk
-            self.encoder = FutureSpaceTokens(
-                cfg.encoder,
-                generator.denoiser.feature_dim(block),
-                V,
-                lat * lat,
-                self.frames,
-                D,
-                cell_px=g.resolution / lat,
-            )
-            self.text_key = (g.text_encoder, g.text_model_path)
-        else:
-            self.frames = cfg.n_memory
-            self.encoder = ImageTokens(cfg.encoder, V, self.frames, D)
-            self.text_key = (meta.get("text_encoder", "minilm"), meta.get("text_model_path"))
+        self.cfg, self.spec = cfg, DataSpec.from_dict(spec)
+        D, S = cfg.head.dim, int(self.spec.state_dim)
+        self.generator = generator if encoder_class(cfg.encoder.kind).needs_generator else None
+        self.encoder = encoder_class(cfg.encoder.kind)(cfg, self.spec, D, self.generator)
+        self.frames = self.encoder.frames
+        self.text_key = self.encoder.text_key
         self.state_proj = nn.Linear(S, D)
         self.text_proj = nn.Linear(self.text.dim, D)
         self.type_emb = nn.Parameter(torch.zeros(3, D))  # observation / state / instruction tokens
@@ -80,9 +53,9 @@ class DiffusionPolicy(nn.Module):
         self.register_buffer("state_std", torch.ones(S))
         self.aux_head: nn.Module | None = None  # training only: object state from the decision frame's token
         if cfg.aux_weight > 0:
-            P = int(meta.get("privileged_dim") or 0)
+            P = self.spec.privileged_dim
             if P <= 0:
-                raise ValueError("aux_weight > 0 needs meta['privileged_dim'] > 0 (the object-state size)")
+                raise ValueError("aux_weight > 0 needs the data's privileged_dim > 0 (the object-state size)")
             self.aux_head = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, D), nn.GELU(), nn.Linear(D, P))
             self.register_buffer("privileged_mean", torch.zeros(P))
             self.register_buffer("privileged_std", torch.ones(P))
@@ -120,23 +93,18 @@ class DiffusionPolicy(nn.Module):
     def device(self) -> torch.device:
         return self.action_lo.device
 
+    @property
+    def meta(self) -> dict:
+        """The data spec as saved in a checkpoint's config.json."""
+        return self.spec.to_dict()
+
+    def input_features(self) -> list[InputFeature]:
+        """Every observation entry the policy reads: its encoder's and the state."""
+        return [*self.encoder.input_features(), InputFeature("state", "float", (self.spec.state_dim,))]
+
     def observation_tokens(self, batch: dict, finetune: bool = False, seed: int | None = None) -> Tensor:
-        """Tokens [B, T, D] from cached features, generator inputs, or frames (see module docstring)."""
-        if self.cfg.encoder.kind == "cnn":
-            return self.encoder(batch["frames"].to(self.device).float())
-        if "features" in batch:
-            feats = batch["features"].to(self.device)
-        else:
-            args = (
-                batch["memory"].to(self.device).float(),
-                batch["rays"].to(self.device),
-                batch["pos"].to(self.device),
-                list(batch["instruction"]),
-                seed,
-                self.cfg.encoder.block,
-            )
-            feats = self.generator.features(*args) if finetune else self.generator.extract_features(*args)
-        return self.encoder(feats)
+        """Observation tokens [B, T, D] from an encoder batch (see module docstring)."""
+        return self.encoder(batch, finetune, seed)
 
     def condition(
         self, batch: dict, finetune: bool = False, seed: int | None = None, obs: Tensor | None = None
@@ -197,23 +165,6 @@ class DiffusionPolicy(nn.Module):
         cond, pad = self.condition(batch, seed=seed)
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         return self.unnormalize_actions(self.head.sample(cond, pad, steps, g))
-
-    # --- observation -> model inputs (shared by the dataset and the runtime) ----------------------
-    def generator_inputs(
-        self, memory: Tensor, K: np.ndarray, cams: np.ndarray, pos_memory: np.ndarray
-    ) -> dict[str, Tensor]:
-        """``memory`` latents [B, C, V, m, h, w]; K [B, V, 3, 3]; cams [B, V, m, 4, 4] (memory frames'
-        T_cam_world; future frames reuse the latest); pos_memory [B, m] (frame index - current frame).
-        Returns ``memory``, ``rays`` [B, 6, V, m+M, h, w] and ``pos`` [B, m+M]."""
-        g = self.generator.cfg
-        M, R = g.memory.chunk, g.resolution
-        B = memory.shape[0]
-        full = np.concatenate([cams, np.repeat(cams[:, :, -1:], M, axis=2)], axis=2)
-        rays = torch.stack([ray_maps(K[b], full[b], R, memory.shape[-1]) for b in range(B)])
-        # in generator frames (every frame_stride-th recorded frame); sparse memory may fall between them
-        pos_memory = np.asarray(pos_memory, dtype=np.float64) / g.frame_stride
-        pos = np.concatenate([pos_memory, np.broadcast_to(np.arange(1, M + 1), (B, M))], axis=1)
-        return {"memory": memory, "rays": rays, "pos": torch.as_tensor(pos, dtype=torch.float32)}
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

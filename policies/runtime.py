@@ -5,15 +5,18 @@
     action = rt.step(obs)           # one action [A] per control tick (queue, optional background inference)
     chunk = rt.act(obs_batch)       # or whole chunks [B, H, A] for a batch of environments (ev-eval)
 
-Observations (dicts of numpy arrays, optionally batched with a leading B): ``rgb`` uint8 [V, H, W, 3]
-with the checkpoint's views in order and its resolution; ``state`` float [S]; for EnerVerse-A also
-``K`` [V, 3, 3] and ``T_cam_world`` [V, 4, 4]. Bad input raises :class:`ObservationError` naming the
-expected layout; a non-finite action is never returned (``RuntimeError``).
+Observations are dicts of numpy arrays, optionally batched with a leading B, carrying the input
+features the policy declares (``policy.input_features()``, from its registered encoder): ``rgb`` uint8
+[V, H, W, 3] with the checkpoint's views in order and its resolution; ``state`` float [S]; with a
+generator (EnerVerse-A, fused) also ``K`` [V, 3, 3] and ``T_cam_world`` [V, 4, 4]. Bad input raises
+:class:`ObservationError` naming the expected layout; a non-finite action is never returned
+(``RuntimeError``).
 
-Every observation goes into a per-environment history (codec latents for EnerVerse-A, frames for the
-baseline); each decision reads ``n_memory`` frames from it (3 spread over the episode + the latest, or
-the latest ones for the consecutive ablation). The history is bounded (``max_history``): when it is
-full, every other frame of its older half is dropped, keeping the true frame times for the model.
+Every observation goes into a per-environment history of the encoder's items (codec latents for
+EnerVerse-A, frames for the baseline); each decision reads ``n_memory`` frames from it (3 spread over
+the episode + the latest, or the latest ones for the consecutive ablation). The history is bounded
+(``max_history``): when it is full, every other frame of its older half is dropped, keeping the true
+frame times for the model.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from enerverse.core.frames import to_uint8
 from enerverse.core.store.sampler import memory_indices
+from policies.encoder_api import InputFeature
 from policies.io import load_policy
 
 
@@ -57,12 +62,13 @@ class PolicyRuntime:
         if isinstance(policy, str | Path):
             policy = load_policy(policy, device)
         self.policy = policy.eval()
-        meta = policy.meta
-        self.views: list[str] = list(meta["views"])
-        self.resolution = int(meta["resolution"])
-        self.data_meta = {k: meta[k] for k in ("rig_version",) if k in meta}  # its data's camera rig
-        self.state_dim = int(meta["state_dim"])
-        self.kind = policy.cfg.encoder.kind
+        spec = policy.spec
+        self.views: list[str] = list(spec.views)
+        self.resolution, self.state_dim = spec.resolution, spec.state_dim
+        # its data's camera rig (absent: recorded before rigs were versioned)
+        self.data_meta = {} if spec.rig_version is None else {"rig_version": spec.rig_version}
+        self.encoder = policy.encoder
+        self.features = policy.input_features()  # what every observation must carry
         self.horizon = policy.cfg.head.horizon
         self.action_steps = self.horizon if action_steps is None else int(action_steps)
         if not 1 <= self.action_steps <= self.horizon:
@@ -98,9 +104,8 @@ class PolicyRuntime:
             self._future.exception()
         self.instructions = list(instructions)
         B = len(self.instructions)
-        self.history: list[list] = [[] for _ in range(B)]  # per env: [(time, item, cams [V,4,4])]
+        self.history: list[list] = [[] for _ in range(B)]  # per env: [(time, the encoder's item)]
         self.t = np.zeros(B, np.int64)  # frames observed per env
-        self.K: np.ndarray | None = None
         self.state: np.ndarray | None = None
         self._queue: deque = deque()
         self._future = None
@@ -114,98 +119,75 @@ class PolicyRuntime:
 
     # --- validation ------------------------------------------------------------------------------
     def _layout(self) -> str:
-        R, V = self.resolution, len(self.views)
-        extra = ", K float [B, V, 3, 3], T_cam_world float [B, V, 4, 4]" if self.kind == "enerverse" else ""
         return (
-            f"rgb uint8 [B, V={V} ({', '.join(self.views)}), {R}, {R}, 3], "
-            f"state float [B, {self.state_dim}]{extra} (B may be omitted for one environment)"
+            ", ".join(f.describe(self.views) for f in self.features)
+            + " (B may be omitted for one environment)"
         )
 
     def validate(self, obs: dict) -> dict:
-        """Checked, batched copies: rgb [B,V,R,R,3] uint8, state [B,S] float32 (+ K, T_cam_world)."""
-        if not isinstance(obs, dict) or "rgb" not in obs or "state" not in obs:
-            raise ObservationError(f"expected an observation dict with {self._layout()}")
-        rgb, state = np.asarray(obs["rgb"]), np.asarray(obs["state"])
-        single = rgb.ndim == 4
-        if single:
-            rgb, state = rgb[None], state[None]
-        if self.view_idx is not None and rgb.ndim == 5:
-            rgb = rgb[:, self.view_idx]
-        R, V, B = self.resolution, len(self.views), self.batch_size
-        if rgb.dtype != np.uint8:
-            raise ObservationError(f"rgb must be uint8, got {rgb.dtype}; expected {self._layout()}")
-        if rgb.ndim != 5 or rgb.shape[1:] != (V, R, R, 3):
+        """Checked, batched copies of every declared input feature (:meth:`DiffusionPolicy.input_features`):
+        uint8 entries as they are, float entries as float64, views picked by name."""
+        missing = [f.key for f in self.features if not isinstance(obs, dict) or f.key not in obs]
+        if missing:
+            raise ObservationError(f"the observation lacks {missing}; expected {self._layout()}")
+        single = np.asarray(obs[self.features[0].key]).ndim == len(self.features[0].shape)
+        return {f.key: self._check(f, obs[f.key], single) for f in self.features}
+
+    def _check(self, f: InputFeature, value, single: bool) -> np.ndarray:
+        """One feature, batched ([B, *f.shape]), views selected, dtype and finiteness checked."""
+        a = np.asarray(value)
+        a = a[None] if single else a
+        if f.per_view and self.view_idx is not None and a.ndim == len(f.shape) + 1:
+            a = a[:, self.view_idx]
+        if f.dtype == "uint8" and a.dtype != np.uint8:
+            raise ObservationError(f"{f.key} must be uint8, got {a.dtype}; expected {self._layout()}")
+        if f.dtype == "float" and not (
+            np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)
+        ):
+            raise ObservationError(f"{f.key} must be numeric, got {a.dtype}; expected {self._layout()}")
+        if a.ndim == len(f.shape) + 1 and a.shape[1:] == f.shape and a.shape[0] != self.batch_size:
             raise ObservationError(
-                f"rgb has shape {tuple(np.asarray(obs['rgb']).shape)}; expected {self._layout()}"
+                f"{a.shape[0]} observations for {self.batch_size} environments (reset sets the batch)"
             )
-        if rgb.shape[0] != B:
-            raise ObservationError(f"{rgb.shape[0]} observations for {B} environments (reset sets the batch)")
-        if state.shape != (B, self.state_dim) or not np.issubdtype(state.dtype, np.number):
-            raise ObservationError(f"state has shape {state.shape}; expected {self._layout()}")
-        if not np.isfinite(state).all():
-            raise ObservationError(f"state contains NaN or inf: {state.tolist()}")
-        out = {"rgb": rgb, "state": state.astype(np.float32)}
-        if self.kind == "enerverse":
-            for key, shape in (("K", (3, 3)), ("T_cam_world", (4, 4))):
-                if key not in obs:
-                    raise ObservationError(f"EnerVerse-A needs camera {key}: expected {self._layout()}")
-                a = np.asarray(obs[key], np.float64)
-                a = a[None] if single else a
-                if self.view_idx is not None and a.ndim == 4:
-                    a = a[:, self.view_idx]
-                if a.shape != (B, V, *shape) or not np.isfinite(a).all():
-                    raise ObservationError(
-                        f"{key} has shape {a.shape} (or non-finite values); expected {self._layout()}"
-                    )
-                out[key] = a
-        return out
+        if a.shape != (self.batch_size, *f.shape):
+            raise ObservationError(
+                f"{f.key} has shape {tuple(np.asarray(value).shape)}; expected {self._layout()}"
+            )
+        if f.dtype == "float":
+            a = a.astype(np.float64)
+            if not np.isfinite(a).all():
+                raise ObservationError(f"{f.key} contains NaN or inf: expected finite values")
+        return a
 
     # --- history ---------------------------------------------------------------------------------
     @torch.no_grad()
     def observe(self, obs: dict) -> None:
-        """Validate ``obs`` and append it to every environment's history."""
+        """Validate ``obs`` and append the encoder's history item to every environment's history."""
         o = self.validate(obs)
-        frames = torch.from_numpy(o["rgb"]).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0  # [B, V, 3, R, R]
-        if self.kind == "enerverse":
-            gen = self.policy.generator
-            items = gen.encode(frames[:, :, None].to(gen.device))[:, :, :, 0].cpu()  # [B, C, V, h, w]
-            self.K = o["K"]
-        else:
-            items = frames
+        items = self.encoder.observe(o)
         with self._lock:
             for b in range(self.batch_size):
-                cams = o["T_cam_world"][b] if "T_cam_world" in o else None
-                self.history[b].append((int(self.t[b]), items[b], cams))
+                self.history[b].append((int(self.t[b]), items[b]))
                 if len(self.history[b]) > self.max_history:  # thin the older half
                     h = self.history[b]
                     half = len(h) // 2
                     self.history[b] = h[:half:2] + h[half:]
             self.t += 1
-            self.state = o["state"]
+            self.state = o["state"].astype(np.float32)
 
     def _inputs(self) -> dict:
-        """The model batch for the current histories (memory frames, cameras, state, instruction)."""
+        """The model batch for the current histories (the encoder's memory inputs, state, instruction)."""
         if self.state is None:
             raise RuntimeError("observe() an observation before asking for actions")
         m = self.policy.cfg.n_memory
         mode = "eval" if self.policy.cfg.memory_mode == "sparse" else "consecutive"
         with self._lock:
-            sel = []
-            for h in self.history:
-                idx = memory_indices(len(h) - 1, m, mode)[0]
-                sel.append([h[i] for i in idx])
+            sel = [[h[i] for i in memory_indices(len(h) - 1, m, mode)[0]] for h in self.history]
             state = self.state.copy()
             frame = self.t.copy() - 1  # per env: the time of the newest observation
         batch = {"state": torch.from_numpy(state), "instruction": list(self.instructions), "frame": frame}
-        if self.kind == "cnn":
-            batch["frames"] = torch.stack([torch.stack([it for _, it, _ in s], dim=1) for s in sel])
-            return batch
-        memory = torch.stack(
-            [torch.stack([it for _, it, _ in s], dim=2) for s in sel]
-        ).float()  # [B,C,V,m,h,w]
-        cams = np.stack([np.stack([c for _, _, c in s], axis=1) for s in sel])  # [B, V, m, 4, 4]
-        pos = np.array([[t for t, _, _ in s] for s in sel]) - np.array([s[-1][0] for s in sel])[:, None]
-        batch.update(self.policy.generator_inputs(memory, self.K, cams, pos))
+        pos = np.array([[t for t, _ in s] for s in sel]) - np.array([s[-1][0] for s in sel])[:, None]
+        batch.update(self.encoder.memory_batch([[it for _, it in s] for s in sel], pos))
         return batch
 
     # --- inference -------------------------------------------------------------------------------
@@ -263,8 +245,9 @@ class PolicyRuntime:
 
     @torch.no_grad()
     def imagine(self, steps: int | None = None) -> np.ndarray | None:
-        """EnerVerse-A only: the generator's imagined next chunk for every env, uint8 [B, V, M, R, R, 3]."""
-        if self.kind != "enerverse":
+        """With a generator (EnerVerse-A, fused): its imagined next chunk for every env, uint8
+        [B, V, M, R, R, 3]; None for an encoder without one."""
+        if self.policy.generator is None:
             return None
         b = self._inputs()
         gen = self.policy.generator
@@ -276,8 +259,7 @@ class PolicyRuntime:
             steps=steps,
             seed=self.seed,
         )
-        x = gen.decode(z).clamp(-1, 1)  # [B, V, M, 3, R, R]
-        return ((x.permute(0, 1, 2, 4, 5, 3).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
+        return to_uint8(gen.decode(z))  # [B, V, M, 3, R, R] -> [B, V, M, R, R, 3]
 
     def close(self) -> None:
         if self._pool is not None:

@@ -31,6 +31,7 @@ from enerverse.core.store import EpisodeStore, check_rig_version, recorded_rig_v
 from enerverse.core.trainer import Trainer, TrainSettings, distributed_info, epoch_batches
 from policies.config import PolicyConfig, get_policy_preset
 from policies.data import PolicyData
+from policies.encoder_api import DataSpec, encoder_class
 from policies.io import init_policy_from, save_policy
 from policies.model import DiffusionPolicy
 
@@ -92,11 +93,14 @@ class TrainPolicyConfig:
             raise ConfigError("batch_size must be positive")
         if self.stop_at_step is not None and self.stop_at_step <= 0:
             raise ConfigError(f"stop_at_step must be a positive step count or null, got {self.stop_at_step}")
-        if self.policy.encoder.kind == "enerverse" and not self.generator:
+        kind = self.policy.encoder.kind
+        if encoder_class(kind).needs_generator and not self.generator:
             raise ConfigError(
-                "policy.encoder.kind=enerverse needs generator=<EnerVerse-G checkpoint folder> "
+                f"policy.encoder.kind={kind} needs generator=<EnerVerse-G checkpoint folder> "
                 "(train one with ev-train-generator), or use policy.encoder.kind=cnn for the baseline"
             )
+        if self.finetune_generator and not encoder_class(kind).needs_generator:
+            raise ConfigError(f"finetune_generator=true needs an encoder that reads a generator, not {kind}")
         if self.generator and not Path(self.generator).is_dir():
             raise ConfigError(f"generator={self.generator} is not a folder")
         if self.init_from and not (Path(self.init_from) / "config.json").is_file():
@@ -147,17 +151,17 @@ def build_policy(cfg: TrainPolicyConfig, data: PolicyData, gen, device: str):
         res, text = gen.cfg.resolution, (gen.cfg.text_encoder, gen.cfg.text_model_path)
     else:
         res, text = cfg.resolution, (cfg.text_encoder, cfg.text_model_path)
-    meta = {
-        "views": data.views,
-        "resolution": res,
-        "state_dim": data.state_dim,
-        "text_encoder": text[0],
-        "text_model_path": text[1],
-        "task": cfg.task,
-        "privileged_dim": data.privileged_dim,
-        "rig_version": data.rig_version,
-    }
-    policy = DiffusionPolicy(cfg.policy, meta, gen)
+    spec = DataSpec(
+        views=data.views,
+        resolution=res,
+        state_dim=data.state_dim,
+        text_encoder=text[0],
+        text_model_path=text[1],
+        task=cfg.task,
+        privileged_dim=data.privileged_dim,
+        rig_version=data.rig_version,
+    )
+    policy = DiffusionPolicy(cfg.policy, spec, gen)
     policy.set_stats(data.stats())
     policy.finetune_generator = cfg.finetune_generator
     return policy.to(device)
@@ -187,13 +191,14 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
     }
 
     generator_dir = cfg.generator
-    if cfg.policy.encoder.kind == "enerverse" and cfg.adapt.steps > 0:
+    reads_generator = encoder_class(cfg.policy.encoder.kind).needs_generator
+    if reads_generator and cfg.adapt.steps > 0:
         generator_dir = adapt_generator(cfg, run_dir)
         summary["adapted_generator"] = generator_dir
     summary["adapt_minutes"] = (time.perf_counter() - t0) / 60
 
     gen = None
-    if cfg.policy.encoder.kind == "enerverse":
+    if reads_generator:
         from enerverse.io import load_generator
 
         gen = load_generator(generator_dir, device)
@@ -216,13 +221,8 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
     if cfg.init_from:
         n = len(init_policy_from(policy, cfg.init_from))
         print(f"[ev-train-policy] {n} tensors initialised from {cfg.init_from}", file=sys.stderr)
-    kind = cfg.policy.encoder.kind
-    if kind == "enerverse":
-        if cfg.finetune_generator:
-            data.cache_latents(policy.generator)
-            kind = "enerverse_inputs"
-        else:
-            data.cache_features(policy, seed=cfg.seed)
+    policy.encoder.prepare_data(data, cfg.finetune_generator, cfg.seed)
+    kind = cfg.policy.encoder.kind + (" (generator fine-tuned)" if cfg.finetune_generator else "")
     summary.update(
         {
             "decision_points": len(data),
@@ -270,7 +270,7 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
     t1 = time.perf_counter()
     losses = tr.fit(
         lambda st: epoch_batches(
-            len(data), batch_size, cfg.seed, st, lambda it, ep: data.batch(it, kind, policy)
+            len(data), batch_size, cfg.seed, st, lambda it, ep: data.batch(it, policy, cfg.finetune_generator)
         ),
         on_step,
     )

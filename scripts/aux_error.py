@@ -26,12 +26,10 @@ from sim.tasks import get_task_class
 @torch.no_grad()
 def aux_predictions(policy, data: PolicyData, batch_size: int = 64) -> np.ndarray:
     """Object state [N, P] the auxiliary head predicts at every decision point of ``data``."""
-    kind = "cnn" if policy.cfg.encoder.kind == "cnn" else "enerverse"
-    if kind == "enerverse":
-        data.cache_features(policy)
+    policy.encoder.prepare_data(data)
     out = []
     for s in range(0, len(data), batch_size):
-        batch = data.batch(list(range(s, min(len(data), s + batch_size))), kind, policy)
+        batch = data.batch(list(range(s, min(len(data), s + batch_size))), policy)
         out.append(policy.object_state(policy.observation_tokens(batch)).cpu().numpy())
     return np.concatenate(out)
 

@@ -344,7 +344,7 @@ def test_history_is_bounded_and_keeps_frame_times(enerverse_policy: Path) -> Non
     rt.reset("reach")
     for k in range(40):
         rt.observe(_obs(rt, seed=k))
-    times = [t for t, _, _ in rt.history[0]]
+    times = [t for t, _ in rt.history[0]]
     assert len(times) <= 8 and times[0] == 0 and times[-1] == 39 and times == sorted(times)
 
 

@@ -45,12 +45,12 @@ def test_aux_loss_teaches_the_encoder_the_object_state(policy_workdir: Path) -> 
     every = np.concatenate(data.privileged)
     np.testing.assert_allclose(stats["privileged_mean"], every.mean(0), rtol=1e-5)
     items = list(range(len(data)))
-    batch = data.batch(items, "cnn")
+    torch.manual_seed(0)
+    policy = _cnn_policy(data)
+    batch = data.batch(items, policy)
     k, c = data.items[5]
     np.testing.assert_array_equal(batch["privileged"][5].numpy(), data.privileged[k][c])
 
-    torch.manual_seed(0)
-    policy = _cnn_policy(data)
     loss, logs = policy.loss(batch)
     assert logs["loss"] == pytest.approx(logs["action_loss"] + 0.5 * logs["aux_loss"], rel=1e-5)
 

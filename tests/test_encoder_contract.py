@@ -1,0 +1,138 @@
+"""The observation-encoder contract: registry, typed input features, and that the policy, the training
+data and the runtime work with any registered encoder without looking at its kind."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_observation, train_tiny_policy
+
+from enerverse.core.config import ConfigError
+from enerverse.core.store import EpisodeStore
+from policies.config import get_policy_preset
+from policies.data import PolicyData
+from policies.encoder_api import (
+    DataSpec,
+    InputFeature,
+    ObservationEncoder,
+    encoder_class,
+    encoder_kinds,
+    register_encoder,
+)
+from policies.model import DiffusionPolicy
+from policies.runtime import ObservationError, PolicyRuntime
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@register_encoder("test_mean_colour")
+class MeanColour(ObservationEncoder):
+    """A deliberately simple encoder: the mean colour of each view of each memory frame. It needs an
+    extra observation entry (``gain``), to show that the runtime validates what an encoder declares."""
+
+    def __init__(self, cfg, spec: DataSpec, dim: int, generator=None) -> None:
+        super().__init__(cfg, spec, dim)
+        self.proj = torch.nn.Linear(3 * len(spec.views), dim)
+
+    def input_features(self) -> list[InputFeature]:
+        return [*super().input_features(), InputFeature("gain", "float", (1,))]
+
+    def observe(self, obs: dict) -> list:
+        rgb = torch.from_numpy(obs["rgb"]).float().mean(dim=(2, 3)) / 255  # [B, V, 3]
+        return list(rgb * torch.from_numpy(obs["gain"]).float()[:, :, None])
+
+    def memory_batch(self, items: list[list], pos: np.ndarray) -> dict:
+        return {"colour": torch.stack([torch.stack(s) for s in items])}  # [B, m, V, 3]
+
+    def data_batch(self, data, items: list[int], finetune: bool = False) -> dict:
+        frames = [data.frames(k, data.memory(k, c)) for k, c in (data.items[i] for i in items)]
+        return {"colour": (torch.stack(frames).mean(dim=(4, 5)).transpose(1, 2) + 1) / 2}
+
+    def forward(self, batch: dict, finetune: bool = False, seed: int | None = None) -> torch.Tensor:
+        c = batch["colour"].float()
+        return self.proj(c.reshape(*c.shape[:2], -1))  # [B, m, D]
+
+
+def _spec(data: PolicyData) -> DataSpec:
+    return DataSpec(views=data.views, resolution=32, state_dim=data.state_dim, text_encoder="hashing")
+
+
+def test_registry_lists_the_built_in_encoders_and_refuses_unknown_kinds() -> None:
+    assert {"enerverse", "cnn", "fused"} <= set(encoder_kinds())
+    assert encoder_class("enerverse").needs_generator and not encoder_class("cnn").needs_generator
+    cfg = get_policy_preset("tiny")
+    cfg.encoder.kind = "resnet"
+    with pytest.raises(ConfigError, match="encoder.kind must be one of .*cnn.*enerverse.*fused"):
+        cfg.validate()
+    with pytest.raises(ValueError, match="already registered"):
+        register_encoder("cnn")(MeanColour)
+
+
+def test_data_spec_reads_a_checkpoint_meta_and_names_unknown_keys() -> None:
+    spec = DataSpec.from_dict({"views": ("main",), "resolution": 64, "state_dim": 15})
+    assert spec.views == ["main"] and spec.privileged_dim == 0 and spec.rig_version is None
+    assert DataSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="unknown policy data settings \\['colour'\\]"):
+        DataSpec.from_dict({**spec.to_dict(), "colour": 1})
+    with pytest.raises(ValueError, match="lack \\['state_dim'\\]"):
+        DataSpec.from_dict({"views": ["main"], "resolution": 64})
+
+
+def test_a_new_encoder_runs_in_training_data_and_runtime_unchanged(policy_workdir: Path) -> None:
+    store = EpisodeStore.open(policy_workdir / "store")
+    data = PolicyData(store, store.indices()[:2], None, 32, n_memory=2, horizon=4)
+    cfg = get_policy_preset("tiny")
+    cfg.encoder.kind = "test_mean_colour"
+    policy = DiffusionPolicy(cfg, _spec(data))
+    policy.set_stats(data.stats())
+    policy.encoder.prepare_data(data)
+    loss, _ = policy.loss(data.batch([0, 1, 2], policy))
+    loss.backward()
+    assert policy.encoder.proj.weight.grad is not None
+
+    rt = PolicyRuntime(policy.eval())
+    assert [f.key for f in rt.features] == ["rgb", "gain", "state"]
+    rt.reset("reach")
+    obs = {k: v for k, v in random_observation(rt).items() if k in ("rgb", "state")}
+    with pytest.raises(ObservationError, match=r"lacks \['gain'\].*gain float \[B, 1\]"):
+        rt.act(obs)
+    assert rt.act({**obs, "gain": np.ones(1)}).shape == (1, rt.horizon, 7)
+    with pytest.raises(ObservationError, match="gain contains NaN"):
+        rt.act({**obs, "gain": np.full(1, np.nan)})
+
+
+def test_fused_encoder_reads_future_and_image_tokens(policy_workdir: Path) -> None:
+    gen = f"generator={policy_workdir / 'gen' / 'checkpoint'}"
+    s = train_tiny_policy(
+        policy_workdir, "pol_fused", "policy.encoder.kind=fused", gen, "train.steps=2", "decision_stride=4"
+    )
+    assert s["steps"] == 2 and s["encoder"] == "fused"
+    rt = PolicyRuntime(s["checkpoint"])
+    enc = rt.policy.encoder
+    assert enc.frames == enc.future.frames + rt.policy.cfg.n_memory
+    assert any(k.startswith("encoder.image.") for k in rt.policy.state_dict())
+    rt.reset("reach the red sphere")
+    obs = random_observation(rt)
+    batch_keys = set()
+    orig = rt.policy.observation_tokens
+
+    def spy(batch, *a, **k):
+        batch_keys.update(batch)
+        tokens = orig(batch, *a, **k)
+        assert tokens.shape[1] == enc.frames
+        return tokens
+
+    rt.policy.observation_tokens = spy
+    assert rt.act(obs).shape == (1, rt.horizon, 7)
+    assert {"memory", "rays", "pos", "frames"} <= batch_keys
+    assert rt.imagine() is not None  # it has a generator to imagine with
+
+
+def test_runtime_data_and_training_never_branch_on_the_encoder_kind() -> None:
+    for name in ("runtime.py", "data.py", "model.py", "train.py"):
+        text = (REPO / "policies" / name).read_text()
+        assert not re.search(r"kind\s*(==|!=|in\s)", text), f"policies/{name} branches on the encoder kind"
