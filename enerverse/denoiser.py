@@ -19,6 +19,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from enerverse.presets import DenoiserConfig
@@ -197,6 +198,24 @@ class Denoiser(nn.Module):
         self.conv_out = nn.Conv2d(c, latent_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        self.gradient_checkpointing = False
+        """recompute each level's activations in the backward pass instead of keeping them (training)"""
+
+    def feature_path(self, block: str = "mid") -> list[nn.Module]:
+        """The modules a features-only forward of ``block`` runs through (input to that block): what
+        the policy loss can train. The up path and the output layers are not among them."""
+        if block not in FEATURE_BLOCKS:
+            raise ValueError(f"feature_block must be one of {FEATURE_BLOCKS}, got {block!r}")
+        stem: list[nn.Module] = [self.time_mlp, self.pos_mlp, self.conv_in]
+        if block == "first":
+            return [*stem, self.down[0]]
+        return [*stem, *self.down, *self.downsample, self.mid]
+
+    def _level(self, level: nn.Module, *args) -> Tensor:
+        """``level(*args)``, with gradient checkpointing when it is on and gradients are needed."""
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(level, *args, use_reentrant=False)
+        return level(*args)
 
     def feature_dim(self, block: str = "mid") -> int:
         """Channels of the features of ``block`` (see :data:`FEATURE_BLOCKS`)."""
@@ -255,18 +274,18 @@ class Denoiser(nn.Module):
         if feature_block not in FEATURE_BLOCKS:
             raise ValueError(f"feature_block must be one of {FEATURE_BLOCKS}, got {feature_block!r}")
         for i, level in enumerate(self.down):
-            h = level(h, emb, pemb, shape, text, text_mask)
+            h = self._level(level, h, emb, pemb, shape, text, text_mask)
             if features_only and feature_block == "first":
                 return h.reshape(B, V, T, *h.shape[1:])
             skips.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)
-        h = self.mid(h, emb, pemb, shape, text, text_mask)
+        h = self._level(self.mid, h, emb, pemb, shape, text, text_mask)
         feats = h
         if features_only:
             return feats.reshape(B, V, T, *feats.shape[1:])
         for j, level in enumerate(self.up):
-            h = level(torch.cat([h, skips.pop()], dim=1), emb, pemb, shape, text, text_mask)
+            h = self._level(level, torch.cat([h, skips.pop()], dim=1), emb, pemb, shape, text, text_mask)
             if j < len(self.upsample):
                 h = self.upsample[j](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         out = self.conv_out(F.silu(self.norm_out(h)))

@@ -190,7 +190,7 @@ class PolicyData:
             out["privileged"] = torch.from_numpy(self.privileged[k][c])
         return out
 
-    def batch(self, items: list[int], policy, finetune: bool = False) -> dict:
+    def batch(self, items: list[int], policy, finetune: bool = False, video: bool = False) -> dict:
         """A training batch: the policy encoder's inputs (:meth:`ObservationEncoder.data_batch`) +
         state [B, S], actions [B, H, A], instruction (+ privileged [B, P] when loaded)."""
         rows = [self.item(i) for i in items]
@@ -201,5 +201,5 @@ class PolicyData:
         }
         if self.privileged is not None:
             out["privileged"] = torch.stack([r["privileged"] for r in rows])
-        out.update(policy.encoder.data_batch(self, items, finetune))
+        out.update(policy.encoder.data_batch(self, items, finetune, video))
         return out

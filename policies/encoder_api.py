@@ -129,8 +129,10 @@ class ObservationEncoder(nn.Module):
     def prepare_data(self, data, finetune: bool = False, seed: int = 0) -> None:
         """Compute the training data's caches once (``data.cache``); nothing by default."""
 
-    def data_batch(self, data, items: list[int], finetune: bool = False) -> dict:
-        """Model inputs for decision points ``items`` of ``data`` (a PolicyData)."""
+    def data_batch(self, data, items: list[int], finetune: bool = False, video: bool = False) -> dict:
+        """Model inputs for decision points ``items`` of ``data`` (a PolicyData); ``finetune``: inputs
+        the generator runs on (not cached features); ``video``: also the window's ``latents`` (memory
+        + future frames) for the generator's video loss."""
         raise NotImplementedError
 
     def forward(self, batch: dict, finetune: bool = False, seed: int | None = None) -> Tensor:

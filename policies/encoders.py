@@ -212,10 +212,14 @@ class FutureSpaceEncoder(ObservationEncoder):
         bar.close()
         return feats
 
-    def _inputs(self, data, items: list[int]) -> dict:
-        """Generator inputs (memory latents, rays, pos, instruction) for decision points ``items``."""
+    def _inputs(self, data, items: list[int], video: bool = False) -> dict:
+        """Generator inputs (memory latents, rays, pos, instruction) for decision points ``items``; with
+        ``video`` also ``latents`` [B, C, V, m+M, h, w]: the memory frames, then the chunk's frames
+        every ``frame_stride`` recorded frames after the decision (the terminal frame repeats past the
+        episode's end)."""
         latents = data.cache["latents"]
-        mem, Ks, cams, pos = [], [], [], []
+        g = self.generator.cfg
+        mem, Ks, cams, pos, windows = [], [], [], [], []
         for i in items:
             k, c = data.items[i]
             idx = data.memory(k, c)
@@ -223,17 +227,22 @@ class FutureSpaceEncoder(ObservationEncoder):
             Ks.append(data.K[k])
             cams.append(np.transpose(data.cams[k][idx], (1, 0, 2, 3)))  # [V, m, 4, 4]
             pos.append(idx - c)
+            if video:
+                future = np.minimum(c + g.frame_stride * np.arange(1, g.memory.chunk + 1), data.length(k) - 1)
+                windows.append(latents[k][:, :, np.concatenate([idx, future])].float())
         out = self.generator_inputs(torch.stack(mem), np.stack(Ks), np.stack(cams), np.stack(pos))
         out["instruction"] = [data.instruction[data.items[i][0]] for i in items]
+        if video:
+            out["latents"] = torch.stack(windows)
         return out
 
-    def data_batch(self, data, items: list[int], finetune: bool = False) -> dict:
-        if finetune:
+    def data_batch(self, data, items: list[int], finetune: bool = False, video: bool = False) -> dict:
+        if finetune or video:
             if "latents" not in data.cache:
                 raise RuntimeError(
                     "call prepare_data(data, finetune=True) before drawing fine-tuning batches"
                 )
-            return self._inputs(data, items)
+            return self._inputs(data, items, video)
         if "features" not in data.cache:
             raise RuntimeError("call prepare_data(data) before drawing EnerVerse-A batches")
         return {"features": data.cache["features"][items].float()}
@@ -272,7 +281,7 @@ class ImageEncoder(ObservationEncoder):
     def memory_batch(self, items: list[list[Any]], pos: np.ndarray) -> dict:
         return {"frames": torch.stack([torch.stack(s, dim=1) for s in items])}  # [B, V, m, 3, R, R]
 
-    def data_batch(self, data, items: list[int], finetune: bool = False) -> dict:
+    def data_batch(self, data, items: list[int], finetune: bool = False, video: bool = False) -> dict:
         frames = [data.frames(k, data.memory(k, c)) for k, c in (data.items[i] for i in items)]
         return {"frames": torch.stack(frames)}
 
@@ -305,8 +314,8 @@ class FusedEncoder(ObservationEncoder):
     def prepare_data(self, data, finetune: bool = False, seed: int = 0) -> None:
         self.future.prepare_data(data, finetune, seed)
 
-    def data_batch(self, data, items: list[int], finetune: bool = False) -> dict:
-        return {**self.future.data_batch(data, items, finetune), **self.image.data_batch(data, items)}
+    def data_batch(self, data, items: list[int], finetune: bool = False, video: bool = False) -> dict:
+        return {**self.future.data_batch(data, items, finetune, video), **self.image.data_batch(data, items)}
 
     def forward(self, batch: dict, finetune: bool = False, seed: int | None = None) -> Tensor:
         return torch.cat([self.future(batch, finetune, seed), self.image(batch)], dim=1)

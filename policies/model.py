@@ -46,6 +46,7 @@ class DiffusionPolicy(nn.Module):
         self.type_emb = nn.Parameter(torch.zeros(3, D))  # observation / state / instruction tokens
         self.head = ActionHead(cfg.head)
         self.finetune_generator = False  # training: the policy loss also trains the generator's denoiser
+        self.video_weight = 0.0  # training: + this x the generator's video loss (one-stage co-training)
         A = cfg.head.action_dim
         self.register_buffer("action_lo", -torch.ones(A))
         self.register_buffer("action_hi", torch.ones(A))
@@ -129,17 +130,28 @@ class DiffusionPolicy(nn.Module):
 
     # --- training and inference ------------------------------------------------------------------
     def loss(self, batch: dict, finetune: bool = False) -> tuple[Tensor, dict]:
-        """Denoising loss of the normalised action chunk (+ ``aux_weight`` x the object-state loss)."""
+        """Denoising loss of the normalised action chunk (+ ``aux_weight`` x the object-state loss, +
+        ``video_weight`` x the generator's video loss on the window's ``latents``)."""
         obs = self.observation_tokens(batch, finetune)
         cond, pad = self.condition(batch, obs=obs)
         actions = self.normalize_actions(batch["actions"].to(self.device).float())
         loss = self.head.loss(actions, cond, pad)
         logs = {"loss": float(loss.detach())}
+        if self.aux_head is not None or self.video_weight > 0:
+            logs["action_loss"] = logs["loss"]
         if self.aux_head is not None:
             aux = self.aux_loss(obs, batch)
-            logs.update(action_loss=logs["loss"], aux_loss=float(aux.detach()))
+            logs["aux_loss"] = float(aux.detach())
             loss = loss + self.cfg.aux_weight * aux
-            logs["loss"] = float(loss.detach())
+        if self.video_weight > 0:
+            if "latents" not in batch:
+                raise ValueError("video_weight > 0: the batch has no window 'latents' for the video loss")
+            video, _ = self.generator.training_loss(
+                {k: batch[k] for k in ("latents", "rays", "pos", "instruction")}
+            )
+            logs["video_loss"] = float(video.detach())
+            loss = loss + self.video_weight * video
+        logs["loss"] = float(loss.detach())
         return loss, logs
 
     def aux_loss(self, obs: Tensor, batch: dict) -> Tensor:

@@ -3,13 +3,16 @@
     ev-train-policy task=pick_place preset=small generator=<generator run>/checkpoint
     ev-train-policy task=pick_place preset=small policy.encoder.kind=cnn          # the baseline
     ev-train-policy ... adapt.steps=300          # video adaptation of the generator on this store first
+    ev-train-policy ... finetune.mode=lora       # stage 2: the policy loss into the generator (LoRA)
+    ev-train-policy ... finetune.mode=full finetune.video_weight=1   # one-stage co-training
     ev-train-policy ... init_from=<policy checkpoint>        # fine-tune a trained policy
     torchrun --nproc_per_node 2 -m policies.train task=reach preset=tiny generator=... out=runs/p
 
 Stages: (1, optional) video adaptation - the generator keeps training on this task's episodes
 (``enerverse.train`` with ``init_from``); (2) the policy loss, with the generator frozen (its features
-are computed once per decision point and cached) or fine-tuned (``finetune_generator=true``, a
-generator forward and backward every step). Exact-resume checkpoints, EMA, TensorBoard, progress
+are computed once per decision point and cached) or trained through the policy loss
+(``finetune.mode`` partial / lora / full: a features-only generator forward and backward every step;
+see :mod:`policies.finetune`). Exact-resume checkpoints, EMA, TensorBoard, progress
 bars; ``<out>/checkpoint`` is the folder ``ev-eval policy=...`` and the ROS node load.
 """
 
@@ -32,6 +35,7 @@ from enerverse.core.trainer import Trainer, TrainSettings, distributed_info, epo
 from policies.config import PolicyConfig, get_policy_preset
 from policies.data import PolicyData
 from policies.encoder_api import DataSpec, encoder_class
+from policies.finetune import FinetuneSettings, merge_lora, prepare_generator, trainable_summary
 from policies.io import init_policy_from, save_policy
 from policies.model import DiffusionPolicy
 
@@ -53,8 +57,9 @@ class TrainPolicyConfig:
     """policy checkpoint folder whose encoder and head weights start this run (fine-tuning on new data
     or a longer schedule; same preset and policy.* settings; the generator and statistics are this
     run's own)"""
-    finetune_generator: bool = False
-    """train the generator's denoiser with the policy loss (slow on CPU) instead of freezing it"""
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    """stage 2: how the policy loss trains the generator (mode off | partial | lora | full; see
+    policies/finetune.py)"""
     adapt: TrainSettings = field(
         default_factory=lambda: TrainSettings(
             steps=0, lr=1e-4, warmup_steps=20, grad_clip=0.5, ema_decay=0.99
@@ -89,6 +94,7 @@ class TrainPolicyConfig:
 
     def validate(self) -> None:
         self.policy.validate()
+        self.finetune.validate()
         if self.batch_size <= 0:
             raise ConfigError("batch_size must be positive")
         if self.stop_at_step is not None and self.stop_at_step <= 0:
@@ -99,8 +105,10 @@ class TrainPolicyConfig:
                 f"policy.encoder.kind={kind} needs generator=<EnerVerse-G checkpoint folder> "
                 "(train one with ev-train-generator), or use policy.encoder.kind=cnn for the baseline"
             )
-        if self.finetune_generator and not encoder_class(kind).needs_generator:
-            raise ConfigError(f"finetune_generator=true needs an encoder that reads a generator, not {kind}")
+        if self.finetune.enabled and not encoder_class(kind).needs_generator:
+            raise ConfigError(
+                f"finetune.mode={self.finetune.mode} needs an encoder that reads a generator, not {kind}"
+            )
         if self.generator and not Path(self.generator).is_dir():
             raise ConfigError(f"generator={self.generator} is not a folder")
         if self.init_from and not (Path(self.init_from) / "config.json").is_file():
@@ -143,11 +151,9 @@ def adapt_generator(cfg: TrainPolicyConfig, run_dir: Path) -> str:
 
 
 def build_policy(cfg: TrainPolicyConfig, data: PolicyData, gen, device: str):
-    """The policy around ``gen`` (EnerVerse-A; frozen unless fine-tuned) with the data's statistics."""
+    """The policy around ``gen`` (frozen unless ``cfg.finetune`` trains part of it) with the data's
+    statistics; returns (policy, the generator parameters to train)."""
     if gen is not None:
-        gen.requires_grad_(False)
-        if cfg.finetune_generator:
-            gen.denoiser.requires_grad_(True).train()
         res, text = gen.cfg.resolution, (gen.cfg.text_encoder, gen.cfg.text_model_path)
     else:
         res, text = cfg.resolution, (cfg.text_encoder, cfg.text_model_path)
@@ -163,8 +169,11 @@ def build_policy(cfg: TrainPolicyConfig, data: PolicyData, gen, device: str):
     )
     policy = DiffusionPolicy(cfg.policy, spec, gen)
     policy.set_stats(data.stats())
-    policy.finetune_generator = cfg.finetune_generator
-    return policy.to(device)
+    gen_params = []
+    if policy.generator is not None:
+        gen_params = prepare_generator(policy.generator, cfg.finetune, cfg.policy.encoder.block)
+    policy.finetune_generator, policy.video_weight = cfg.finetune.enabled, cfg.finetune.video_weight
+    return policy.to(device), gen_params
 
 
 def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
@@ -217,17 +226,18 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
         cfg.decision_stride,
         privileged=cfg.policy.aux_weight > 0,
     )
-    policy = build_policy(cfg, data, gen, device)
+    policy, gen_params = build_policy(cfg, data, gen, device)
     if cfg.init_from:
         n = len(init_policy_from(policy, cfg.init_from))
         print(f"[ev-train-policy] {n} tensors initialised from {cfg.init_from}", file=sys.stderr)
-    policy.encoder.prepare_data(data, cfg.finetune_generator, cfg.seed)
-    kind = cfg.policy.encoder.kind + (" (generator fine-tuned)" if cfg.finetune_generator else "")
+    policy.encoder.prepare_data(data, cfg.finetune.enabled, cfg.seed)
+    kind = cfg.policy.encoder.kind + (f" (generator {cfg.finetune.mode})" if cfg.finetune.enabled else "")
     summary.update(
         {
             "decision_points": len(data),
             "views": data.views,
             "params_trainable": policy.num_parameters(trainable_only=True),
+            **trainable_summary(policy),
             "params_total": policy.num_parameters(),
             "feature_minutes": (time.perf_counter() - t0) / 60 - summary["adapt_minutes"],
         }
@@ -244,7 +254,7 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
         "task": cfg.task,
         "store": str(cfg.store_path),
         "generator": cfg.generator,
-        "finetune_generator": cfg.finetune_generator,
+        "finetune": config_to_dict(cfg.finetune),
         "init_from": cfg.init_from,
         "adapt_steps": cfg.adapt.steps,
         "seed": cfg.seed,
@@ -261,8 +271,14 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
     batch_size = min(cfg.batch_size, len(data))
     if batch_size < cfg.batch_size:
         print(f"[ev-train-policy] only {len(data)} decision points: batch size {batch_size}", file=sys.stderr)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    defaults = {"policy": config_to_dict(get_policy_preset(cfg.policy.preset))}  # for settings added later
+    own = [p for n, p in policy.named_parameters() if p.requires_grad and not n.startswith("generator.")]
+    params = [{"params": own}]
+    if gen_params:  # the generator learns more slowly than the freshly initialised head
+        params.append({"params": gen_params, "lr": cfg.train.lr * cfg.finetune.lr_scale})
+    defaults = {  # for settings added later
+        "policy": config_to_dict(get_policy_preset(cfg.policy.preset)),
+        "finetune": config_to_dict(FinetuneSettings()),
+    }
     tr = Trainer(
         policy, cfg.train, run_dir / "policy", identity, device, params, "policy", defaults, cfg.stop_at_step
     )
@@ -270,12 +286,17 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
     t1 = time.perf_counter()
     losses = tr.fit(
         lambda st: epoch_batches(
-            len(data), batch_size, cfg.seed, st, lambda it, ep: data.batch(it, policy, cfg.finetune_generator)
+            len(data),
+            batch_size,
+            cfg.seed,
+            st,
+            lambda it, ep: data.batch(it, policy, cfg.finetune.enabled, cfg.finetune.video_weight > 0),
         ),
         on_step,
     )
     final = tr.ema or policy
     if tr.rank == 0:
+        merge_lora(final)  # adapters folded into the weights: the checkpoint is a plain policy
         save_policy(final, run_dir / "checkpoint", extra={"train": config_to_dict(cfg), "step": tr.step})
         if losses:
             summary["loss_plot"] = str(

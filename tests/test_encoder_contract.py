@@ -48,7 +48,7 @@ class MeanColour(ObservationEncoder):
     def memory_batch(self, items: list[list], pos: np.ndarray) -> dict:
         return {"colour": torch.stack([torch.stack(s) for s in items])}  # [B, m, V, 3]
 
-    def data_batch(self, data, items: list[int], finetune: bool = False) -> dict:
+    def data_batch(self, data, items: list[int], finetune: bool = False, video: bool = False) -> dict:
         frames = [data.frames(k, data.memory(k, c)) for k, c in (data.items[i] for i in items)]
         return {"colour": (torch.stack(frames).mean(dim=(4, 5)).transpose(1, 2) + 1) / 2}
 

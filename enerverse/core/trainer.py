@@ -121,13 +121,15 @@ class Trainer:
         run_dir: str | Path,
         config: dict,
         device: str = "cpu",
-        params: list[nn.Parameter] | None = None,
+        params: list[nn.Parameter] | list[dict] | None = None,
         name: str = "train",
         defaults: dict | None = None,
         stop_at: int | None = None,
     ) -> None:
-        """``defaults``: ``config`` at default settings; a checkpoint written before a setting existed
-        resumes when the run uses that setting's default (see :func:`config_differences`).
+        """``params``: parameters or AdamW parameter groups (a group's ``lr`` follows the same schedule);
+        default: every trainable parameter of ``model``. ``defaults``: ``config`` at default settings;
+        a checkpoint written before a setting existed resumes when the run uses that setting's default
+        (see :func:`config_differences`).
         ``stop_at``: end :meth:`fit` at this step, with a checkpoint, while the learning-rate schedule
         (and the recorded config) still spans ``settings.steps``; resuming continues toward it."""
         self.s, self.device, self.name = settings, device, name
