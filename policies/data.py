@@ -1,7 +1,8 @@
 """Policy training data: every frame (or every ``stride``-th) of every episode is a decision point.
 
 An item at frame ``c`` of an episode: memory frames (``n_memory``: 3 spread over frames 0..c-1 + c, or
-the latest ones for the consecutive ablation - the same rule the runtime applies to its history), the
+the latest ones for the consecutive ablation, on c's grid of every ``memory_stride``-th frame - the
+same rule the runtime applies to its history), the
 state at ``c``, the instruction, and the action chunk ``action[c : c + H]``.
 
 An episode's last frame is its terminal observation (the state the task was judged in); its action is
@@ -30,7 +31,7 @@ from enerverse.core.config import ConfigError
 from enerverse.core.frames import to_model
 from enerverse.core.progress import progress
 from enerverse.core.store import EpisodeStore, store_rig_version
-from enerverse.core.store.sampler import memory_indices
+from enerverse.core.store.sampler import grid_memory_indices
 
 STATE_STD_FLOOR = 1e-2
 """State dimensions that barely move in the demonstrations (e.g. a fixed gripper orientation) would
@@ -77,9 +78,12 @@ class PolicyData:
         memory_mode: str = "sparse",
         stride: int = 1,
         privileged: bool = False,
+        memory_stride: int = 1,
     ) -> None:
-        """``privileged``: also load each frame's object state (the auxiliary target); ConfigError when
-        an episode did not record it."""
+        """``stride``: every n-th frame is a decision point. ``privileged``: also load each frame's object
+        state (the auxiliary target); ConfigError when an episode did not record it. ``memory_stride``:
+        memory frames lie on the decision frame's grid of every n-th frame (a generator's frame stride,
+        so that EnerVerse-A reads memory the way its generator was trained)."""
         if stride < 1:
             raise ConfigError(f"decision stride must be >= 1, got {stride}")
         if not episodes:
@@ -90,6 +94,7 @@ class PolicyData:
         self.view_idx = select_views(self.store_views, views)
         self.views = [self.store_views[i] for i in self.view_idx]
         self.resolution, self.n_memory, self.horizon = resolution, n_memory, horizon
+        self.memory_stride = memory_stride
         self.mode = "eval" if memory_mode == "sparse" else "consecutive"
         self.rgb, self.state, self.action, self.cams, self.K, self.instruction = [], [], [], [], [], []
         self.privileged: list[np.ndarray] | None = [] if privileged else None  # per episode [T, P]
@@ -171,7 +176,7 @@ class PolicyData:
 
     def memory(self, k: int, c: int) -> np.ndarray:
         """Memory frame indices [n_memory] for decision point c of episode k."""
-        return memory_indices(c, self.n_memory, self.mode)[0]
+        return grid_memory_indices(c, self.n_memory, self.mode, self.memory_stride)[0]
 
     def frames(self, k: int, idx: np.ndarray) -> torch.Tensor:
         """Frames [V, len(idx), 3, R, R] in [-1, 1]."""

@@ -105,6 +105,12 @@ class ObservationEncoder(nn.Module):
         self.frames = cfg.n_memory
 
     @property
+    def memory_stride(self) -> int:
+        """Memory frames lie on the decision frame's grid of every n-th recorded frame: the generator's
+        frame stride (its training windows' rule), 1 without a generator."""
+        return self.generator.cfg.frame_stride if self.generator is not None else 1
+
+    @property
     def text_key(self) -> tuple[str, str | None]:
         """(text encoder kind, model path) for the instruction tokens."""
         g = self.generator

@@ -178,7 +178,7 @@ class FutureSpaceEncoder(ObservationEncoder):
         B = memory.shape[0]
         full = np.concatenate([cams, np.repeat(cams[:, :, -1:], M, axis=2)], axis=2)
         rays = torch.stack([ray_maps(K[b], full[b], R, memory.shape[-1]) for b in range(B)])
-        # in generator frames (every frame_stride-th recorded frame); sparse memory may fall between them
+        # in generator frames (every frame_stride-th recorded frame; memory frames lie on that grid)
         pos_memory = np.asarray(pos_memory, dtype=np.float64) / g.frame_stride
         pos = np.concatenate([pos_memory, np.broadcast_to(np.arange(1, M + 1), (B, M))], axis=1)
         return {"memory": memory, "rays": rays, "pos": torch.as_tensor(pos, dtype=torch.float32)}

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from enerverse.core.frames import to_uint8
-from enerverse.core.store.sampler import memory_indices
+from enerverse.core.store.sampler import grid_memory_indices
 from policies.encoder_api import InputFeature
 from policies.io import load_policy
 
@@ -179,16 +179,23 @@ class PolicyRuntime:
         """The model batch for the current histories (the encoder's memory inputs, state, instruction)."""
         if self.state is None:
             raise RuntimeError("observe() an observation before asking for actions")
-        m = self.policy.cfg.n_memory
-        mode = "eval" if self.policy.cfg.memory_mode == "sparse" else "consecutive"
         with self._lock:
-            sel = [[h[i] for i in memory_indices(len(h) - 1, m, mode)[0]] for h in self.history]
+            sel = [self._memory(h) for h in self.history]
             state = self.state.copy()
             frame = self.t.copy() - 1  # per env: the time of the newest observation
         batch = {"state": torch.from_numpy(state), "instruction": list(self.instructions), "frame": frame}
         pos = np.array([[t for t, _ in s] for s in sel]) - np.array([s[-1][0] for s in sel])[:, None]
         batch.update(self.encoder.memory_batch([[it for _, it in s] for s in sel], pos))
         return batch
+
+    def _memory(self, history: list) -> list:
+        """The memory frames of one history: the training rule (:func:`grid_memory_indices`) applied to
+        the newest frame's time, each taken as the kept frame nearest in time (the history is thinned)."""
+        cfg = self.policy.cfg
+        mode = "eval" if cfg.memory_mode == "sparse" else "consecutive"
+        times = np.array([t for t, _ in history])
+        want = grid_memory_indices(int(times[-1]), cfg.n_memory, mode, self.encoder.memory_stride)[0]
+        return [history[i] for i in np.abs(times[None, :] - want[:, None]).argmin(axis=1)]
 
     # --- inference -------------------------------------------------------------------------------
     def _infer(self, batch: dict) -> np.ndarray:

@@ -225,6 +225,7 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
         cfg.policy.memory_mode,
         cfg.decision_stride,
         privileged=cfg.policy.aux_weight > 0,
+        memory_stride=gen.cfg.frame_stride if gen is not None else 1,  # the generator's frame grid
     )
     policy, gen_params = build_policy(cfg, data, gen, device)
     if cfg.init_from:

@@ -58,6 +58,7 @@ def main() -> None:
         cfg.memory_mode,
         args.stride,
         privileged=True,
+        memory_stride=policy.encoder.memory_stride,
     )
     pred = aux_predictions(policy, data)
     true = np.stack([data.privileged[k][c] for k, c in data.items])  # [N, P]

@@ -348,6 +348,28 @@ def test_history_is_bounded_and_keeps_frame_times(enerverse_policy: Path) -> Non
     assert len(times) <= 8 and times[0] == 0 and times[-1] == 39 and times == sorted(times)
 
 
+def test_runtime_reads_memory_on_the_generator_frame_grid_as_training_does(
+    enerverse_policy: Path, workdir: Path
+) -> None:
+    """With a generator of frame stride 2 the runtime picks the memory frames PolicyData trains on (all
+    on the decision frame's grid), and their positions reach the generator as whole generator frames."""
+    from enerverse.core.store import EpisodeStore
+    from policies.data import PolicyData
+    from policies.runtime import PolicyRuntime
+
+    rt = PolicyRuntime(enerverse_policy)
+    rt.policy.generator.cfg.frame_stride = 2
+    store = EpisodeStore.open(workdir / "store")
+    data = PolicyData(store, store.indices()[:1], None, 32, rt.policy.cfg.n_memory, 4, memory_stride=2)
+    rt.reset("reach")
+    for t in range(12):
+        rt.observe(_obs(rt, seed=t))
+        picked = [time for time, _ in rt._memory(rt.history[0])]
+        assert picked == data.memory(0, t).tolist() and all((t - p) % 2 == 0 for p in picked)
+    pos = rt._inputs()["pos"][0, : rt.policy.cfg.n_memory]
+    assert torch.equal(pos, pos.round()) and pos[-1] == 0
+
+
 def test_stop_at_step_keeps_the_schedule_and_resume_matches_a_full_run(workdir: Path, capsys) -> None:
     from policies.io import load_policy
     from policies.train import parse_args

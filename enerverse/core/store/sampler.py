@@ -57,6 +57,16 @@ def memory_indices(
     return np.concatenate([hist, [c]]).astype(np.int64), np.ones(n_memory, bool)
 
 
+def grid_memory_indices(
+    c: int, n_memory: int, mode: str, stride: int = 1, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`memory_indices` on c's grid of every ``stride``-th frame (the generator's frames):
+    indices [n_memory] in recorded frames, all congruent to c modulo ``stride``, and the mask."""
+    k = _check_int("stride", stride, 1)
+    grid_idx, mask = memory_indices(c // k, n_memory, mode, rng)
+    return c % k + k * grid_idx, mask
+
+
 class WindowSampler:
     """Enumerates windows over the committed episodes of ``store`` (snapshot taken at construction)."""
 
@@ -126,9 +136,8 @@ class WindowSampler:
         rng = None
         if self.mode == "train":
             rng = np.random.default_rng([self.seed, self.epoch, int(i) % len(self)])
-        k = self.stride  # memory on c's grid of every k-th frame (in grid units, then in frames)
-        grid_idx, memory_mask = memory_indices(c // k, self.n_memory, self.mode, rng)
-        memory_idx = c % k + k * grid_idx
+        k = self.stride  # memory on c's grid of every k-th frame
+        memory_idx, memory_mask = grid_memory_indices(c, self.n_memory, self.mode, k, rng)
         raw_chunk = c + k * (1 + np.arange(self.chunk, dtype=np.int64))
         raw_action = c + np.arange(self.action_horizon, dtype=np.int64)
         return {
