@@ -69,8 +69,8 @@ class PolicyData:
 
     def __init__(
         self,
-        store: EpisodeStore,
-        episodes: list[int],
+        store: EpisodeStore | list[tuple[EpisodeStore, list[int]]],
+        episodes: list[int] | None,
         views: list[str] | None,
         resolution: int,
         n_memory: int,
@@ -80,17 +80,22 @@ class PolicyData:
         privileged: bool = False,
         memory_stride: int = 1,
     ) -> None:
-        """``stride``: every n-th frame is a decision point. ``privileged``: also load each frame's object
-        state (the auxiliary target); ConfigError when an episode did not record it. ``memory_stride``:
-        memory frames lie on the decision frame's grid of every n-th frame (a generator's frame stride,
-        so that EnerVerse-A reads memory the way its generator was trained)."""
+        """``store`` and its ``episodes``, or a list of (store, episodes) and ``episodes=None`` (several
+        tasks in one policy). ``stride``: every n-th frame is a decision point. ``privileged``: also load
+        each frame's object state (the auxiliary target); ConfigError when an episode did not record
+        it. ``memory_stride``: memory frames lie on the decision frame's grid of every n-th frame (a
+        generator's frame stride, so that EnerVerse-A reads memory the way its generator was trained)."""
         if stride < 1:
             raise ConfigError(f"decision stride must be >= 1, got {stride}")
-        if not episodes:
-            raise ConfigError(f"no episodes to train on in {store.path}")
-        self.rig_version = store_rig_version(store)  # the camera rig the frames were recorded with
-        first = store.episode(episodes[0]).attrs
-        self.store_views = list(first["view_names"])
+        sources = [(store, episodes)] if isinstance(store, EpisodeStore) else list(store)
+        for st, eps in sources:
+            if not eps:
+                raise ConfigError(f"no episodes to train on in {st.path}")
+        rigs = {store_rig_version(st) for st, _ in sources}
+        if len(rigs) > 1:
+            raise ConfigError(f"the stores were recorded with different camera rigs {sorted(rigs)}")
+        self.rig_version = rigs.pop()  # the camera rig the frames were recorded with
+        self.store_views = list(sources[0][0].episode(sources[0][1][0]).attrs["view_names"])
         self.view_idx = select_views(self.store_views, views)
         self.views = [self.store_views[i] for i in self.view_idx]
         self.resolution, self.n_memory, self.horizon = resolution, n_memory, horizon
@@ -98,38 +103,23 @@ class PolicyData:
         self.mode = "eval" if memory_mode == "sparse" else "consecutive"
         self.rgb, self.state, self.action, self.cams, self.K, self.instruction = [], [], [], [], [], []
         self.privileged: list[np.ndarray] | None = [] if privileged else None  # per episode [T, P]
-        lacking: list[int] = []
-        for e in progress(episodes, desc="load episodes", unit="ep"):
-            ep = store.episode(e)
-            if list(ep.attrs["view_names"]) != self.store_views:
-                raise ConfigError(
-                    f"episode {e} has views {ep.attrs['view_names']}, expected {self.store_views}"
-                )
-            rgb = ep.load("rgb")[:, self.view_idx]  # [T, V, H, W, 3]
-            H = rgb.shape[2]
-            self.rgb.append(resize_frames(rgb, resolution))
-            K = ep.load("K")[self.view_idx].astype(np.float64)
-            self.K.append(np.stack([scale_intrinsics(k, H, H, resolution, resolution) for k in K]))
-            self.cams.append(ep.load("T_cam_world")[:, self.view_idx])  # [T, V, 4, 4]
-            self.state.append(ep.load("state").astype(np.float32))
-            self.action.append(ep.load("action").astype(np.float32))
-            self.instruction.append(str(ep.attrs["instruction"]))
-            if self.privileged is not None:
-                if ep.has("privileged"):
-                    self.privileged.append(ep.load("privileged").astype(np.float32))
-                else:
-                    lacking.append(e)
+        self.names: list[str] = []  # per episode: <store>/<index>
+        lacking: list[str] = []
+        todo = [(st, e) for st, eps in sources for e in eps]
+        for st, e in progress(todo, desc="load episodes", unit="ep"):
+            if not self._load(st, e):
+                lacking.append(self.names[-1])
         if lacking:
             raise ConfigError(
                 f"the auxiliary object-state loss (policy.aux_weight > 0) needs episodes that recorded "
-                f"'privileged'; episodes {lacking[:5]} ({len(lacking)} of {len(episodes)}) did not. "
+                f"'privileged'; episodes {lacking[:5]} ({len(lacking)} of {len(todo)}) did not. "
                 f"Re-collect them with ev-collect, or set policy.aux_weight=0"
             )
         if self.privileged is not None and len({p.shape[1] for p in self.privileged}) > 1:
             raise ConfigError(
                 f"episodes record privileged vectors of sizes {sorted({p.shape[1] for p in self.privileged})}"
             )
-        short = [e for e, a in zip(episodes, self.action, strict=True) if len(a) < 2]
+        short = [e for e, a in zip(self.names, self.action, strict=True) if len(a) < 2]
         if short:
             raise ConfigError(
                 f"episodes {short[:5]} have fewer than 2 frames (a demonstrated action + the terminal frame)"
@@ -137,6 +127,30 @@ class PolicyData:
         # the terminal frame (synthetic hold action) is not a decision point
         self.items = [(k, c) for k, a in enumerate(self.action) for c in range(0, len(a) - 1, stride)]
         self.cache: dict = {}  # the encoder's (e.g. per-episode latents, per-decision features)
+
+    def _load(self, store: EpisodeStore, e: int) -> bool:
+        """Append episode ``e`` of ``store``; False when the object state is wanted but not recorded."""
+        ep = store.episode(e)
+        self.names.append(f"{store.path.name}/{e}")
+        if list(ep.attrs["view_names"]) != self.store_views:
+            raise ConfigError(
+                f"episode {self.names[-1]} has views {ep.attrs['view_names']}, expected {self.store_views}"
+            )
+        rgb = ep.load("rgb")[:, self.view_idx]  # [T, V, H, W, 3]
+        H, R = rgb.shape[2], self.resolution
+        self.rgb.append(resize_frames(rgb, R))
+        K = ep.load("K")[self.view_idx].astype(np.float64)
+        self.K.append(np.stack([scale_intrinsics(k, H, H, R, R) for k in K]))
+        self.cams.append(ep.load("T_cam_world")[:, self.view_idx])  # [T, V, 4, 4]
+        self.state.append(ep.load("state").astype(np.float32))
+        self.action.append(ep.load("action").astype(np.float32))
+        self.instruction.append(str(ep.attrs["instruction"]))
+        if self.privileged is None:
+            return True
+        if not ep.has("privileged"):
+            return False
+        self.privileged.append(ep.load("privileged").astype(np.float32))
+        return True
 
     def __len__(self) -> int:
         return len(self.items)

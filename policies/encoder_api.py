@@ -62,6 +62,8 @@ class DataSpec:
     text_encoder: str = "minilm"
     text_model_path: str | None = None
     task: str | None = None
+    tasks: list[str] | None = None
+    """the tasks of a multi-task policy (``task`` is None then)"""
     privileged_dim: int = 0
     """object-state size P (the auxiliary training loss only)"""
     rig_version: int | None = None

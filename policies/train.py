@@ -48,6 +48,11 @@ class TrainPolicyConfig:
     """task whose demonstrations are used (store defaults to data/<task>)"""
     store: str | None = None
     """episode store folder (default: data/<task>)"""
+    tasks: list[str] | None = None
+    """several tasks in one language-conditioned policy (replaces ``task``); their stores are ``stores``
+    (one per task, or one holding them all), by default data/<task> each"""
+    stores: list[str] | None = None
+    """episode stores of ``tasks``"""
     preset: str = "tiny"
     """policy size: tiny | small | base"""
     policy: PolicyConfig = field(default_factory=lambda: get_policy_preset("tiny"))
@@ -73,7 +78,7 @@ class TrainPolicyConfig:
     )
     batch_size: int = 64
     episodes: int | None = None
-    """use at most this many episodes of the store (the first ones); None: all"""
+    """use at most this many episodes per task (the first ones); None: all"""
     decision_stride: int = 1
     """train on every n-th frame as a decision point (the frozen-generator feature cache costs one
     generator forward per decision point)"""
@@ -109,6 +114,14 @@ class TrainPolicyConfig:
             raise ConfigError(
                 f"finetune.mode={self.finetune.mode} needs an encoder that reads a generator, not {kind}"
             )
+        if self.stores is not None and not self.tasks:
+            raise ConfigError("stores=[...] go with tasks=[...] (use store=<folder> for one task)")
+        if self.tasks is not None and (not self.tasks or len(set(self.tasks)) != len(self.tasks)):
+            raise ConfigError(f"tasks must be distinct task names, got {self.tasks}")
+        if self.tasks and self.stores and len(self.stores) not in (1, len(self.tasks)):
+            raise ConfigError(
+                f"{len(self.stores)} stores for {len(self.tasks)} tasks: one store per task, or one for all"
+            )
         if self.generator and not Path(self.generator).is_dir():
             raise ConfigError(f"generator={self.generator} is not a folder")
         if self.init_from and not (Path(self.init_from) / "config.json").is_file():
@@ -119,6 +132,14 @@ class TrainPolicyConfig:
     @property
     def store_path(self) -> Path:
         return Path(self.store) if self.store else Path("data") / self.task
+
+    @property
+    def task_stores(self) -> list[tuple[str, Path]]:
+        """(task, store folder) for every task trained on."""
+        if not self.tasks:
+            return [(self.task, self.store_path)]
+        stores = self.stores or [str(Path("data") / t) for t in self.tasks]
+        return [(t, Path(stores[0] if len(stores) == 1 else stores[i])) for i, t in enumerate(self.tasks)]
 
 
 def parse_args(argv: list[str] | None) -> TrainPolicyConfig:
@@ -133,9 +154,11 @@ def adapt_generator(cfg: TrainPolicyConfig, run_dir: Path) -> str:
     from enerverse.train import train as train_generator
 
     base = load_generator(cfg.generator)
+    paths = sorted({str(p) for _, p in cfg.task_stores})
     gcfg = TrainGeneratorConfig(
         task=cfg.task,
         store=str(cfg.store_path),
+        stores=paths if cfg.tasks else [],
         preset=base.cfg.preset,
         generator=base.cfg,
         out=str(run_dir / "adapt"),
@@ -163,7 +186,8 @@ def build_policy(cfg: TrainPolicyConfig, data: PolicyData, gen, device: str):
         state_dim=data.state_dim,
         text_encoder=text[0],
         text_model_path=text[1],
-        task=cfg.task,
+        task=None if cfg.tasks else cfg.task,
+        tasks=list(cfg.tasks) if cfg.tasks else None,
         privileged_dim=data.privileged_dim,
         rig_version=data.rig_version,
     )
@@ -176,48 +200,60 @@ def build_policy(cfg: TrainPolicyConfig, data: PolicyData, gen, device: str):
     return policy.to(device), gen_params
 
 
+def open_episodes(cfg: TrainPolicyConfig) -> list[tuple[EpisodeStore, list[int]]]:
+    """(store, episode indices) per task: the task's episodes of its store, at most ``cfg.episodes``."""
+    out = []
+    for task, path in cfg.task_stores:
+        if not path.exists():
+            raise ConfigError(
+                f"no episode store at {path}; create one with: ev-collect task={task} episodes=200 out={path}"
+            )
+        store = EpisodeStore.open(path)
+        eps = [e for e in store.indices() if store.episode(e).attrs.get("task") == task]
+        if not eps:
+            raise ConfigError(f"the store {path} has no episodes of task {task!r}")
+        out.append((store, eps[: cfg.episodes] if cfg.episodes else eps))
+    return out
+
+
+def load_reader_generator(cfg: TrainPolicyConfig, folder: str, stores: list[EpisodeStore], device: str):
+    """The generator the encoder reads, refused when a store was recorded with another camera rig."""
+    from enerverse.io import load_generator
+
+    gen = load_generator(folder, device)
+    for store in stores:
+        rig = store_rig_version(store)
+        check_rig_version(
+            recorded_rig_version(gen.data_meta, rig), rig, f"generator={folder}", str(store.path)
+        )
+    return gen
+
+
 def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
     """Both stages; returns the summary dict."""
     device = pick_device(cfg.device)
     seed_everything(cfg.seed + distributed_info()[0])
-    if not cfg.store_path.exists():
-        raise ConfigError(
-            f"no episode store at {cfg.store_path}; create one with: "
-            f"ev-collect task={cfg.task} episodes=200 out={cfg.store_path}"
-        )
-    store = EpisodeStore.open(cfg.store_path)
-    eps = [e for e in store.indices() if store.episode(e).attrs.get("task") == cfg.task]
-    if not eps:
-        raise ConfigError(f"the store {cfg.store_path} has no episodes of task {cfg.task!r}")
-    eps = eps[: cfg.episodes] if cfg.episodes else eps
+    sources = open_episodes(cfg)
     t0 = time.perf_counter()
     summary: dict = {
-        "task": cfg.task,
+        "task": cfg.tasks or cfg.task,
         "preset": cfg.preset,
         "encoder": cfg.policy.encoder.kind,
-        "episodes": len(eps),
+        "episodes": sum(len(eps) for _, eps in sources),
         "run_dir": str(run_dir),
     }
-
     generator_dir = cfg.generator
     reads_generator = encoder_class(cfg.policy.encoder.kind).needs_generator
     if reads_generator and cfg.adapt.steps > 0:
         generator_dir = adapt_generator(cfg, run_dir)
         summary["adapted_generator"] = generator_dir
     summary["adapt_minutes"] = (time.perf_counter() - t0) / 60
-
     gen = None
     if reads_generator:
-        from enerverse.io import load_generator
-
-        gen = load_generator(generator_dir, device)
-        rig = store_rig_version(store)
-        check_rig_version(
-            recorded_rig_version(gen.data_meta, rig), rig, f"generator={generator_dir}", "the store"
-        )
+        gen = load_reader_generator(cfg, generator_dir, [st for st, _ in sources], device)
     data = PolicyData(
-        store,
-        eps,
+        sources,
+        None,
         cfg.policy.views,
         gen.cfg.resolution if gen is not None else cfg.resolution,
         cfg.policy.n_memory,
@@ -245,15 +281,24 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
     )
     print(
         f"[ev-train-policy] {kind} policy: {summary['params_trainable'] / 1e6:.2f} M trainable of "
-        f"{summary['params_total'] / 1e6:.2f} M, {len(eps)} episodes, {len(data)} decision points, "
+        f"{summary['params_total'] / 1e6:.2f} M, {summary['episodes']} episodes, {len(data)} decisions, "
         f"views {data.views}",
         file=sys.stderr,
     )
 
-    identity = {
+    summary.update(fit_policy(cfg, policy, gen_params, data, run_dir, device))
+    summary["minutes"] = (time.perf_counter() - t0) / 60
+    return summary
+
+
+def run_identity(cfg: TrainPolicyConfig) -> dict:
+    """What a resumed run must share with the original (step counts and time budgets may change)."""
+    return {
         "policy": config_to_dict(cfg.policy),
         "task": cfg.task,
         "store": str(cfg.store_path),
+        "tasks": cfg.tasks,
+        "stores": cfg.stores,
         "generator": cfg.generator,
         "finetune": config_to_dict(cfg.finetune),
         "init_from": cfg.init_from,
@@ -263,6 +308,12 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
         "episodes": cfg.episodes,
         "decision_stride": cfg.decision_stride,
     }
+
+
+def fit_policy(
+    cfg: TrainPolicyConfig, policy, gen_params: list, data: PolicyData, run_dir: Path, device: str
+) -> dict:
+    """The policy stage (resumable): train, then save ``<run>/checkpoint`` (EMA weights, adapters merged)."""
     deadline = None if cfg.max_minutes is None else time.perf_counter() + 60 * cfg.max_minutes
 
     def on_step(tr: Trainer) -> None:
@@ -279,9 +330,19 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
     defaults = {  # for settings added later
         "policy": config_to_dict(get_policy_preset(cfg.policy.preset)),
         "finetune": config_to_dict(FinetuneSettings()),
+        "tasks": None,
+        "stores": None,
     }
     tr = Trainer(
-        policy, cfg.train, run_dir / "policy", identity, device, params, "policy", defaults, cfg.stop_at_step
+        policy,
+        cfg.train,
+        run_dir / "policy",
+        run_identity(cfg),
+        device,
+        params,
+        "policy",
+        defaults,
+        cfg.stop_at_step,
     )
     tr.resume()  # resumed at or past stop_at_step: fit() trains no step
     t1 = time.perf_counter()
@@ -295,6 +356,7 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
         ),
         on_step,
     )
+    summary: dict = {}
     final = tr.ema or policy
     if tr.rank == 0:
         merge_lora(final)  # adapters folded into the weights: the checkpoint is a plain policy
@@ -310,7 +372,6 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
             "steps": tr.step,
             "final_loss": float(np.mean(losses[-20:])) if losses else None,
             "policy_minutes": (time.perf_counter() - t1) / 60,
-            "minutes": (time.perf_counter() - t0) / 60,
             "checkpoint": str(run_dir / "checkpoint"),
         }
     )

@@ -44,6 +44,9 @@ class EvalConfig(SimSettings):
 
     policy: str = "expert"
     """'expert' (the task's scripted expert) or a policy checkpoint folder (ev-train-policy)"""
+    tasks: list[str] | None = None
+    """several tasks, e.g. tasks=[reach,push] for a multi-task policy (replaces task; task=all: every
+    project task)"""
     episodes: int = 20
     """episodes per task"""
     num_envs: int = 4
@@ -66,6 +69,13 @@ class EvalConfig(SimSettings):
     out: str | None = None
     """output folder (default: outputs/eval/<timestamp>)"""
 
+    @property
+    def task_list(self) -> list[str]:
+        """The tasks evaluated: ``tasks``, or every project task for ``task=all``, or ``task``."""
+        if self.tasks:
+            return list(self.tasks)
+        return list(TASKS) if self.task == "all" else [self.task]
+
     def validate(self) -> None:
         if self.action_steps is not None:
             if self.action_steps < 1:
@@ -74,9 +84,9 @@ class EvalConfig(SimSettings):
                 raise ConfigError(
                     "action_steps applies to checkpoint policies; the experts act one step at a time"
                 )
-        if self.task == "all":  # every project task must accept the settings
-            for task in TASKS:
-                dataclasses.replace(self, task=task).validate()
+        if self.task == "all" or self.tasks:  # every task evaluated must accept the settings
+            for task in self.task_list:
+                dataclasses.replace(self, task=task, tasks=None).validate()
             return
         try:
             super().validate()
@@ -279,7 +289,7 @@ def run(cfg: EvalConfig, run_dir: Path) -> dict:
     """Evaluate every requested task; write results.json, plot and videos; return the summary."""
     from sim.video import grid_video, write_video
 
-    tasks = list(TASKS) if cfg.task == "all" else [cfg.task]
+    tasks = cfg.task_list
     rows = []
     for task in tasks:
         t0 = time.perf_counter()
@@ -322,7 +332,7 @@ def run(cfg: EvalConfig, run_dir: Path) -> dict:
     success_plot(rows, run_dir / "success.png")
     write_json_atomic(run_dir / "results.json", {"policy": cfg.policy, "tasks": rows})
     return {
-        "task": cfg.task,
+        "task": cfg.tasks or cfg.task,
         "policy": cfg.policy,
         "success_rate": k / total,
         "ci95": [lo, hi],

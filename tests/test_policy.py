@@ -504,3 +504,30 @@ def test_train_policy_runs_under_torchrun_with_two_cpu_processes(workdir: Path) 
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])  # rank 0 only prints
     assert summary["steps"] == 3 and (workdir / "ddp" / "checkpoint" / "model.safetensors").exists()
+
+
+@pytest.mark.integration
+def test_one_language_conditioned_policy_trains_and_evaluates_on_several_tasks(workdir: Path) -> None:
+    run_module(
+        workdir, "sim.collect", "task=push", "episodes=2", "resolution=32", "views=[main,anchor_left]",
+        "out=store_push", "video_episodes=0",
+    )  # fmt: skip
+    s = _train(
+        workdir, "multitask", "tasks=[reach,push]", f"stores=[{workdir / 'store'},{workdir / 'store_push'}]",
+        "episodes=2", "policy.encoder.kind=cnn", "text_encoder=hashing", "resolution=32", "train.steps=2",
+    )  # fmt: skip
+    assert s["task"] == ["reach", "push"] and s["episodes"] == 4
+    meta = json.loads((Path(s["checkpoint"]) / "config.json").read_text())["meta"]
+    assert meta["tasks"] == ["reach", "push"] and meta["task"] is None
+    ev = run_module(
+        workdir, "sim.evaluate", f"policy={s['checkpoint']}", "tasks=[reach,push]", "episodes=1",
+        "num_envs=1", "resolution=32", "views=[main,anchor_left]", "videos=0", "out=ev_multitask",
+    )  # fmt: skip
+    assert set(_summary(ev)["per_task"]) == {"reach", "push"}
+    from enerverse.core.config import ConfigError
+    from policies.train import TrainPolicyConfig
+
+    cfg = TrainPolicyConfig(tasks=["reach", "push"], stores=["a", "b", "c"])
+    cfg.policy.encoder.kind = "cnn"
+    with pytest.raises(ConfigError, match="3 stores for 2 tasks"):
+        cfg.validate()

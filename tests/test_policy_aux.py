@@ -77,7 +77,7 @@ def test_aux_loss_needs_episodes_with_object_state(policy_workdir: Path, tmp_pat
     store = tmp_path / "store"
     shutil.copytree(policy_workdir / "store", store)
     shutil.rmtree(store / "episodes" / "episode_000002" / "privileged")  # e.g. recorded before it existed
-    with pytest.raises(ConfigError, match=r"episodes \[2\] \(1 of 4\) did not.*aux_weight=0"):
+    with pytest.raises(ConfigError, match=r"episodes \['[^']*/2'\] \(1 of 4\) did not.*aux_weight=0"):
         _data(store)
     assert _data(store, privileged=False).privileged is None  # without the loss the store is fine
 
