@@ -247,6 +247,28 @@ class Denoiser(nn.Module):
         [B, V, T, width * channel_mult[0], h, w] at latent resolution, and skips everything after it.
         """
         B, C, V, T, H, W = x.shape
+        h, emb, pemb, shape = self._stem(x, rays, t, pos, domain)
+        if features_only:
+            return self._down(h, emb, pemb, shape, text, text_mask, (feature_block,))[feature_block]
+        skips: list[Tensor] = []
+        h = self._down(h, emb, pemb, shape, text, text_mask, ("mid",), skips)["mid"]
+        feats = h
+        for j, level in enumerate(self.up):
+            h = self._level(level, torch.cat([h, skips.pop()], dim=1), emb, pemb, shape, text, text_mask)
+            if j < len(self.upsample):
+                h = self.upsample[j](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        v = out.reshape(B, V, T, C, H, W).permute(0, 3, 1, 2, 4, 5)
+        if not return_features:
+            return v
+        return v, feats.reshape(B, V, T, *feats.shape[1:])
+
+    def _stem(
+        self, x: Tensor, rays: Tensor, t: Tensor, pos: Tensor, domain: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, tuple[int, int, int]]:
+        """Checked inputs -> (conv_in output [N=B*V*T, width, h, w], frame embedding [N, E], position
+        embedding [N, E], (B, V, T))."""
+        B, C, V, T, H, W = x.shape
         if C != self.latent_channels:
             raise ValueError(f"expected {self.latent_channels} latent channels, got {C}")
         if rays.shape != (B, RAY_CHANNELS, V, T, H, W):
@@ -269,30 +291,47 @@ class Denoiser(nn.Module):
         pemb = pemb[:, None].expand(B, V, T, -1).reshape(B * V * T, -1)
         h = torch.cat([x, rays], dim=1).permute(0, 2, 3, 1, 4, 5).reshape(B * V * T, C + RAY_CHANNELS, H, W)
         h = self.conv_in(h)
-        shape = (B, V, T)
-        skips = []
-        if feature_block not in FEATURE_BLOCKS:
-            raise ValueError(f"feature_block must be one of {FEATURE_BLOCKS}, got {feature_block!r}")
+        return h, emb, pemb, (B, V, T)
+
+    def _down(
+        self,
+        h: Tensor,
+        emb: Tensor,
+        pemb: Tensor,
+        shape: tuple[int, int, int],
+        text: Tensor,
+        text_mask: Tensor,
+        blocks: tuple[str, ...],
+        skips: list[Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """The down path and middle block from ``h`` = conv_in output [N, C, h, w], stopping after the
+        deepest of ``blocks``; returns each block's output ("mid" and "first" [B, V, T, C', h', w'],
+        or [N, C', h', w'] for "mid" when ``skips`` collects the skip connections of a full forward)."""
+        for b in blocks:
+            if b not in FEATURE_BLOCKS:
+                raise ValueError(f"feature_block must be one of {FEATURE_BLOCKS}, got {b!r}")
+        B, V, T = shape
+        out: dict[str, Tensor] = {}
         for i, level in enumerate(self.down):
             h = self._level(level, h, emb, pemb, shape, text, text_mask)
-            if features_only and feature_block == "first":
-                return h.reshape(B, V, T, *h.shape[1:])
-            skips.append(h)
+            if i == 0 and "first" in blocks:
+                out["first"] = h.reshape(B, V, T, *h.shape[1:])
+                if "mid" not in blocks:
+                    return out
+            if skips is not None:
+                skips.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)
         h = self._level(self.mid, h, emb, pemb, shape, text, text_mask)
-        feats = h
-        if features_only:
-            return feats.reshape(B, V, T, *feats.shape[1:])
-        for j, level in enumerate(self.up):
-            h = self._level(level, torch.cat([h, skips.pop()], dim=1), emb, pemb, shape, text, text_mask)
-            if j < len(self.upsample):
-                h = self.upsample[j](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        out = self.conv_out(F.silu(self.norm_out(h)))
-        v = out.reshape(B, V, T, C, H, W).permute(0, 3, 1, 2, 4, 5)
-        if not return_features:
-            return v
-        return v, feats.reshape(B, V, T, *feats.shape[1:])
+        out["mid"] = h if skips is not None else h.reshape(B, V, T, *h.shape[1:])
+        return out
+
+    def feature_maps(self, x: Tensor, rays: Tensor, t: Tensor, pos: Tensor, text: Tensor, text_mask: Tensor,
+                     blocks: tuple[str, ...]) -> dict[str, Tensor]:  # fmt: skip
+        """Features of several blocks from one forward (the down path up to the deepest one):
+        {block: [B, V, T, C', h', w']}; arguments as :meth:`forward`."""
+        h, emb, pemb, shape = self._stem(x, rays, t, pos, None)
+        return self._down(h, emb, pemb, shape, text, text_mask, tuple(blocks))
 
     def num_parameters(self) -> int:
         """Trainable parameter count."""

@@ -245,19 +245,39 @@ class EnerVerseGenerator(nn.Module):
         instructions: list[str],
         seed: int | None = None,
         block: str = "mid",
+        noise_level: float = 1.0,
     ) -> Tensor:
         """:meth:`extract_features` with autograd (fine-tuning the generator through the policy loss).
 
-        memory [B,C,V,m,h,w] clean latents, rays [B,6,V,m+M,h,w], pos [B,m+M]."""
+        memory [B,C,V,m,h,w] clean latents, rays [B,6,V,m+M,h,w], pos [B,m+M]; one ``block`` (several:
+        :meth:`feature_maps`)."""
+        return self.feature_maps(memory, rays, pos, instructions, seed, (block,), noise_level)[block]
+
+    def feature_maps(
+        self,
+        memory: Tensor,
+        rays: Tensor,
+        pos: Tensor,
+        instructions: list[str],
+        seed: int | None = None,
+        blocks: tuple[str, ...] = ("mid",),
+        noise_level: float = 1.0,
+    ) -> dict[str, Tensor]:
+        """Features {block: [B, V, m+M, C', h', w']} of every block in ``blocks`` from one forward of
+        [memory + pure-noise future frames]. ``noise_level`` in (0, 1]: the future frames' timestep as a
+        fraction of the schedule (1: the noisiest, the paper's choice); with autograd."""
+        if not 0.0 < noise_level <= 1.0:
+            raise ValueError(f"noise_level must be in (0, 1], got {noise_level}")
         B, C, V, m = memory.shape[:4]
         M = pos.shape[1] - m
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         noise = torch.randn((B, C, V, M, *memory.shape[4:]), generator=g).to(self.device)
+        N = self.diffusion.num_train_timesteps
         t = torch.zeros(B, V, m + M, dtype=torch.long, device=self.device)
-        t[:, :, m:] = self.diffusion.num_train_timesteps - 1
+        t[:, :, m:] = max(0, round(noise_level * N) - 1)
         tok, mask = self.text_tokens(instructions)
         x = torch.cat([memory, noise], dim=3)
-        return self.denoiser(x, rays, t, pos, tok, mask, features_only=True, feature_block=block)
+        return self.denoiser.feature_maps(x, rays, t, pos, tok, mask, tuple(blocks))
 
     def eos_distance(self, z: Tensor) -> Tensor:
         """Mean L1 distance of latent frames [C, V, T, h, w] to the EoS latent, per frame -> [T]."""

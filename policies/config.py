@@ -24,7 +24,11 @@ class EncoderConfig:
     """enerverse (generator features, EnerVerse-A) | cnn (image baseline) | fused (both)"""
     block: str = "first"
     """enerverse: which generator block is read: first (the first down level, at latent resolution) |
-    mid (the middle block, as in the paper; at 64 px it is 4x4 and loses the small objects)"""
+    mid (the middle block, as in the paper; at 64 px it is 4x4 and loses the small objects) |
+    first+mid (both scales, one token set each, summed)"""
+    noise_level: float = 1.0
+    """enerverse: the future frames' diffusion timestep at the one generator forward, as a fraction of
+    the schedule (1: the noisiest, the paper's; their input is pure noise either way)"""
     pool: str = "keypoints"
     """enerverse: how the features [V, C, h, w] of a frame become one token: keypoints (a small conv,
     spatial-softmax keypoints and the mean, per view) | attention (a learned query over views and
@@ -90,8 +94,13 @@ class PolicyConfig:
             raise ConfigError(
                 f"encoder.pool must be 'keypoints', 'attention' or 'mean', got {self.encoder.pool!r}"
             )
-        if self.encoder.block not in ("first", "mid"):
-            raise ConfigError(f"encoder.block must be 'first' or 'mid', got {self.encoder.block!r}")
+        blocks = self.encoder.block.split("+")
+        if not set(blocks) <= {"first", "mid"} or len(set(blocks)) != len(blocks):
+            raise ConfigError(
+                f"encoder.block must be 'first', 'mid' or 'first+mid', got {self.encoder.block!r}"
+            )
+        if not 0.0 < self.encoder.noise_level <= 1.0:
+            raise ConfigError(f"encoder.noise_level must be in (0, 1], got {self.encoder.noise_level}")
         if self.memory_mode not in ("sparse", "consecutive"):
             raise ConfigError(f"memory_mode must be 'sparse' or 'consecutive', got {self.memory_mode!r}")
         h = self.head

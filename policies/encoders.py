@@ -1,11 +1,12 @@
 """The registered observation encoders (the contract: :mod:`policies.encoder_api`).
 
 - ``enerverse`` (:class:`FutureSpaceEncoder`, EnerVerse-A): the generator's features (the first down
-  level or the middle block) from one forward at the noisiest timestep over [memory frames + noise
-  frames], pooled over views and space to one token per frame (T = n_memory + chunk), then an MLP.
-  ``pool="keypoints"`` (default) runs a small conv and a spatial softmax per view, so the token says
-  where things are; ``"attention"`` is a learned query per frame over (view, position) tokens;
-  ``"mean"`` is the paper's mean over views and space. History items: codec latents + cameras.
+  level, the middle block, or both) from one forward over [memory frames + noise frames] (at the
+  noisiest timestep unless ``noise_level`` says otherwise), pooled over views and space to one token
+  per frame (T = n_memory + chunk), then an MLP. ``pool="keypoints"`` (default) runs a small conv
+  and a spatial softmax per view, so the token says where things are; ``"attention"`` is a learned
+  query per frame over (view, position) tokens; ``"mean"`` is the paper's mean over views and space.
+  History items: codec latents + cameras.
 - ``cnn`` (:class:`ImageEncoder`, the baseline): a small CNN with GroupNorm and spatial-softmax
   keypoints (Diffusion Policy style) per view and memory frame, one token per frame (T = n_memory).
   History items: frames.
@@ -139,12 +140,15 @@ class FutureSpaceEncoder(ObservationEncoder):
             )
         if g.resolution != spec.resolution:
             raise ValueError(f"the generator works at {g.resolution} px, the data at {spec.resolution} px")
-        block = cfg.encoder.block
-        lat = g.resolution // g.codec.factor // generator.denoiser.feature_downsampling(block)
+        self.blocks = tuple(cfg.encoder.block.split("+"))
         self.frames = g.memory.n_memory + g.memory.chunk
-        C = generator.denoiser.feature_dim(block)
-        V = len(spec.views)
-        self.tokens = FutureSpaceTokens(cfg.encoder, C, V, lat * lat, self.frames, dim, g.resolution / lat)
+        self.pools = nn.ModuleDict()  # one token set per block read; summed
+        for block in self.blocks:
+            lat = g.resolution // g.codec.factor // generator.denoiser.feature_downsampling(block)
+            C = generator.denoiser.feature_dim(block)
+            self.pools[block] = FutureSpaceTokens(
+                cfg.encoder, C, len(spec.views), lat * lat, self.frames, dim, g.resolution / lat
+            )
 
     def input_features(self) -> list[InputFeature]:
         V = len(self.spec.views)
@@ -198,16 +202,16 @@ class FutureSpaceEncoder(ObservationEncoder):
             data.cache["features"] = self._feature_cache(data, seed)
 
     @torch.no_grad()
-    def _feature_cache(self, data, seed: int, batch_size: int = 16) -> Tensor:
-        """One generator forward per decision point -> [N, V, T, C, h, w] float16."""
-        feats = None
+    def _feature_cache(self, data, seed: int, batch_size: int = 16) -> dict[str, Tensor]:
+        """One generator forward per decision point -> {block: [N, V, T, C, h, w] float16}."""
+        feats: dict[str, Tensor] = {}
         bar = progress(total=len(data), desc="generator features", unit="window")
         for s in range(0, len(data), batch_size):
             items = list(range(s, min(len(data), s + batch_size)))
-            f = self.features(self._inputs(data, items), seed=seed + s).cpu().half()
-            if feats is None:
-                feats = torch.empty((len(data), *f.shape[1:]), dtype=torch.float16)
-            feats[s : s + len(items)] = f
+            for block, f in self.features(self._inputs(data, items), seed=seed + s).items():
+                if block not in feats:
+                    feats[block] = torch.empty((len(data), *f.shape[1:]), dtype=torch.float16)
+                feats[block][s : s + len(items)] = f.cpu().half()
             bar.update(len(items))
         bar.close()
         return feats
@@ -245,25 +249,27 @@ class FutureSpaceEncoder(ObservationEncoder):
             return self._inputs(data, items, video)
         if "features" not in data.cache:
             raise RuntimeError("call prepare_data(data) before drawing EnerVerse-A batches")
-        return {"features": data.cache["features"][items].float()}
+        return {"features": {b: f[items].float() for b, f in data.cache["features"].items()}}
 
-    def features(self, batch: dict, finetune: bool = False, seed: int | None = None) -> Tensor:
-        """Generator features [B, V, T, C, h, w] of a generator-input batch (with autograd when
-        ``finetune``)."""
+    def features(self, batch: dict, finetune: bool = False, seed: int | None = None) -> dict[str, Tensor]:
+        """Generator features {block: [B, V, T, C, h, w]} of a generator-input batch (with autograd
+        when ``finetune``)."""
         gen = self.generator
-        args = (
-            batch["memory"].to(gen.device).float(),
-            batch["rays"].to(gen.device),
-            batch["pos"].to(gen.device),
-            list(batch["instruction"]),
-            seed,
-            self.cfg.encoder.block,
-        )
-        return gen.features(*args) if finetune else gen.extract_features(*args)
+        with torch.set_grad_enabled(finetune and torch.is_grad_enabled()):
+            return gen.feature_maps(
+                batch["memory"].to(gen.device).float(),
+                batch["rays"].to(gen.device),
+                batch["pos"].to(gen.device),
+                list(batch["instruction"]),
+                seed,
+                self.blocks,
+                self.cfg.encoder.noise_level,
+            )
 
     def forward(self, batch: dict, finetune: bool = False, seed: int | None = None) -> Tensor:
         feats = batch["features"] if "features" in batch else self.features(batch, finetune, seed)
-        return self.tokens(feats.to(self.tokens.frame_pos.device))
+        device = next(iter(self.pools.values())).frame_pos.device
+        return sum(self.pools[b](feats[b].to(device)) for b in self.blocks)
 
 
 @register_encoder("cnn")

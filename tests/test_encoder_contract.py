@@ -136,3 +136,37 @@ def test_runtime_data_and_training_never_branch_on_the_encoder_kind() -> None:
     for name in ("runtime.py", "data.py", "model.py", "train.py"):
         text = (REPO / "policies" / name).read_text()
         assert not re.search(r"kind\s*(==|!=|in\s)", text), f"policies/{name} branches on the encoder kind"
+
+
+@pytest.mark.parametrize("block", ["first", "mid", "first+mid"])
+def test_future_space_encoder_reads_one_or_several_blocks_at_a_noise_level(
+    policy_workdir: Path, block: str
+) -> None:
+    from enerverse.io import load_generator
+
+    gen = load_generator(policy_workdir / "gen" / "checkpoint")
+    store = EpisodeStore.open(policy_workdir / "store")
+    data = PolicyData(store, store.indices()[:1], None, 32, gen.cfg.memory.n_memory, 4)
+    timesteps, inner = set(), gen.denoiser.feature_maps
+
+    def spy(x, rays, t, *args):  # the future frames' timestep of every forward
+        timesteps.add(int(t[:, :, -1].max()))
+        return inner(x, rays, t, *args)
+
+    gen.denoiser.feature_maps = spy
+    tokens = {}
+    for level in (1.0, 0.5):
+        cfg = get_policy_preset("tiny")
+        cfg.n_memory, cfg.encoder.block, cfg.encoder.noise_level = gen.cfg.memory.n_memory, block, level
+        torch.manual_seed(0)
+        policy = DiffusionPolicy(cfg, _spec(data), gen).eval()
+        data.cache.pop("features", None)
+        policy.encoder.prepare_data(data)
+        assert set(data.cache["features"]) == set(block.split("+"))
+        batch = data.batch([0, 1], policy)
+        tokens[level] = policy.observation_tokens(batch)
+        assert tokens[level].shape == (2, policy.encoder.frames, cfg.head.dim)
+        live = policy.observation_tokens(policy.encoder.data_batch(data, [0, 1], finetune=True), seed=0)
+        assert live.shape == tokens[level].shape
+    N = gen.diffusion.num_train_timesteps
+    assert timesteps == {N - 1, N // 2 - 1}

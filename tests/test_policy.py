@@ -172,8 +172,11 @@ def test_generator_runs_once_per_chunk_not_per_denoising_step(enerverse_policy: 
     rt = PolicyRuntime(enerverse_policy, steps=5)
     calls = {"denoiser": 0, "head": 0}
     den, head = rt.policy.generator.denoiser, rt.policy.head
-    den_fwd, head_fwd = den.forward, head.forward
-    den.forward = lambda *a, **k: (calls.__setitem__("denoiser", calls["denoiser"] + 1), den_fwd(*a, **k))[1]
+    den_fwd, head_fwd = den.feature_maps, head.forward
+    den.feature_maps = lambda *a, **k: (
+        calls.__setitem__("denoiser", calls["denoiser"] + 1),
+        den_fwd(*a, **k),
+    )[1]
     head.forward = lambda *a, **k: (calls.__setitem__("head", calls["head"] + 1), head_fwd(*a, **k))[1]
     rt.reset("reach the red sphere")
     chunk = rt.act(_obs(rt))
