@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -534,3 +536,23 @@ def test_one_language_conditioned_policy_trains_and_evaluates_on_several_tasks(w
     cfg.policy.encoder.kind = "cnn"
     with pytest.raises(ConfigError, match="3 stores for 2 tasks"):
         cfg.validate()
+
+
+@pytest.mark.integration
+def test_demo_rolls_out_a_checkpoint_and_writes_the_report(enerverse_policy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    r = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "demo.py"), "--out", str(out), "--checkpoint",
+         str(enerverse_policy), "--episodes", "2", "--num-envs", "1"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "EV_NO_PROGRESS": "1"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = _summary(r)
+    assert summary["episodes"] == 2 and 0 <= summary["success_rate"] <= 1
+    text = (out / "report.md").read_text()
+    assert "| reach |" in text and "95% CI" in text and "success.png" in text and ".mp4" in text
+    missing = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "demo.py"), "--out", str(out), "--checkpoint", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode != 0 and "make train" in missing.stderr and "Traceback" not in missing.stderr
