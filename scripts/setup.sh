@@ -50,6 +50,8 @@ fi
 # 4. the project and its extras (mujoco is pinned to 3.3.0 in pyproject.toml)
 echo "[setup] installing the project with extras [$EXTRAS]"
 $PIP install -q -e ".[${EXTRAS}]"
+# the ROS 2 package's Python module (ros_nodes/ros_nodes), importable from this venv for its tests
+$PIP install -q --no-deps -e ros_nodes
 "$VENV/bin/python" -c "import mujoco, sys; assert mujoco.__version__ == '3.3.0', mujoco.__version__"
 touch "$VENV/.setup-done"
 echo "[setup] done: $("$VENV/bin/python" -c 'import torch, mujoco; print("torch", torch.__version__, "mujoco", mujoco.__version__)')"

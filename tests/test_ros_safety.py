@@ -1,0 +1,79 @@
+"""The ROS nodes' safety layer: watchdog, e-stop latch, action checks, speed / acceleration /
+workspace limits (pure Python, no ROS needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ros_nodes.safety import CommandShaper, EStop, SafetyLimits, Watchdog, check_action
+
+STEP = [0.01, 0.0, -0.005, 0.0, 0.0, 0.05, 1.0]  # 1 cm / step along x, a little down, open gripper
+
+
+def test_watchdog_holds_on_missing_and_stale_inputs() -> None:
+    w = Watchdog(["main", "joint_states"], limit_s=0.5)
+    assert w.stale(0.0) == ["main", "joint_states"]  # nothing seen yet
+    w.feed("main", 1.0)
+    w.feed("joint_states", 1.2)
+    assert w.stale(1.4) == []
+    assert w.stale(1.6) == ["main"]
+    w.feed("main", 0.2)  # an out-of-order (older) stamp does not count as fresh
+    assert w.stale(1.6) == ["main"]
+
+
+def test_estop_latches_until_reset() -> None:
+    e = EStop()
+    e.trigger("operator")
+    assert e.latched and e.reason == "operator"
+    e.trigger("again")
+    assert e.latched
+    e.reset()
+    assert not e.latched and e.reason == ""
+
+
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        ([0.0] * 6, "7-D"),
+        ([np.nan, 0, 0, 0, 0, 0, 1], "non-finite"),
+        ([np.inf, 0, 0, 0, 0, 0, 1], "non-finite"),
+        ([0.2, 0, 0, 0, 0, 0, 1], "beyond the limits"),
+        ([0, 0, 0, 0, 0, 0, 1.5], "gripper in"),
+    ],
+)
+def test_bad_actions_are_dropped_with_a_reason(bad, why: str) -> None:
+    assert why in check_action(bad, SafetyLimits())
+    cmd = CommandShaper(SafetyLimits(), period=0.1).shape(bad)
+    assert cmd.hold and why in cmd.reason
+    assert not cmd.linear.any() and not cmd.angular.any()
+
+
+def test_speed_and_acceleration_are_limited() -> None:
+    lim = SafetyLimits(max_linear_speed=0.2, max_linear_accel=1.0)
+    s = CommandShaper(lim, period=0.1)
+    assert check_action(STEP, lim) is None
+    fast = [0.05, 0, 0, 0, 0, 0, 1]  # 0.5 m/s asked, 0.2 m/s allowed, +0.1 m/s per period
+    speeds = [np.linalg.norm(s.shape(fast).linear) for _ in range(4)]
+    np.testing.assert_allclose(speeds, [0.1, 0.2, 0.2, 0.2], atol=1e-9)
+    held = s.hold("stale image")
+    assert held.hold and held.gripper == 1.0
+    assert np.linalg.norm(s.shape(fast).linear) == pytest.approx(0.1)  # ramps up again after a hold
+    assert np.linalg.norm(s.shape(STEP).angular) <= lim.max_angular_speed + 1e-9
+
+
+def test_workspace_box_stops_motion_at_its_faces() -> None:
+    lim = SafetyLimits(workspace_min=[0.2, -0.4, 0.05], workspace_max=[0.8, 0.4, 0.5], max_linear_accel=100.0)
+    s = CommandShaper(lim, period=0.1)
+    down = [0.0, 0.0, -0.02, 0.0, 0.0, 0.0, 0.5]  # 0.2 m/s down
+    at_floor = s.shape(down, ee_position=[0.5, 0.0, 0.05]).linear
+    assert at_floor[2] == pytest.approx(0.0)
+    near = s.shape(down, ee_position=[0.5, 0.0, 0.06]).linear  # 1 cm above: may move 1 cm
+    assert near[2] == pytest.approx(-0.1)
+    assert s.shape([0.0, 0.0, 0.02, 0, 0, 0, 0.5], ee_position=[0.5, 0.0, 0.05]).linear[2] > 0  # away: free
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(ValueError, match="workspace_min"):
+        SafetyLimits(workspace_min=[0.9, 0, 0]).validate()
+    with pytest.raises(ValueError, match="max_linear_speed"):
+        SafetyLimits(max_linear_speed=0).validate()
