@@ -77,3 +77,44 @@ def test_limits_are_validated() -> None:
         SafetyLimits(workspace_min=[0.9, 0, 0]).validate()
     with pytest.raises(ValueError, match="max_linear_speed"):
         SafetyLimits(max_linear_speed=0).validate()
+
+
+def test_message_conversions_round_trip_and_name_what_they_expected() -> None:
+    pytest.importorskip("rclpy")
+    from ros_nodes.convert import (
+        K_to_camera_info,
+        MessageError,
+        camera_info_to_K,
+        image_to_rgb,
+        joint_positions,
+        rgb_to_image,
+        stamp_seconds,
+    )
+    from sensor_msgs.msg import JointState
+
+    rgb = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    msg = rgb_to_image(rgb, 12.25, "main")
+    assert stamp_seconds(msg.header.stamp) == pytest.approx(12.25)
+    np.testing.assert_array_equal(image_to_rgb(msg, 16, "main"), rgb)
+    msg.encoding = "bgr8"
+    np.testing.assert_array_equal(image_to_rgb(msg), rgb[:, :, ::-1])
+    for bad, why in (
+        ({"encoding": "mono8"}, "expected one of"),
+        ({"width": 8, "step": 24}, "expected 16x16"),
+        ({"data": msg.data[:-3]}, "bytes"),
+    ):
+        broken = rgb_to_image(rgb, 0.0, "main")
+        for k, v in bad.items():
+            setattr(broken, k, v)
+        with pytest.raises(MessageError, match=why):
+            image_to_rgb(broken, 16)
+    with pytest.raises(MessageError, match="expected 'main'"):
+        image_to_rgb(rgb_to_image(rgb, 0.0, "wrist"), 16, "main")
+    K = np.array([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]])
+    np.testing.assert_array_equal(camera_info_to_K(K_to_camera_info(K, 16, 16, 0.0, "main"), 16), K)
+    with pytest.raises(MessageError, match="fx, fy > 0"):
+        camera_info_to_K(K_to_camera_info(np.zeros((3, 3)), 16, 16, 0.0, "main"))
+    js = JointState(name=["j2", "j1", "extra"], position=[2.0, 1.0, 9.0])
+    np.testing.assert_array_equal(joint_positions(js, ["j1", "j2"]), [1.0, 2.0])
+    with pytest.raises(MessageError, match=r"lacks joints \['j3'\]"):
+        joint_positions(js, ["j1", "j3"])
