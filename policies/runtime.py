@@ -214,11 +214,13 @@ class PolicyRuntime:
         self.observe(obs)
         return self._infer(self._inputs())
 
-    def step(self, obs: dict) -> np.ndarray:
+    def step(self, obs: dict, block: bool = True) -> np.ndarray | None:
         """One control tick: observe, then return the next action ([A], or [B, A] for a batch).
 
         With ``background`` the next chunk is computed in a worker thread once ``prefetch_at`` actions
-        are left; when it arrives, the actions for ticks that already passed are skipped.
+        are left; when it arrives, the actions for ticks that already passed are skipped. With
+        ``block=False`` (and ``background``) a tick whose action is not computed yet returns None
+        instead of waiting: a real-time caller holds the arm for that tick.
         """
         self.observe(obs)
         tick = self._ticks
@@ -227,10 +229,15 @@ class PolicyRuntime:
             self._future, self._future_t = self._pool.submit(self._infer, self._inputs()), tick
         if not self._queue:
             if self._future is not None:
+                if not block and not self._future.done():
+                    return None
                 chunk, self._future = self._future.result(), None
                 skip = tick - self._future_t
                 if skip < chunk.shape[1]:
                     self._queue.extend(np.moveaxis(chunk[:, skip:], 1, 0))
+            if not self._queue and not block and self._pool is not None:
+                self._future, self._future_t = self._pool.submit(self._infer, self._inputs()), tick
+                return None
             if not self._queue:
                 self._queue.extend(np.moveaxis(self._infer(self._inputs()), 1, 0))
         a = self._queue.popleft()

@@ -312,6 +312,26 @@ def test_runtime_queue_keeps_time_order(enerverse_policy: Path, background: bool
     rt.close()
 
 
+def test_non_blocking_step_returns_none_until_the_chunk_is_ready(enerverse_policy: Path) -> None:
+    """A real-time caller (the ROS node) never waits for inference: it holds for that tick instead."""
+    from policies.runtime import PolicyRuntime
+
+    rt = PolicyRuntime(enerverse_policy, background=True, prefetch_at=2)
+    rt.reset("reach")
+    H = rt.horizon
+
+    def slow_infer(batch: dict) -> np.ndarray:
+        time.sleep(0.3)
+        return (int(batch["frame"][0]) + np.arange(H, dtype=np.float32))[None, :, None].repeat(7, axis=2)
+
+    rt._infer = slow_infer
+    assert rt.step(_obs(rt, seed=0), block=False) is None  # inference started, nothing yet
+    time.sleep(0.5)
+    got = rt.step(_obs(rt, seed=1), block=False)
+    assert got is not None and float(got[0]) == 1.0  # the action for this tick (tick 0's was skipped)
+    rt.close()
+
+
 def test_action_steps_executes_a_prefix_of_each_chunk(enerverse_policy: Path) -> None:
     """Receding horizon: act() returns the first k actions of the chunk, step() replans every k ticks."""
     from policies.runtime import PolicyRuntime

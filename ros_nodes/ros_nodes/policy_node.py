@@ -1,0 +1,370 @@
+"""The EnerVerse policy as a ROS 2 lifecycle node.
+
+    ros2 run ros_nodes policy_node --ros-args --params-file config/sim.yaml
+
+- ``configure`` loads the checkpoint into :class:`~policies.runtime.PolicyRuntime` (background
+  inference) and warms it up; ``activate`` starts the control timer; ``deactivate`` holds the arm.
+- Inputs: ``sensor_msgs/Image`` + ``CameraInfo`` per view (sensor-data QoS, time-matched within
+  ``sync_tolerance``), ``sensor_msgs/JointState``, the end-effector pose (``geometry_msgs/PoseStamped``),
+  the instruction (``std_msgs/String``), and an e-stop (``std_msgs/Bool``; ``~/reset_estop`` clears it).
+- Outputs: ``geometry_msgs/TwistStamped`` (Cartesian servoing, MoveIt Servo style) and the gripper
+  command (``std_msgs/Float64``, 1 = open); optionally the imagined future views as images; latency
+  and hold diagnostics on ``/diagnostics``.
+
+The policy's actions are steps at ``action_rate`` (its training data's rate, 20 Hz in sim). At a
+lower ``control_rate`` each tick takes the next ``action_rate / control_rate`` actions and commands
+their summed motion over the tick. The safety layer (:mod:`ros_nodes.safety`) holds the arm on stale
+inputs, an e-stop, a malformed or non-finite action, and limits speed, acceleration and workspace.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Bool, Float64, String
+from std_srvs.srv import Trigger
+
+from ros_nodes.convert import MessageError, camera_info_to_K, image_to_rgb, joint_positions, rgb_to_image
+from ros_nodes.observation import ObservationBuffer, robot_state
+from ros_nodes.safety import Command, CommandShaper, EStop, SafetyLimits
+
+LATCHED = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+PARAMETERS: dict[str, object] = {
+    "checkpoint": "checkpoints/enerverse_a_pick_place",
+    "device": "cpu",
+    "views": ["main", "anchor_left", "anchor_right"],
+    "image_topic": "camera/{view}/image_raw",
+    "camera_info_topic": "camera/{view}/camera_info",
+    "camera_extrinsics": [0.0],  # 16 numbers per view (T_cam_world, row-major); [0.0]: from the simulator rig
+    "joint_states_topic": "joint_states",
+    "arm_joints": [f"joint{i}" for i in range(1, 8)],
+    "gripper_joints": ["finger_left", "finger_right"],
+    "ee_pose_topic": "ee_pose",
+    "instruction_topic": "instruction",
+    "instruction": "",
+    "control_rate": 10.0,
+    "action_rate": 20.0,
+    "sync_tolerance": 0.06,
+    "twist_topic": "cmd_twist",
+    "gripper_topic": "cmd_gripper",
+    "base_frame": "world",
+    "estop_topic": "estop",
+    "publish_imagination": False,
+    "autostart": False,
+    **vars(SafetyLimits()),
+}
+
+
+class PolicyNode(LifecycleNode):
+    """See module docstring."""
+
+    def __init__(self, name: str = "enerverse_policy") -> None:
+        super().__init__(name)
+        for k, v in PARAMETERS.items():
+            self.declare_parameter(k, v)
+        self.runtime = None
+        self.buffer: ObservationBuffer | None = None
+        self.estop = EStop()
+        self.timer = None
+        self.holds, self.hold_reason, self.ticks = 0, "", 0
+        self.latencies: list[float] = []
+        self.tick_times: list[float] = []
+        self._subs: list = []
+        self._autostart_timer = None
+        if self.p("autostart"):  # configure + activate without a lifecycle manager (tests, quick starts)
+            self._autostart_timer = self.create_timer(0.01, self._autostart)
+
+    def p(self, name: str):
+        return self.get_parameter(name).value
+
+    def _autostart(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except (OSError, ValueError, RuntimeError) as e:
+            self.get_logger().error(f"configure failed: {e}")
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
+        from policies.runtime import PolicyRuntime
+
+        t0 = time.perf_counter()
+        self.runtime = PolicyRuntime(self.p("checkpoint"), self.p("device"), background=True, prefetch_at=2)
+        views = list(self.p("views"))
+        missing = [v for v in self.runtime.views if v not in views]
+        if missing:
+            raise ValueError(
+                f"the checkpoint reads views {self.runtime.views}; parameter views lacks {missing}"
+            )
+        self.views = list(self.runtime.views)
+        self.limits = SafetyLimits(**{k: self.p(k) for k in vars(SafetyLimits())})
+        self.limits.validate()
+        period = 1.0 / float(self.p("control_rate"))
+        self.shaper = CommandShaper(self.limits, period)
+        self.per_tick = max(1, round(float(self.p("action_rate")) * period))
+        extrinsics = self._extrinsics()
+        self.buffer = ObservationBuffer(
+            self.views, extrinsics, self.limits.max_input_age, self.p("sync_tolerance")
+        )
+        self._warm_up()
+        self._make_io()
+        self.get_logger().info(
+            f"configured {self.p('checkpoint')} ({self.runtime.policy.cfg.encoder.kind}, views {self.views}, "
+            f"{self.runtime.resolution} px) in {time.perf_counter() - t0:.1f} s"
+        )
+
+    def _extrinsics(self) -> dict[str, np.ndarray]:
+        flat = list(self.p("camera_extrinsics"))
+        if len(flat) == 16 * len(self.views):
+            return {v: np.asarray(flat[16 * i : 16 * i + 16]).reshape(4, 4) for i, v in enumerate(self.views)}
+        if flat not in ([0.0], []):
+            raise ValueError(
+                f"camera_extrinsics needs 16 numbers per view ({16 * len(self.views)}), got {len(flat)}"
+            )
+        from ros_nodes.sim_rig import rig_extrinsics
+
+        return rig_extrinsics(self.views, self.runtime.resolution)
+
+    def _warm_up(self) -> None:
+        rt, R, V = self.runtime, self.runtime.resolution, len(self.views)
+        rt.reset(self.p("instruction") or "warm up")
+        T = np.stack([self.buffer.T[i] for i in range(V)])
+        K = np.array([[R, 0, R / 2], [0, R, R / 2], [0, 0, 1]], float)
+        obs = {"rgb": np.zeros((V, R, R, 3), np.uint8), "state": np.zeros(rt.state_dim, np.float32),
+               "K": np.stack([K] * V), "T_cam_world": T}  # fmt: skip
+        rt.act(obs)
+        rt.reset(self.p("instruction"))
+
+    def _make_io(self) -> None:
+        self.joints_q, self.gripper_width, self.pose = None, None, None
+        sensors = ReentrantCallbackGroup()
+
+        def sensor(msg_type, topic: str, callback) -> None:
+            self._subs.append(
+                self.create_subscription(
+                    msg_type, topic, callback, qos_profile_sensor_data, callback_group=sensors
+                )
+            )
+
+        for v in self.views:
+            sensor(Image, self.p("image_topic").format(view=v), lambda m, v=v: self._on_image(v, m))
+            sensor(CameraInfo, self.p("camera_info_topic").format(view=v), lambda m, v=v: self._on_info(v, m))
+        sensor(JointState, self.p("joint_states_topic"), self._on_joints)
+        sensor(PoseStamped, self.p("ee_pose_topic"), self._on_pose)
+        self._subs.append(
+            self.create_subscription(String, self.p("instruction_topic"), self._on_instruction, LATCHED)
+        )
+        self._subs.append(self.create_subscription(Bool, self.p("estop_topic"), self._on_estop, 10))
+        self.twist_pub = self.create_publisher(TwistStamped, self.p("twist_topic"), 10)
+        self.gripper_pub = self.create_publisher(Float64, self.p("gripper_topic"), 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.imagined_pubs = {}
+        if self.p("publish_imagination"):
+            self.imagined_pubs = {
+                v: self.create_publisher(Image, f"imagined/{v}/image_raw", 2) for v in self.views
+            }
+        self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
+        self.create_timer(1.0, self._publish_diagnostics)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.runtime.reset(self.p("instruction"))
+        self.shaper.hold("activated")
+        self.timer = self.create_timer(1.0 / float(self.p("control_rate")), self._tick,
+                                       callback_group=MutuallyExclusiveCallbackGroup())  # fmt: skip
+        self.get_logger().info(f"active: control at {self.p('control_rate')} Hz")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.timer is not None:
+            self.destroy_timer(self.timer)
+            self.timer = None
+        self._publish(self.shaper.hold("deactivated"))
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.runtime is not None:
+            self.runtime.close()
+        self.runtime = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self.on_cleanup(state)
+
+    # --- inputs -----------------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _reject(self, what: str, e: Exception) -> None:
+        self.get_logger().warning(f"dropped a {what} message: {e}", throttle_duration_sec=2.0)
+
+    def _on_image(self, view: str, msg: Image) -> None:
+        try:
+            rgb = image_to_rgb(msg, self.runtime.resolution)
+        except MessageError as e:
+            return self._reject(f"{view} image", e)
+        t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        self.buffer.add_image(view, t, rgb, self._now())
+
+    def _on_info(self, view: str, msg: CameraInfo) -> None:
+        try:
+            self.buffer.add_camera_info(view, camera_info_to_K(msg, self.runtime.resolution))
+        except MessageError as e:
+            self._reject(f"{view} camera_info", e)
+
+    def _on_joints(self, msg: JointState) -> None:
+        try:
+            q = joint_positions(msg, list(self.p("arm_joints")))
+            fingers = joint_positions(msg, list(self.p("gripper_joints")))
+        except MessageError as e:
+            return self._reject("joint_states", e)
+        self.joints_q, self.gripper_width = q, float(fingers.sum())
+        self._update_state()
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        p, o = msg.pose.position, msg.pose.orientation
+        pose = np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w])
+        if not np.isfinite(pose).all() or abs(np.linalg.norm(pose[3:]) - 1.0) > 0.05:
+            return self._reject(
+                "ee_pose", MessageError(f"pose {pose.tolist()}: expected finite, unit quaternion")
+            )
+        self.pose = pose
+        self._update_state()
+
+    def _update_state(self) -> None:
+        if self.joints_q is not None and self.pose is not None:
+            state = robot_state(self.pose[:3], self.pose[3:], self.gripper_width, self.joints_q)
+            if state.shape[0] != self.runtime.state_dim:
+                return self._reject(
+                    "state", MessageError(f"{state.shape[0]} numbers, expected {self.runtime.state_dim}")
+                )
+            self.buffer.add_state(state, self._now())
+
+    def _on_instruction(self, msg: String) -> None:
+        if msg.data != self.p("instruction"):
+            self.set_parameters([rclpy.parameter.Parameter("instruction", value=msg.data)])
+            if self.runtime is not None:
+                self.runtime.reset(msg.data)
+            self.get_logger().info(f"instruction: {msg.data!r}")
+
+    def _on_estop(self, msg: Bool) -> None:
+        if msg.data and not self.estop.latched:
+            self.estop.trigger("e-stop topic")
+            self._publish(self.shaper.hold("e-stop"))
+            self.get_logger().error("EMERGENCY STOP latched: holding until ~/reset_estop")
+
+    def _on_reset_estop(self, request, response):
+        self.estop.reset()
+        response.success, response.message = True, "e-stop cleared"
+        self.get_logger().warning("e-stop cleared")
+        return response
+
+    # --- control ----------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        t0 = time.perf_counter()
+        self.ticks += 1
+        self.tick_times.append(t0)
+        cmd = self._command()
+        self._publish(cmd)
+        if not cmd.hold:
+            self.latencies.append(self._now() - self.buffer.newest_stamp())
+
+    def _command(self) -> Command:
+        if self.estop.latched:
+            return self._hold(self.estop.reason)
+        obs, why = self.buffer.observation(self._now())
+        if obs is None:
+            return self._hold(why)
+        try:
+            actions = [self.runtime.step(obs, block=False) for _ in range(self.per_tick)]
+        except (ValueError, RuntimeError) as e:  # a bad observation or a non-finite action
+            return self._hold(f"policy: {e}")
+        ready = [a for a in actions if a is not None]
+        if not ready:
+            return self._hold("waiting for the first chunk")
+        step = np.sum(ready, axis=0)
+        step[6] = ready[-1][6]  # the gripper is a position, not a motion
+        cmd = self.shaper.shape(step, ee_position=obs["state"][:3])
+        if cmd.hold:
+            self.get_logger().error(f"dropped the action: {cmd.reason}", throttle_duration_sec=2.0)
+            self.holds += 1
+            self.hold_reason = cmd.reason
+        return cmd
+
+    def _hold(self, why: str) -> Command:
+        self.holds += 1
+        self.hold_reason = why
+        return self.shaper.hold(why)
+
+    def _publish(self, cmd: Command) -> None:
+        msg = TwistStamped()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.p("base_frame")
+        (msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z) = (float(x) for x in cmd.linear)
+        (msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z) = (float(x) for x in cmd.angular)
+        self.twist_pub.publish(msg)
+        self.gripper_pub.publish(Float64(data=float(cmd.gripper)))
+
+    def _publish_diagnostics(self) -> None:
+        lat = np.asarray(self.latencies[-200:]) * 1000
+        dt = np.diff(self.tick_times[-100:])
+        values = {
+            "ticks": self.ticks,
+            "holds": self.holds,
+            "last_hold": self.hold_reason,
+            "control_rate_hz": f"{1 / dt.mean():.2f}" if len(dt) else "0",
+            "image_to_command_p50_ms": f"{np.percentile(lat, 50):.1f}" if len(lat) else "",
+            "image_to_command_p95_ms": f"{np.percentile(lat, 95):.1f}" if len(lat) else "",
+            "inference_ms_p95": f"{self.runtime.latency().get('p95_ms', 0):.1f}" if self.runtime else "",
+        }
+        level = DiagnosticStatus.ERROR if self.estop.latched else DiagnosticStatus.OK
+        kv = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        status = DiagnosticStatus(
+            level=level, name=self.get_name(), message=self.hold_reason or "ok", values=kv
+        )
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+        if self.imagined_pubs and self.runtime is not None and self.timer is not None:
+            self._publish_imagination()
+
+    def _publish_imagination(self) -> None:
+        frames = self.runtime.imagine()  # [B, V, M, R, R, 3]
+        if frames is None:
+            return
+        for i, v in enumerate(self.views):
+            self.imagined_pubs[v].publish(rgb_to_image(frames[0, i, -1], self._now(), v))
+
+
+def main(args: list[str] | None = None) -> None:
+    """``ros2 run ros_nodes policy_node``."""
+    rclpy.init(args=args)
+    node = PolicyNode()
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()

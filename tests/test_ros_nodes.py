@@ -1,0 +1,114 @@
+"""The ROS 2 nodes over real topics: the sim node and the policy node in their own processes run an
+episode; an observer in this process checks commands, their rate and the outcome. (There is no
+``launch`` package on PyPI: the processes are started the way the launch files start them.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+pytestmark = pytest.mark.integration
+DOMAIN = 40 + os.getpid() % 150  # one DDS domain per test run
+
+
+def ros_env(tmp_path: Path) -> dict:
+    ros = {"ROS_DOMAIN_ID": str(DOMAIN), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    return {
+        **os.environ,
+        **ros,
+        "ROS_LOG_DIR": str(tmp_path / "ros_log"),
+        "EV_NO_PROGRESS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def start(module: str, params: dict, tmp_path: Path, log: str) -> subprocess.Popen:
+    args = [
+        a for k, v in params.items() for a in ("-p", f"{k}:={json.dumps(v) if isinstance(v, list) else v}")
+    ]
+    out = open(tmp_path / log, "w")  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen([sys.executable, "-m", module, "--ros-args", *args], stdout=out, stderr=out,
+                            env=ros_env(tmp_path), cwd=tmp_path)  # fmt: skip
+
+
+class Observer:
+    """Collects the policy node's commands and the sim node's episode end, in this process."""
+
+    def __init__(self) -> None:
+        from geometry_msgs.msg import TwistStamped
+        from rclpy.qos import QoSDurabilityPolicy, QoSProfile
+        from std_msgs.msg import String
+
+        os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=DOMAIN)
+        self.node = rclpy.create_node("observer", context=self.ctx)
+        self.twists: list[tuple[float, tuple]] = []
+        self.end: dict | None = None
+        self.node.create_subscription(
+            TwistStamped, "cmd_twist", lambda m: self.twists.append((time.monotonic(), m)), 50
+        )
+        latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(String, "episode_end", self._on_end, latched)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+
+    def _on_end(self, msg) -> None:
+        self.end = json.loads(msg.data)
+
+    def spin_until(self, done, timeout: float) -> bool:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            self.executor.spin_once(timeout_sec=0.05)
+            if done():
+                return True
+        return False
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+
+
+def moving(m) -> bool:
+    t = m.twist
+    return any(
+        abs(x) > 1e-9 for x in (t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z)
+    )
+
+
+def test_sim_and_policy_nodes_run_an_episode_over_topics(policy_workdir: Path, tmp_path: Path) -> None:
+    from conftest import train_tiny_policy
+
+    s = train_tiny_policy(policy_workdir, "pol_ros", f"generator={policy_workdir / 'gen' / 'checkpoint'}",
+                          "train.steps=2")  # fmt: skip
+    views = ["main", "anchor_left"]
+    sim = start("ros_nodes.sim_node", {"task": "reach", "seed": 1000, "views": views, "resolution": 32,
+                                       "camera_rate": 20.0}, tmp_path, "sim.log")  # fmt: skip
+    pol = start("ros_nodes.policy_node", {"checkpoint": s["checkpoint"], "views": views, "control_rate": 10.0,
+                                          "autostart": True}, tmp_path, "policy.log")  # fmt: skip
+    obs = Observer()
+    try:
+        got_moving = obs.spin_until(lambda: sum(moving(m) for _, m in obs.twists) >= 10, timeout=120)
+        assert got_moving, (tmp_path / "policy.log").read_text()[-3000:]
+        assert obs.spin_until(lambda: obs.end is not None, timeout=120), (tmp_path / "sim.log").read_text()[
+            -2000:
+        ]
+        assert obs.end["task"] == "reach" and obs.end["steps"] > 0 and isinstance(obs.end["success"], bool)
+        active = [t for t, m in obs.twists if moving(m)]
+        rate = (len(active) - 1) / (active[-1] - active[0])
+        assert 7.0 <= rate <= 12.0, f"commands at {rate:.1f} Hz, expected about 10"
+        assert sim.poll() is None and pol.poll() is None  # both nodes still running
+    finally:
+        obs.close()
+        for p in (pol, sim):
+            p.send_signal(signal.SIGINT)  # as ros2 launch stops its processes
+            p.wait(timeout=20)
