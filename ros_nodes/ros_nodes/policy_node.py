@@ -20,40 +20,34 @@ inputs, an e-stop, a malformed or non-finite action, and limits speed, accelerat
 from __future__ import annotations
 
 import time
+import traceback
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped, TwistStamped
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from geometry_msgs.msg import TwistStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image, JointState
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile
+from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 
-from ros_nodes.convert import MessageError, camera_info_to_K, image_to_rgb, joint_positions, rgb_to_image
-from ros_nodes.observation import ObservationBuffer, robot_state
+from ros_nodes.convert import rgb_to_image
+from ros_nodes.inputs import INPUT_PARAMETERS, RobotInputs, camera_extrinsics
+from ros_nodes.observation import ObservationBuffer
 from ros_nodes.safety import Command, CommandShaper, EStop, SafetyLimits
 
 LATCHED = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
 PARAMETERS: dict[str, object] = {
     "checkpoint": "checkpoints/enerverse_a_pick_place",
     "device": "cpu",
-    "views": ["main", "anchor_left", "anchor_right"],
-    "image_topic": "camera/{view}/image_raw",
-    "camera_info_topic": "camera/{view}/camera_info",
-    "camera_extrinsics": [0.0],  # 16 numbers per view (T_cam_world, row-major); [0.0]: from the simulator rig
-    "joint_states_topic": "joint_states",
-    "arm_joints": [f"joint{i}" for i in range(1, 8)],
-    "gripper_joints": ["finger_left", "finger_right"],
-    "ee_pose_topic": "ee_pose",
+    **INPUT_PARAMETERS,
     "instruction_topic": "instruction",
     "instruction": "",
     "control_rate": 10.0,
     "action_rate": 20.0,
-    "sync_tolerance": 0.06,
     "twist_topic": "cmd_twist",
     "gripper_topic": "cmd_gripper",
     "base_frame": "world",
@@ -87,16 +81,21 @@ class PolicyNode(LifecycleNode):
         return self.get_parameter(name).value
 
     def _autostart(self) -> None:
-        self.destroy_timer(self._autostart_timer)
-        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+        self._autostart_timer.cancel()
+        self.get_logger().info("autostart: configure, then activate")
+        self.trigger_configure()
+        if self._state_machine.current_state[1] == "inactive":
             self.trigger_activate()
 
     # --- lifecycle --------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._configure()
-        except (OSError, ValueError, RuntimeError) as e:
+        except (OSError, ValueError, RuntimeError) as e:  # a wrong checkpoint or parameter: one line
             self.get_logger().error(f"configure failed: {e}")
+            return TransitionCallbackReturn.FAILURE
+        except Exception:  # a bug: the whole traceback (lifecycle transitions swallow exceptions)
+            self.get_logger().error(f"configure failed:\n{traceback.format_exc()}")
             return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
 
@@ -117,7 +116,7 @@ class PolicyNode(LifecycleNode):
         period = 1.0 / float(self.p("control_rate"))
         self.shaper = CommandShaper(self.limits, period)
         self.per_tick = max(1, round(float(self.p("action_rate")) * period))
-        extrinsics = self._extrinsics()
+        extrinsics = camera_extrinsics(list(self.p("camera_extrinsics")), self.views)
         self.buffer = ObservationBuffer(
             self.views, extrinsics, self.limits.max_input_age, self.p("sync_tolerance")
         )
@@ -127,18 +126,6 @@ class PolicyNode(LifecycleNode):
             f"configured {self.p('checkpoint')} ({self.runtime.policy.cfg.encoder.kind}, views {self.views}, "
             f"{self.runtime.resolution} px) in {time.perf_counter() - t0:.1f} s"
         )
-
-    def _extrinsics(self) -> dict[str, np.ndarray]:
-        flat = list(self.p("camera_extrinsics"))
-        if len(flat) == 16 * len(self.views):
-            return {v: np.asarray(flat[16 * i : 16 * i + 16]).reshape(4, 4) for i, v in enumerate(self.views)}
-        if flat not in ([0.0], []):
-            raise ValueError(
-                f"camera_extrinsics needs 16 numbers per view ({16 * len(self.views)}), got {len(flat)}"
-            )
-        from ros_nodes.sim_rig import rig_extrinsics
-
-        return rig_extrinsics(self.views, self.runtime.resolution)
 
     def _warm_up(self) -> None:
         rt, R, V = self.runtime, self.runtime.resolution, len(self.views)
@@ -151,25 +138,11 @@ class PolicyNode(LifecycleNode):
         rt.reset(self.p("instruction"))
 
     def _make_io(self) -> None:
-        self.joints_q, self.gripper_width, self.pose = None, None, None
-        sensors = ReentrantCallbackGroup()
-
-        def sensor(msg_type, topic: str, callback) -> None:
-            self._subs.append(
-                self.create_subscription(
-                    msg_type, topic, callback, qos_profile_sensor_data, callback_group=sensors
-                )
-            )
-
-        for v in self.views:
-            sensor(Image, self.p("image_topic").format(view=v), lambda m, v=v: self._on_image(v, m))
-            sensor(CameraInfo, self.p("camera_info_topic").format(view=v), lambda m, v=v: self._on_info(v, m))
-        sensor(JointState, self.p("joint_states_topic"), self._on_joints)
-        sensor(PoseStamped, self.p("ee_pose_topic"), self._on_pose)
-        self._subs.append(
-            self.create_subscription(String, self.p("instruction_topic"), self._on_instruction, LATCHED)
-        )
-        self._subs.append(self.create_subscription(Bool, self.p("estop_topic"), self._on_estop, 10))
+        self.inputs = RobotInputs(self, self.buffer, self.runtime.resolution, self.runtime.state_dim)
+        self._subs = [
+            self.create_subscription(String, self.p("instruction_topic"), self._on_instruction, LATCHED),
+            self.create_subscription(Bool, self.p("estop_topic"), self._on_estop, 10),
+        ]
         self.twist_pub = self.create_publisher(TwistStamped, self.p("twist_topic"), 10)
         self.gripper_pub = self.create_publisher(Float64, self.p("gripper_topic"), 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -205,54 +178,9 @@ class PolicyNode(LifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         return self.on_cleanup(state)
 
-    # --- inputs -----------------------------------------------------------------------------------
+    # --- inputs ---------------------------------------------------------------------------------
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
-
-    def _reject(self, what: str, e: Exception) -> None:
-        self.get_logger().warning(f"dropped a {what} message: {e}", throttle_duration_sec=2.0)
-
-    def _on_image(self, view: str, msg: Image) -> None:
-        try:
-            rgb = image_to_rgb(msg, self.runtime.resolution)
-        except MessageError as e:
-            return self._reject(f"{view} image", e)
-        t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        self.buffer.add_image(view, t, rgb, self._now())
-
-    def _on_info(self, view: str, msg: CameraInfo) -> None:
-        try:
-            self.buffer.add_camera_info(view, camera_info_to_K(msg, self.runtime.resolution))
-        except MessageError as e:
-            self._reject(f"{view} camera_info", e)
-
-    def _on_joints(self, msg: JointState) -> None:
-        try:
-            q = joint_positions(msg, list(self.p("arm_joints")))
-            fingers = joint_positions(msg, list(self.p("gripper_joints")))
-        except MessageError as e:
-            return self._reject("joint_states", e)
-        self.joints_q, self.gripper_width = q, float(fingers.sum())
-        self._update_state()
-
-    def _on_pose(self, msg: PoseStamped) -> None:
-        p, o = msg.pose.position, msg.pose.orientation
-        pose = np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w])
-        if not np.isfinite(pose).all() or abs(np.linalg.norm(pose[3:]) - 1.0) > 0.05:
-            return self._reject(
-                "ee_pose", MessageError(f"pose {pose.tolist()}: expected finite, unit quaternion")
-            )
-        self.pose = pose
-        self._update_state()
-
-    def _update_state(self) -> None:
-        if self.joints_q is not None and self.pose is not None:
-            state = robot_state(self.pose[:3], self.pose[3:], self.gripper_width, self.joints_q)
-            if state.shape[0] != self.runtime.state_dim:
-                return self._reject(
-                    "state", MessageError(f"{state.shape[0]} numbers, expected {self.runtime.state_dim}")
-                )
-            self.buffer.add_state(state, self._now())
 
     def _on_instruction(self, msg: String) -> None:
         if msg.data != self.p("instruction"):

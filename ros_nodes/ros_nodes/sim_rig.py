@@ -8,9 +8,9 @@ import numpy as np
 from sim.cameras import RigSpec, anchor_pose, main_camera_pose
 
 
-def rig_extrinsics(views: list[str], resolution: int) -> dict[str, np.ndarray]:
+def rig_extrinsics(views: list[str]) -> dict[str, np.ndarray]:
     """T_cam_world [4, 4] (OpenCV) of each world-fixed view of the default rig; ValueError for a view
-    that moves (the wrist camera) or does not exist. (Extrinsics do not depend on ``resolution``.)"""
+    that moves (the wrist camera) or does not exist."""
     rig = RigSpec()
     anchors = {a.name: a for a in rig.anchors}
     out = {}
