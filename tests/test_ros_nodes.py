@@ -78,6 +78,18 @@ class Observer:
         rclpy.shutdown(context=self.ctx)
 
 
+def wait_for_episode(path: Path, timeout: float):
+    """The store at ``path`` once it has a committed episode (None after ``timeout`` seconds)."""
+    from enerverse.core.store import EpisodeStore
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if (path / "zarr.json").exists() and EpisodeStore.open(path).indices():
+            return EpisodeStore.open(path)
+        time.sleep(0.2)
+    return None
+
+
 def moving(m) -> bool:
     t = m.twist
     return any(
@@ -91,10 +103,13 @@ def test_sim_and_policy_nodes_run_an_episode_over_topics(policy_workdir: Path, t
     s = train_tiny_policy(policy_workdir, "pol_ros", f"generator={policy_workdir / 'gen' / 'checkpoint'}",
                           "train.steps=2")  # fmt: skip
     views = ["main", "anchor_left"]
-    sim = start("ros_nodes.sim_node", {"task": "reach", "seed": 1000, "views": views, "resolution": 32,
-                                       "camera_rate": 20.0}, tmp_path, "sim.log")  # fmt: skip
-    pol = start("ros_nodes.policy_node", {"checkpoint": s["checkpoint"], "views": views, "control_rate": 10.0,
-                                          "autostart": True}, tmp_path, "policy.log")  # fmt: skip
+    sim_params = {"task": "reach", "seed": 1000, "views": views, "resolution": 32, "camera_rate": 20.0}
+    sim = start("ros_nodes.sim_node", sim_params, tmp_path, "sim.log")
+    policy_params = {"checkpoint": s["checkpoint"], "views": views, "control_rate": 10.0, "autostart": True}
+    pol = start("ros_nodes.policy_node", policy_params, tmp_path, "policy.log")
+    store = str(tmp_path / "recorded")
+    recorder_params = {"store": store, "provenance": "sim", "task": "reach", "views": views, "resolution": 32}
+    rec = start("ros_nodes.recorder_node", recorder_params, tmp_path, "recorder.log")
     obs = Observer()
     try:
         got_moving = obs.spin_until(lambda: sum(moving(m) for _, m in obs.twists) >= 10, timeout=120)
@@ -106,9 +121,20 @@ def test_sim_and_policy_nodes_run_an_episode_over_topics(policy_workdir: Path, t
         active = [t for t, m in obs.twists if moving(m)]
         rate = (len(active) - 1) / (active[-1] - active[0])
         assert 7.0 <= rate <= 12.0, f"commands at {rate:.1f} Hz, expected about 10"
-        assert sim.poll() is None and pol.poll() is None  # both nodes still running
+        assert sim.poll() is None and pol.poll() is None and rec.poll() is None  # every node still running
+        store = wait_for_episode(tmp_path / "recorded", timeout=20)
+        assert store is not None, (tmp_path / "recorder.log").read_text()[-2000:]
+        ep = store.episode(store.indices()[0])
+        assert ep.attrs["provenance"] == "sim" and ep.attrs["success"] == obs.end["success"]
+        assert ep.attrs["instruction"] == "reach the green sphere" and ep.load("rgb").shape[1:] == (
+            2,
+            32,
+            32,
+            3,
+        )
+        assert ep.load("action").shape[1] == 7 and len(ep.load("state")) >= 10
     finally:
         obs.close()
-        for p in (pol, sim):
+        for p in (rec, pol, sim):
             p.send_signal(signal.SIGINT)  # as ros2 launch stops its processes
             p.wait(timeout=20)
