@@ -3,6 +3,8 @@ workspace limits (pure Python, no ROS needed)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ros_nodes.safety import CommandShaper, EStop, SafetyLimits, Watchdog, check_action
@@ -118,3 +120,47 @@ def test_message_conversions_round_trip_and_name_what_they_expected() -> None:
     np.testing.assert_array_equal(joint_positions(js, ["j1", "j2"]), [1.0, 2.0])
     with pytest.raises(MessageError, match=r"lacks joints \['j3'\]"):
         joint_positions(js, ["j1", "j3"])
+
+
+ROS_PKG = Path(__file__).resolve().parents[1] / "ros_nodes"
+
+
+def test_package_files_are_a_valid_ament_python_package() -> None:
+    import ast
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(ROS_PKG / "package.xml").getroot()
+    assert root.get("format") == "3" and root.findtext("name") == "ros_nodes"
+    assert root.find("export").findtext("build_type") == "ament_python"
+    assert (ROS_PKG / "resource" / "ros_nodes").is_file()
+    setup = (ROS_PKG / "setup.py").read_text()
+    for script in ("policy_node", "sim_node", "recorder_node"):
+        assert (
+            f"{script} = ros_nodes.{script}:main" in setup
+            and (ROS_PKG / "ros_nodes" / f"{script}.py").is_file()
+        )
+    for launch in ("sim.launch.py", "robot.launch.py"):
+        tree = ast.parse((ROS_PKG / "launch" / launch).read_text())
+        names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        assert "generate_launch_description" in names, launch
+
+
+def test_parameter_files_only_set_parameters_the_nodes_declare() -> None:
+    pytest.importorskip("rclpy")
+    import yaml
+    from ros_nodes.policy_node import PARAMETERS
+    from ros_nodes.recorder_node import RECORDER_PARAMETERS
+    from ros_nodes.sim_node import SIM_PARAMETERS
+
+    declared = {
+        "enerverse_policy": PARAMETERS,
+        "enerverse_sim": SIM_PARAMETERS,
+        "enerverse_recorder": RECORDER_PARAMETERS,
+    }
+    for path in sorted((ROS_PKG / "config").glob("*.yaml")):
+        for node, body in yaml.safe_load(path.read_text()).items():
+            params = body["ros__parameters"]
+            unknown = set(params) - set(declared[node])
+            assert not unknown, f"{path.name}: {node} does not declare {sorted(unknown)}"
+            flat = params.get("camera_extrinsics", [0.0])
+            assert flat == [0.0] or len(flat) == 16 * len(params["views"]), f"{path.name}: {node} extrinsics"
