@@ -138,3 +138,132 @@ def test_sim_and_policy_nodes_run_an_episode_over_topics(policy_workdir: Path, t
         for p in (rec, pol, sim):
             p.send_signal(signal.SIGINT)  # as ros2 launch stops its processes
             p.wait(timeout=20)
+
+
+class FakeRobot:
+    """Publishes what a robot would (two 32 px views + camera_info, joint states, ee pose) from this
+    process, with switches to inject faults."""
+
+    def __init__(self, obs: Observer, views: list[str]) -> None:
+        import numpy as np
+        from geometry_msgs.msg import PoseStamped
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, Image, JointState
+        from std_msgs.msg import Bool
+
+        self.np, self.node, self.views = np, obs.node, views
+        self.types = (Image, CameraInfo, JointState, PoseStamped)
+        self.qos = qos_profile_sensor_data
+        self.estop = obs.node.create_publisher(Bool, "estop", 10)
+        self.fault: str | None = None
+        self.stamp_offset = 0.0
+        self._make_camera_pubs()
+        self.joint_pub = obs.node.create_publisher(JointState, "joint_states", self.qos)
+        self.pose_pub = obs.node.create_publisher(PoseStamped, "ee_pose", self.qos)
+        obs.node.create_timer(0.05, self.publish)
+
+    def _make_camera_pubs(self) -> None:
+        Image, CameraInfo = self.types[:2]
+        self.image_pubs = {
+            v: self.node.create_publisher(Image, f"camera/{v}/image_raw", self.qos) for v in self.views
+        }
+        self.info_pubs = {
+            v: self.node.create_publisher(CameraInfo, f"camera/{v}/camera_info", self.qos) for v in self.views
+        }
+
+    def restart_cameras(self) -> None:
+        """The camera driver dies and comes back: its publishers are destroyed and made anew."""
+        for pub in [*self.image_pubs.values(), *self.info_pubs.values()]:
+            self.node.destroy_publisher(pub)
+        self._make_camera_pubs()
+
+    def publish(self) -> None:
+        from ros_nodes.convert import K_to_camera_info, rgb_to_image
+
+        np = self.np
+        t = self.node.get_clock().now().nanoseconds * 1e-9 + self.stamp_offset
+        if self.fault != "cameras_silent":
+            for v in self.views:
+                img = rgb_to_image(np.full((32, 32, 3), 90, np.uint8), t, v)
+                if self.fault == "bad_image":
+                    img.encoding = "mono16"
+                self.image_pubs[v].publish(img)
+                K = np.array([[30.0, 0, 16], [0, 30.0, 16], [0, 0, 1]])
+                self.info_pubs[v].publish(K_to_camera_info(K, 32, 32, t, v))
+        js = self.types[2](name=[f"joint{i}" for i in range(1, 8)] + ["finger_left", "finger_right"])
+        js.position = [0.0, -0.35, 0.0, -2.45, 0.0, 2.1, 0.0, 0.04, 0.04]
+        if self.fault == "nan_joints":
+            js.position[2] = float("nan")
+        self.joint_pub.publish(js)
+        pose = self.types[3]()
+        pose.pose.position.x, pose.pose.position.z = 0.5, 0.3
+        pose.pose.orientation.x, pose.pose.orientation.w = 1.0, 0.0  # gripper pointing down
+        self.pose_pub.publish(pose)
+
+
+def test_policy_node_holds_on_faults_and_recovers(policy_workdir: Path, tmp_path: Path) -> None:
+    """Malformed, stale, out-of-order and non-finite inputs, a restarted camera driver and the e-stop:
+    the node holds the arm within the input-age limit + one period, keeps running, and resumes."""
+    from conftest import train_tiny_policy
+
+    gen = f"generator={policy_workdir / 'gen' / 'checkpoint'}"
+    s = train_tiny_policy(policy_workdir, "pol_ros_faults", gen, "train.steps=2")
+    views = ["main", "anchor_left"]
+    params = {"checkpoint": s["checkpoint"], "views": views, "control_rate": 10.0, "autostart": True,
+              "max_input_age": 0.3, "max_linear_speed": 5.0, "max_angular_speed": 50.0, "max_step": [1.0] * 7,
+              "workspace_min": [-5.0, -5.0, -5.0], "workspace_max": [5.0, 5.0, 5.0]}  # fmt: skip
+    pol = start("ros_nodes.policy_node", params, tmp_path, "policy.log")
+    obs = Observer()
+    robot = FakeRobot(obs, views)
+    hold_within = 0.3 + 0.1 + 0.25  # input age limit + one control period + delivery slack
+
+    def window(seconds: float) -> list:
+        n = len(obs.twists)
+        obs.spin_until(lambda: False, timeout=seconds)
+        return [m for _, m in obs.twists[n:]]
+
+    try:
+        assert obs.spin_until(lambda: any(moving(m) for _, m in obs.twists[-3:]), timeout=60), (
+            tmp_path / "policy.log"
+        ).read_text()[-3000:]
+        for fault in ("bad_image", "cameras_silent", "nan_joints"):
+            robot.fault = fault
+            window(hold_within)
+            held = window(1.0)
+            assert held and not any(moving(m) for m in held), f"{fault}: the arm was not held"
+            robot.fault = None
+            assert obs.spin_until(lambda: any(moving(m) for _, m in obs.twists[-2:]), timeout=10), (
+                f"after {fault}"
+            )
+        robot.stamp_offset = -5.0  # out-of-order (older) stamps are ignored: the views go stale
+        window(hold_within)
+        assert not any(moving(m) for m in window(1.0))
+        robot.stamp_offset = 0.0
+        robot.restart_cameras()
+        assert obs.spin_until(lambda: any(moving(m) for _, m in obs.twists[-2:]), timeout=10), "after restart"
+        from std_msgs.msg import Bool
+
+        robot.estop.publish(Bool(data=True))
+        window(0.3)
+        assert not any(moving(m) for m in window(1.5)), "e-stop did not latch a hold"
+        reset_estop(obs)
+        assert obs.spin_until(lambda: any(moving(m) for _, m in obs.twists[-2:]), timeout=10), (
+            "after e-stop reset"
+        )
+        assert pol.poll() is None, (tmp_path / "policy.log").read_text()[-3000:]
+        log = (tmp_path / "policy.log").read_text()
+        assert "dropped a main image message" in log and "expected one of" in log  # said what it expected
+        assert "Traceback" not in log
+    finally:
+        obs.close()
+        pol.send_signal(signal.SIGINT)
+        pol.wait(timeout=20)
+
+
+def reset_estop(obs: Observer) -> None:
+    from std_srvs.srv import Trigger
+
+    client = obs.node.create_client(Trigger, "/enerverse_policy/reset_estop")
+    assert client.wait_for_service(timeout_sec=10)
+    future = client.call_async(Trigger.Request())
+    assert obs.spin_until(future.done, timeout=10) and future.result().success

@@ -49,6 +49,7 @@ class RobotInputs:
         self.joints_q: np.ndarray | None = None
         self.gripper_width = 0.0
         self.pose: np.ndarray | None = None
+        self.arrived = {"joints": -1e9, "pose": -1e9}  # when each valid part of the state last came
         group = ReentrantCallbackGroup()
         self.subs = []
 
@@ -86,26 +87,31 @@ class RobotInputs:
             q = joint_positions(msg, self.arm_joints)
             fingers = joint_positions(msg, self.gripper_joints)
         except MessageError as e:
+            self.joints_q = None  # the state is stale until valid joint states arrive again
             return self.reject("joint_states", e)
         self.joints_q, self.gripper_width = q, float(fingers.sum())
+        self.arrived["joints"] = self.now()
         self._update_state()
 
     def _on_pose(self, msg: PoseStamped) -> None:
         p, o = msg.pose.position, msg.pose.orientation
         pose = np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w])
         if not np.isfinite(pose).all() or abs(np.linalg.norm(pose[3:]) - 1.0) > 0.05:
-            return self.reject(
-                "ee_pose", MessageError(f"pose {pose.tolist()}: expected finite, a unit quaternion")
-            )
+            self.pose = None  # the state is stale until a valid pose arrives again
+            why = f"pose {pose.tolist()}: expected finite numbers and a unit quaternion"
+            return self.reject("ee_pose", MessageError(why))
         self.pose = pose
+        self.arrived["pose"] = self.now()
         self._update_state()
 
     def _update_state(self) -> None:
+        """A new state only from fresh joint states and a fresh pose (one silent source makes it stale)."""
         if self.joints_q is None or self.pose is None:
+            return
+        if self.now() - min(self.arrived.values()) > self.buffer.watchdog.limit:
             return
         state = robot_state(self.pose[:3], self.pose[3:], self.gripper_width, self.joints_q)
         if state.shape[0] != self.state_dim:
-            return self.reject(
-                "state", MessageError(f"{state.shape[0]} numbers; the policy expects {self.state_dim}")
-            )
+            why = f"{state.shape[0]} numbers; the policy expects {self.state_dim}"
+            return self.reject("state", MessageError(why))
         self.buffer.add_state(state, self.now())

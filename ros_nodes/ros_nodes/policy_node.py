@@ -235,6 +235,8 @@ class PolicyNode(LifecycleNode):
 
     def _hold(self, why: str) -> Command:
         self.holds += 1
+        if why != self.hold_reason:
+            self.get_logger().info(f"holding the arm: {why}", throttle_duration_sec=2.0)
         self.hold_reason = why
         return self.shaper.hold(why)
 
