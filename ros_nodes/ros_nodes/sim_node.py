@@ -51,6 +51,7 @@ SIM_PARAMETERS: dict[str, object] = {
     "camera_info_topic": "camera/{view}/camera_info",
     "base_frame": "world",
     "wait_for_command": True,  # an episode's clock starts with the first command (the policy is ready)
+    "auto_reset": False,  # start the next episode (seed + 1) as soon as one ends
 }
 
 
@@ -155,6 +156,9 @@ class SimNode(Node):
             state, t = self.obs["state"], self.obs_time
         self._publish_robot(state, t)
         self.success_pub.publish(Bool(data=self.success))
+        if self.done and self.p("auto_reset"):
+            self.set_parameters([rclpy.parameter.Parameter("seed", value=self.seed + 1)])
+            self._reset()
 
     def _publish_robot(self, state: np.ndarray, t: float) -> None:
         stamp = seconds_stamp(t)
