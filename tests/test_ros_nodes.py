@@ -43,10 +43,11 @@ def start(module: str, params: dict, tmp_path: Path, log: str) -> subprocess.Pop
 class Observer:
     """Collects the policy node's commands and the sim node's episode end, in this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, trajectory: bool = False) -> None:
         from geometry_msgs.msg import TwistStamped
         from rclpy.qos import QoSDurabilityPolicy, QoSProfile
         from std_msgs.msg import String
+        from trajectory_msgs.msg import JointTrajectory
 
         os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
         self.ctx = rclpy.Context()
@@ -54,8 +55,11 @@ class Observer:
         self.node = rclpy.create_node("observer", context=self.ctx)
         self.twists: list[tuple[float, tuple]] = []
         self.end: dict | None = None
+        msg_type, topic = (
+            (JointTrajectory, "cmd_joint_trajectory") if trajectory else (TwistStamped, "cmd_twist")
+        )
         self.node.create_subscription(
-            TwistStamped, "cmd_twist", lambda m: self.twists.append((time.monotonic(), m)), 50
+            msg_type, topic, lambda m: self.twists.append((time.monotonic(), m)), 50
         )
         latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
         self.node.create_subscription(String, "episode_end", self._on_end, latched)
@@ -91,51 +95,58 @@ def wait_for_episode(path: Path, timeout: float):
 
 
 def moving(m) -> bool:
+    """A twist that moves, or any joint trajectory (holds are not published while joints are unknown)."""
+    if not hasattr(m, "twist"):
+        return bool(m.points)
     t = m.twist
     return any(
         abs(x) > 1e-9 for x in (t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z)
     )
 
 
-def test_sim_and_policy_nodes_run_an_episode_over_topics(policy_workdir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["twist", "trajectory"])
+def test_sim_and_policy_nodes_run_an_episode_over_topics(
+    policy_workdir: Path, tmp_path: Path, mode: str
+) -> None:
     from conftest import train_tiny_policy
 
-    s = train_tiny_policy(policy_workdir, "pol_ros", f"generator={policy_workdir / 'gen' / 'checkpoint'}",
-                          "train.steps=2")  # fmt: skip
+    gen = f"generator={policy_workdir / 'gen' / 'checkpoint'}"
+    s = train_tiny_policy(policy_workdir, "pol_ros", gen, "train.steps=2")
     views = ["main", "anchor_left"]
-    sim_params = {"task": "reach", "seed": 1000, "views": views, "resolution": 32, "camera_rate": 20.0}
+    sim_params = {"task": "reach", "seed": 1000, "views": views, "resolution": 32, "camera_rate": 20.0,
+                  "command_mode": mode}  # fmt: skip
     sim = start("ros_nodes.sim_node", sim_params, tmp_path, "sim.log")
-    policy_params = {"checkpoint": s["checkpoint"], "views": views, "control_rate": 10.0, "autostart": True}
+    policy_params = {"checkpoint": s["checkpoint"], "views": views, "control_rate": 10.0, "autostart": True,
+                     "command_mode": mode}  # fmt: skip
     pol = start("ros_nodes.policy_node", policy_params, tmp_path, "policy.log")
-    store = str(tmp_path / "recorded")
-    recorder_params = {"store": store, "provenance": "sim", "task": "reach", "views": views, "resolution": 32}
-    rec = start("ros_nodes.recorder_node", recorder_params, tmp_path, "recorder.log")
-    obs = Observer()
+    procs = [pol, sim]
+    if mode == "twist":  # the recorder stores the twist commands as actions
+        store = str(tmp_path / "recorded")
+        rec_params = {"store": store, "provenance": "sim", "task": "reach", "views": views, "resolution": 32}
+        procs.append(start("ros_nodes.recorder_node", rec_params, tmp_path, "recorder.log"))
+    obs = Observer(trajectory=mode == "trajectory")
+    log = lambda name: (tmp_path / name).read_text()[-3000:]  # noqa: E731
     try:
-        got_moving = obs.spin_until(lambda: sum(moving(m) for _, m in obs.twists) >= 10, timeout=120)
-        assert got_moving, (tmp_path / "policy.log").read_text()[-3000:]
-        assert obs.spin_until(lambda: obs.end is not None, timeout=120), (tmp_path / "sim.log").read_text()[
-            -2000:
-        ]
+        assert obs.spin_until(lambda: sum(moving(m) for _, m in obs.twists) >= 10, timeout=120), log(
+            "policy.log"
+        )
+        assert obs.spin_until(lambda: obs.end is not None, timeout=120), log("sim.log")
         assert obs.end["task"] == "reach" and obs.end["steps"] > 0 and isinstance(obs.end["success"], bool)
         active = [t for t, m in obs.twists if moving(m)]
         rate = (len(active) - 1) / (active[-1] - active[0])
         assert 7.0 <= rate <= 12.0, f"commands at {rate:.1f} Hz, expected about 10"
-        assert sim.poll() is None and pol.poll() is None and rec.poll() is None  # every node still running
-        store = wait_for_episode(tmp_path / "recorded", timeout=20)
-        assert store is not None, (tmp_path / "recorder.log").read_text()[-2000:]
-        ep = store.episode(store.indices()[0])
-        assert ep.attrs["provenance"] == "sim" and ep.attrs["success"] == obs.end["success"]
-        assert ep.attrs["instruction"] == "reach the green sphere" and ep.load("rgb").shape[1:] == (
-            2,
-            32,
-            32,
-            3,
-        )
-        assert ep.load("action").shape[1] == 7 and len(ep.load("state")) >= 10
+        assert all(p.poll() is None for p in procs)  # every node still running
+        if mode == "twist":
+            store = wait_for_episode(tmp_path / "recorded", timeout=20)
+            assert store is not None, log("recorder.log")
+            ep = store.episode(store.indices()[0])
+            assert ep.attrs["provenance"] == "sim" and ep.attrs["success"] == obs.end["success"]
+            assert ep.attrs["instruction"] == "reach the green sphere"
+            assert ep.load("rgb").shape[1:] == (2, 32, 32, 3) and ep.load("action").shape[1] == 7
+            assert len(ep.load("state")) >= 10
     finally:
         obs.close()
-        for p in (rec, pol, sim):
+        for p in procs:
             p.send_signal(signal.SIGINT)  # as ros2 launch stops its processes
             p.wait(timeout=20)
 

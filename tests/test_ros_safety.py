@@ -164,3 +164,20 @@ def test_parameter_files_only_set_parameters_the_nodes_declare() -> None:
             assert not unknown, f"{path.name}: {node} does not declare {sorted(unknown)}"
             flat = params.get("camera_extrinsics", [0.0])
             assert flat == [0.0] or len(flat) == 16 * len(params["views"]), f"{path.name}: {node} extrinsics"
+
+
+def test_joint_targets_move_the_end_effector_by_the_step() -> None:
+    import mujoco
+    from ros_nodes.kinematics import JointTargets
+
+    from sim.scene import HOME_QPOS
+
+    jt = JointTargets()
+    q1 = jt.step(HOME_QPOS, np.array([0.01, -0.005, 0.0, 0.0, 0.0, 0.0, 1.0]))
+    poses = []
+    for q in (HOME_QPOS, q1):
+        jt.data.qpos[jt.arm.qadr] = q
+        mujoco.mj_kinematics(jt.model, jt.data)
+        poses.append(jt.arm.ee_pose())
+    np.testing.assert_allclose(poses[1][0] - poses[0][0], [0.01, -0.005, 0.0], atol=1e-3)
+    np.testing.assert_allclose(poses[1][1], poses[0][1], atol=1e-2)  # orientation kept

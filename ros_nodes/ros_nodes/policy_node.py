@@ -7,7 +7,9 @@
 - Inputs: ``sensor_msgs/Image`` + ``CameraInfo`` per view (sensor-data QoS, time-matched within
   ``sync_tolerance``), ``sensor_msgs/JointState``, the end-effector pose (``geometry_msgs/PoseStamped``),
   the instruction (``std_msgs/String``), and an e-stop (``std_msgs/Bool``; ``~/reset_estop`` clears it).
-- Outputs: ``geometry_msgs/TwistStamped`` (Cartesian servoing, MoveIt Servo style) and the gripper
+- Outputs: ``geometry_msgs/TwistStamped`` (Cartesian servoing, MoveIt Servo style) or, with
+  ``command_mode=trajectory``, ``trajectory_msgs/JointTrajectory`` (ros2_control style: one point a
+  period ahead, by IK with the project's arm model, :mod:`ros_nodes.kinematics`), and the gripper
   command (``std_msgs/Float64``, 1 = open); optionally the imagined future views as images; latency
   and hold diagnostics on ``/diagnostics``.
 
@@ -27,12 +29,14 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TwistStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile
 from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ros_nodes.convert import rgb_to_image
 from ros_nodes.inputs import INPUT_PARAMETERS, RobotInputs, camera_extrinsics
@@ -48,7 +52,9 @@ PARAMETERS: dict[str, object] = {
     "instruction": "",
     "control_rate": 10.0,
     "action_rate": 20.0,
+    "command_mode": "twist",  # twist (MoveIt Servo style) | trajectory (ros2_control JointTrajectory)
     "twist_topic": "cmd_twist",
+    "trajectory_topic": "cmd_joint_trajectory",
     "gripper_topic": "cmd_gripper",
     "base_frame": "world",
     "estop_topic": "estop",
@@ -143,6 +149,14 @@ class PolicyNode(LifecycleNode):
             self.create_subscription(String, self.p("instruction_topic"), self._on_instruction, LATCHED),
             self.create_subscription(Bool, self.p("estop_topic"), self._on_estop, 10),
         ]
+        if self.p("command_mode") not in ("twist", "trajectory"):
+            raise ValueError(f"command_mode must be 'twist' or 'trajectory', got {self.p('command_mode')!r}")
+        self.joint_targets = None
+        if self.p("command_mode") == "trajectory":
+            from ros_nodes.kinematics import JointTargets
+
+            self.joint_targets = JointTargets()
+            self.trajectory_pub = self.create_publisher(JointTrajectory, self.p("trajectory_topic"), 10)
         self.twist_pub = self.create_publisher(TwistStamped, self.p("twist_topic"), 10)
         self.gripper_pub = self.create_publisher(Float64, self.p("gripper_topic"), 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -241,13 +255,35 @@ class PolicyNode(LifecycleNode):
         return self.shaper.hold(why)
 
     def _publish(self, cmd: Command) -> None:
+        if self.joint_targets is not None:
+            self._publish_trajectory(cmd)
+        else:
+            self._publish_twist(cmd)
+        self.gripper_pub.publish(Float64(data=float(cmd.gripper)))
+
+    def _publish_trajectory(self, cmd: Command) -> None:
+        """One JointTrajectory point one period ahead: the IK of the shaped step, or, for a hold, the
+        measured joint positions."""
+        q = self.inputs.joints_q
+        if q is None:
+            return  # no joint state: nothing safe to command; the controller keeps its last goal
+        period = 1.0 / float(self.p("control_rate"))
+        step = np.concatenate([cmd.linear * period, cmd.angular * period])
+        target = q if cmd.hold else self.joint_targets.step(q, step)
+        msg = JointTrajectory(joint_names=list(self.p("arm_joints")))
+        msg.header.stamp = self.get_clock().now().to_msg()
+        point = JointTrajectoryPoint(positions=[float(x) for x in target])
+        point.time_from_start = Duration(seconds=period).to_msg()
+        msg.points = [point]
+        self.trajectory_pub.publish(msg)
+
+    def _publish_twist(self, cmd: Command) -> None:
         msg = TwistStamped()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self.p("base_frame")
         (msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z) = (float(x) for x in cmd.linear)
         (msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z) = (float(x) for x in cmd.angular)
         self.twist_pub.publish(msg)
-        self.gripper_pub.publish(Float64(data=float(cmd.gripper)))
 
     def _publish_diagnostics(self) -> None:
         lat = np.asarray(self.latencies[-200:]) * 1000

@@ -8,7 +8,9 @@
   instruction (latched ``std_msgs/String``), ``success`` (``std_msgs/Bool``) and, when an episode
   ends, ``episode_end`` (``std_msgs/String``, JSON: success, steps, task, seed).
 - Accepts the policy node's commands: ``cmd_twist`` (``geometry_msgs/TwistStamped``, m/s and rad/s
-  in the base frame) and ``cmd_gripper`` (``std_msgs/Float64``, 1 = open). Each step applies the
+  in the base frame) or, with ``command_mode=trajectory``, ``cmd_joint_trajectory``
+  (``trajectory_msgs/JointTrajectory``, its first point as the joint goal), and ``cmd_gripper``
+  (``std_msgs/Float64``, 1 = open). Each step applies the
   newest twist times the step period; a command older than ``command_timeout`` holds the arm.
 - An episode's steps start with the first command (``wait_for_command``), so a policy that is still
   loading does not lose the episode.
@@ -31,6 +33,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
 
 from ros_nodes.convert import K_to_camera_info, rgb_to_image, seconds_stamp
 from sim.env import EnerVerseEnv
@@ -45,7 +48,9 @@ SIM_PARAMETERS: dict[str, object] = {
     "resolution": 128,
     "camera_rate": 30.0,
     "command_timeout": 0.3,
+    "command_mode": "twist",  # twist | trajectory (joint targets; the arm runs joint-space control)
     "twist_topic": "cmd_twist",
+    "trajectory_topic": "cmd_joint_trajectory",
     "gripper_topic": "cmd_gripper",
     "image_topic": "camera/{view}/image_raw",
     "camera_info_topic": "camera/{view}/camera_info",
@@ -81,6 +86,8 @@ class SimNode(Node):
         self.success_pub = self.create_publisher(Bool, "success", 10)
         self.end_pub = self.create_publisher(String, "episode_end", LATCHED)
         self.create_subscription(TwistStamped, self.p("twist_topic"), self._on_twist, 10)
+        self.joint_goal: np.ndarray | None = None
+        self.create_subscription(JointTrajectory, self.p("trajectory_topic"), self._on_trajectory, 10)
         self.create_subscription(Float64, self.p("gripper_topic"), self._on_gripper, 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self._reset()
@@ -101,7 +108,8 @@ class SimNode(Node):
                 if self.env is not None:
                     self.env.close()
                 R = key[2]
-                self.env = EnerVerseEnv(task=key[0], views=list(key[1]), width=R, height=R)
+                control = "joint" if self.p("command_mode") == "trajectory" else "ee"
+                self.env = EnerVerseEnv(task=key[0], views=list(key[1]), width=R, height=R, control=control)
                 self.env_key = key
             self.seed = int(self.p("seed"))
             self.obs, info = self.env.reset(seed=self.seed)
@@ -128,6 +136,16 @@ class SimNode(Node):
         else:
             self.get_logger().warning(f"dropped a non-finite twist {v.tolist()}", throttle_duration_sec=2.0)
 
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        names = list(msg.joint_names)
+        if not msg.points or sorted(names) != sorted(ARM_JOINTS):
+            self.get_logger().warning(f"dropped a trajectory for joints {names}; expected {list(ARM_JOINTS)}",
+                                      throttle_duration_sec=2.0)  # fmt: skip
+            return
+        q = np.array([msg.points[0].positions[names.index(j)] for j in ARM_JOINTS])
+        if np.isfinite(q).all():
+            self.joint_goal, self.twist_time = q, self._now()
+
     def _on_gripper(self, msg: Float64) -> None:
         if np.isfinite(msg.data):
             self.gripper = float(np.clip(msg.data, 0.0, 1.0))
@@ -138,8 +156,7 @@ class SimNode(Node):
             fresh = self._now() - self.twist_time <= float(self.p("command_timeout"))
             self.started = self.started or fresh
             if self.started and not self.done:
-                delta = self.twist / CONTROL_HZ if fresh else np.zeros(6)
-                action = np.concatenate([delta, [self.gripper]]).astype(np.float32)
+                action = self._action(fresh)
                 self.obs, _, terminated, truncated, info = self.env.step(action)
                 self.obs_time, self.steps = self._now(), self.steps + 1
                 self.success = bool(info["success"])
@@ -159,6 +176,16 @@ class SimNode(Node):
         if self.done and self.p("auto_reset"):
             self.set_parameters([rclpy.parameter.Parameter("seed", value=self.seed + 1)])
             self._reset()
+
+    def _action(self, fresh: bool) -> np.ndarray:
+        """The env action: the twist over one step (Δ-EE), or the joint goal (joint control); a stale
+        command holds the arm."""
+        if self.env.control == "joint":
+            if not fresh or self.joint_goal is None:
+                return self.env.hold_action()
+            return np.concatenate([self.joint_goal, [self.gripper]]).astype(np.float32)
+        delta = self.twist / CONTROL_HZ if fresh else np.zeros(6)
+        return np.concatenate([delta, [self.gripper]]).astype(np.float32)
 
     def _publish_robot(self, state: np.ndarray, t: float) -> None:
         stamp = seconds_stamp(t)
