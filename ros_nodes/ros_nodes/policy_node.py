@@ -30,7 +30,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TwistStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile
 from sensor_msgs.msg import Image
@@ -41,6 +40,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from ros_nodes.convert import rgb_to_image
 from ros_nodes.inputs import INPUT_PARAMETERS, RobotInputs, camera_extrinsics
 from ros_nodes.observation import ObservationBuffer
+from ros_nodes.runner import run_node
 from ros_nodes.safety import Command, CommandShaper, EStop, SafetyLimits
 
 LATCHED = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
@@ -189,6 +189,11 @@ class PolicyNode(LifecycleNode):
         self.runtime = None
         return TransitionCallbackReturn.SUCCESS
 
+    def close(self) -> None:
+        """On process exit: stop the inference worker."""
+        if self.runtime is not None:
+            self.runtime.close()
+
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         return self.on_cleanup(state)
 
@@ -318,18 +323,7 @@ class PolicyNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> None:
     """``ros2 run ros_nodes policy_node``."""
-    rclpy.init(args=args)
-    node = PolicyNode()
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node(PolicyNode, args, threads=3)
 
 
 if __name__ == "__main__":

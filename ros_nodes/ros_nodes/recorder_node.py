@@ -20,10 +20,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import TwistStamped
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile
 from std_msgs.msg import Bool, Float64, String
@@ -31,6 +29,7 @@ from std_msgs.msg import Bool, Float64, String
 from enerverse.core.store import EpisodeStore
 from ros_nodes.inputs import INPUT_PARAMETERS, RobotInputs, camera_extrinsics
 from ros_nodes.observation import ObservationBuffer
+from ros_nodes.runner import run_node
 from sim.cameras import RIG_VERSION
 
 LATCHED = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
@@ -172,19 +171,7 @@ class RecorderNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     """``ros2 run ros_nodes recorder_node``."""
-    rclpy.init(args=args)
-    node = RecorderNode()
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node(RecorderNode, args, threads=2)
 
 
 if __name__ == "__main__":

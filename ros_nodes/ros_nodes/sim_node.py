@@ -26,7 +26,6 @@ import threading
 import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -36,6 +35,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ros_nodes.convert import K_to_camera_info, rgb_to_image, seconds_stamp
+from ros_nodes.runner import run_node
 from sim.env import EnerVerseEnv
 from sim.scene import ARM_JOINTS, CONTROL_HZ, FINGER_JOINTS
 
@@ -207,6 +207,10 @@ class SimNode(Node):
         self.pose_pub.publish(pose)
         self.clock_pub.publish(Clock(clock=seconds_stamp(self.steps / CONTROL_HZ)))
 
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+
     def _publish_cameras(self) -> None:
         with self.lock:
             rgb, K, t = self.obs["rgb"], self.obs["K"], self.obs_time
@@ -218,18 +222,7 @@ class SimNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     """``ros2 run ros_nodes sim_node``."""
-    rclpy.init(args=args)
-    node = SimNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node.env is not None:
-            node.env.close()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node(SimNode, args, threads=1)
 
 
 if __name__ == "__main__":
