@@ -39,7 +39,6 @@ class DiffusionPolicy(nn.Module):
         D, S = cfg.head.dim, int(self.spec.state_dim)
         self.generator = generator if encoder_class(cfg.encoder.kind).needs_generator else None
         self.encoder = encoder_class(cfg.encoder.kind)(cfg, self.spec, D, self.generator)
-        self.frames = self.encoder.frames
         self.text_key = self.encoder.text_key
         self.state_proj = nn.Linear(S, D)
         self.text_proj = nn.Linear(self.text.dim, D)

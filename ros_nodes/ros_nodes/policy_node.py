@@ -78,7 +78,6 @@ class PolicyNode(LifecycleNode):
         self.holds, self.hold_reason, self.ticks = 0, "", 0
         self.latencies: list[float] = []
         self.tick_times: list[float] = []
-        self._subs: list = []
         self._autostart_timer = None
         if self.p("autostart"):  # configure + activate without a lifecycle manager (tests, quick starts)
             self._autostart_timer = self.create_timer(0.01, self._autostart)
