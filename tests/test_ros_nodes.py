@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,19 @@ def ros_env(tmp_path: Path) -> dict:
         "EV_NO_PROGRESS": "1",
         "OMP_NUM_THREADS": "1",
     }
+
+
+def stop(proc: subprocess.Popen, log: Path) -> None:
+    """SIGINT, as ``ros2 launch`` stops its processes: the node must leave (its exit deadline is 10 s)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        tail = log.read_text()[-4000:]
+        raise AssertionError(f"{log.name}: the node ignored SIGINT for 30 s\n{tail}") from None
+    if "shutdown stalled" in log.read_text():  # it left by its deadline: keep the stacks visible
+        warnings.warn(f"{log.name}: {log.read_text()[-4000:]}", stacklevel=2)
 
 
 def start(module: str, params: dict, tmp_path: Path, log: str) -> subprocess.Popen:
@@ -119,11 +133,11 @@ def test_sim_and_policy_nodes_run_an_episode_over_topics(
     policy_params = {"checkpoint": s["checkpoint"], "views": views, "control_rate": 10.0, "autostart": True,
                      "command_mode": mode}  # fmt: skip
     pol = start("ros_nodes.policy_node", policy_params, tmp_path, "policy.log")
-    procs = [pol, sim]
+    procs = {"policy.log": pol, "sim.log": sim}
     if mode == "twist":  # the recorder stores the twist commands as actions
         store = str(tmp_path / "recorded")
         rec_params = {"store": store, "provenance": "sim", "task": "reach", "views": views, "resolution": 32}
-        procs.append(start("ros_nodes.recorder_node", rec_params, tmp_path, "recorder.log"))
+        procs["recorder.log"] = start("ros_nodes.recorder_node", rec_params, tmp_path, "recorder.log")
     obs = Observer(trajectory=mode == "trajectory")
     log = lambda name: (tmp_path / name).read_text()[-3000:]  # noqa: E731
     try:
@@ -133,7 +147,7 @@ def test_sim_and_policy_nodes_run_an_episode_over_topics(
         assert obs.spin_until(lambda: obs.end is not None, timeout=120), log("sim.log")
         assert obs.end["task"] == "reach" and obs.end["steps"] > 0 and isinstance(obs.end["success"], bool)
         # the rate itself is measured by bench/ros_loop.py, not asserted here (no timed assertions)
-        assert all(p.poll() is None for p in procs)  # every node still running
+        assert all(p.poll() is None for p in procs.values())  # every node still running
         if mode == "twist":
             store = wait_for_episode(tmp_path / "recorded", timeout=20)
             assert store is not None, log("recorder.log")
@@ -144,9 +158,8 @@ def test_sim_and_policy_nodes_run_an_episode_over_topics(
             assert len(ep.load("state")) >= 2
     finally:
         obs.close()
-        for p in procs:
-            p.send_signal(signal.SIGINT)  # as ros2 launch stops its processes
-            p.wait(timeout=20)
+        for name, p in procs.items():
+            stop(p, tmp_path / name)
 
 
 class FakeRobot:
@@ -267,8 +280,7 @@ def test_policy_node_holds_on_faults_and_recovers(policy_workdir: Path, tmp_path
         assert "Traceback" not in log
     finally:
         obs.close()
-        pol.send_signal(signal.SIGINT)
-        pol.wait(timeout=20)
+        stop(pol, tmp_path / "policy.log")
 
 
 def reset_estop(obs: Observer) -> None:
@@ -278,3 +290,36 @@ def reset_estop(obs: Observer) -> None:
     assert client.wait_for_service(timeout_sec=10)
     future = client.call_async(Trigger.Request())
     assert obs.spin_until(future.done, timeout=10) and future.result().success
+
+
+STUCK_NODE = """
+import sys, threading
+from rclpy.node import Node
+from ros_nodes import runner
+
+class Stuck(Node):
+    def __init__(self):
+        super().__init__("stuck")
+        self.create_timer(0.05, lambda: print("spinning", flush=True))
+
+    def close(self):
+        threading.Event().wait()  # a cleanup that never returns
+
+runner.EXIT_DEADLINE_S = 1.0
+runner.run_node(Stuck)
+"""
+
+
+def test_a_node_whose_cleanup_hangs_still_leaves_on_sigint(tmp_path: Path) -> None:
+    log = tmp_path / "stuck.log"
+    with open(log, "w") as out:
+        cmd = [sys.executable, "-c", STUCK_NODE]
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out, env=ros_env(tmp_path))
+    deadline = time.monotonic() + 60
+    while "spinning" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "spinning" in log.read_text(), log.read_text()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 1
+    text = log.read_text()
+    assert "shutdown stalled for 1 s" in text and "in close" in text  # the stuck frame is in the log
