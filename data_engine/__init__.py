@@ -1,1 +1,1 @@
-"""EnerVerse-D data engine: 4D Gaussian Splatting + generative flywheel (not built yet; see open issues)."""
+"""EnerVerse-D data engine: 4D Gaussian Splatting + generative flywheel (in progress: issue 16)."""

@@ -1,4 +1,4 @@
-"""Latent codecs: images in [-1, 1] <-> latents scaled to about unit variance (DESIGN.md §4 "enerverse").
+"""Latent codecs: images in [-1, 1] <-> latents scaled to about unit variance (docs/generator.md).
 
 One contract, :class:`LatentCodec`, with two implementations:
 

@@ -1,6 +1,6 @@
 """Generator configuration (structured configs) and the named size presets.
 
-Presets (DESIGN.md §3 "Sizes"): ``tiny`` for unit tests (seconds on CPU), ``small`` for CPU training
+Presets (docs/design.md §3 "Presets"): ``tiny`` for unit tests (seconds on CPU), ``small`` for CPU training
 at the default 128x128 (f8 codec with 8 channels: a 16x16 latent grid, attention at the 8x8 level,
 frame stride 2), ``base`` for one GPU at 256x256 through a pretrained-style f8 KL codec, ``paper`` with the
 UNet width/depth of the paper (320 channels, multipliers 1-2-4-4; config only until a GPU run).

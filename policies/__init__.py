@@ -1,1 +1,1 @@
-"""EnerVerse-A action head, baseline policies and PolicyRuntime (not built yet; see the open issues)."""
+"""EnerVerse-A: observation encoders, the diffusion action head, policy data, training and PolicyRuntime."""

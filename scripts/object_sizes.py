@@ -4,7 +4,7 @@
 
 For each task, object and view: the size (square root of the object's pixel area) at reset over
 seeds 0..N-1 (min, 5th percentile, median), the share of seeds where it is at least 8 px across
-(DESIGN.md §3 "Framing"), and the share where its whole mask is in the image. Prints a table, writes
+(docs/design.md §3 "Framing"), and the share where its whole mask is in the image. Prints a table, writes
 outputs/object_sizes/<resolution>.json and ends with one line of JSON (the worst main-view share).
 """
 

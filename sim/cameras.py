@@ -19,7 +19,7 @@ from sim.scene import WORKSPACE_CENTER
 
 _FLIP = np.diag([1.0, -1.0, -1.0])  # MuJoCo camera axes <-> OpenCV camera axes
 
-# The main camera frames the workspace, not the room (DESIGN.md §3 "Framing"): 1.5 m from a point
+# The main camera frames the workspace, not the room (docs/design.md §3 "Framing"): 1.5 m from a point
 # just above the table centre, 65 degrees up, 30 degree field of view (far and narrow, so near and far
 # objects differ little in size). Every object position a task draws, the gripper 15 cm above it and
 # the reach goals stay in view of it and of the +-30 degree anchors, and at the default 128 px every

@@ -1,7 +1,7 @@
 """How large the task objects appear to the cameras, measured with MuJoCo's segmentation rendering.
 
 An object's size in a view is the square root of its pixel area in the segmentation mask (a 10 x 10
-px square reads 10). DESIGN.md §3 "Framing" asks for every task object to be at least
+px square reads 10). docs/design.md §3 "Framing" asks for every task object to be at least
 :data:`MIN_OBJECT_PX` across in the main view at the default resolution; :func:`framing_table`
 measures it over seeds at reset, and ``python scripts/object_sizes.py`` prints the table.
 """

@@ -1,4 +1,5 @@
-"""Framing (DESIGN.md §3): the default cameras see every task object at >= 8 px, and the gripper above it."""
+"""Framing (docs/design.md §3): the default cameras see every task object at >= 8 px, and the gripper
+above it."""
 
 from __future__ import annotations
 

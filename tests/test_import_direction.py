@@ -1,4 +1,4 @@
-"""DESIGN.md §2 import direction, checked on the source with ``ast``; and ``sim`` works without torch."""
+"""docs/design.md §2 import direction, checked on the source with ``ast``; and ``sim`` works without torch."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def project_files() -> list[Path]:
 
 
 def layer(module: str) -> str | None:
-    """Which layer of DESIGN.md §2 a module name belongs to (None: not a project module)."""
+    """Which layer of docs/design.md §2 a module name belongs to (None: not a project module)."""
     top = module.split(".")[0]
     if top not in PROJECT:
         return None
@@ -152,7 +152,7 @@ def test_the_checker_sees_the_project() -> None:
 
 def test_import_direction_follows_design() -> None:
     bad = violations()
-    assert not bad, "import direction violations (DESIGN.md §2):\n" + "\n".join(bad)
+    assert not bad, "import direction violations (docs/design.md §2):\n" + "\n".join(bad)
 
 
 @pytest.mark.integration

@@ -1,7 +1,7 @@
 """Safety between the policy and the arm: input watchdog, emergency-stop latch, action checks and
 velocity / acceleration / workspace limits. Pure Python + numpy (no ROS), so it is unit-tested alone.
 
-A policy action is the project's 7-D step command (DESIGN.md §3 "Actions"): Δposition xyz (m) and
+A policy action is the project's 7-D step command (docs/design.md §3 "Actions"): Δposition xyz (m) and
 Δrotation roll/pitch/yaw (rad) in the robot base frame per control period, and the gripper opening in
 [0, 1]. :class:`CommandShaper` turns it into a Cartesian velocity (a twist: Δ / period), then clamps
 speed, acceleration and the workspace. Anything wrong gives a hold (zero twist) and a reason.

@@ -1,6 +1,6 @@
 """Episode store: zarr v3 directory of crash-safely committed multi-view episodes (numpy + zarr only).
 
-Layout and validation rules are in :mod:`enerverse.core.store.format`; see DESIGN.md §3.
+Layout and validation rules are in :mod:`enerverse.core.store.format`; see docs/design.md §3.
 """
 
 from __future__ import annotations
