@@ -32,9 +32,10 @@ import torch
 import torch.nn.functional as F
 
 from enerverse.core.config import ConfigError, parse_cli, save_config
+from enerverse.core.errors import user_errors
 from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
 from enerverse.core.progress import progress
-from enerverse.core.store import EpisodeStore, StoreFormatError
+from enerverse.core.store import EpisodeStore
 from enerverse.data import load_frames
 from enerverse.io import check_store_matches, load_generator, split_episodes
 from enerverse.metrics import depth_warp_error, masked_psnr, masked_ssim, moved_object_mask, psnr, ssim
@@ -310,15 +311,12 @@ def run(cfg: EvalGeneratorConfig, out_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``ev-eval-generator``."""
     cfg = parse_cli(EvalGeneratorConfig, argv, prog="ev-eval-generator")
-    try:
+    with user_errors(ValueError):
         if not Path(cfg.checkpoint).is_dir():
             raise ConfigError(f"checkpoint={cfg.checkpoint} is not a folder")
         out_dir = make_output_dir("eval_generator", cfg.out)
         save_config(cfg, out_dir / "config.json")
         summary = run(cfg, out_dir)
-    except (ConfigError, StoreFormatError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
     print_summary(summary)
 
 

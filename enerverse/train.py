@@ -80,6 +80,10 @@ class TrainGeneratorConfig:
     of the run (codec stage included)"""
 
     def validate(self) -> None:
+        self.codec.check("codec")
+        self.train.check("train")
+        if self.sample_every < 0:
+            raise ConfigError(f"sample_every must be >= 0 (0: only at the end), got {self.sample_every}")
         if self.batch_size <= 0 or self.codec_batch_size <= 0:
             raise ConfigError("batch sizes must be positive")
         if not 0.0 <= self.holdout < 1.0:

@@ -30,13 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from enerverse.core.errors import EnerVerseError
 from enerverse.core.frames import to_uint8
 from enerverse.core.store.sampler import grid_memory_indices
 from policies.encoder_api import InputFeature
 from policies.io import load_policy
 
 
-class ObservationError(ValueError):
+class ObservationError(EnerVerseError, ValueError):
     """An observation does not match what the checkpoint expects."""
 
 

@@ -100,6 +100,11 @@ class TrainPolicyConfig:
     def validate(self) -> None:
         self.policy.validate()
         self.finetune.validate()
+        self.train.check("train")
+        if self.adapt.steps < 0:
+            raise ConfigError(f"adapt.steps must be >= 0 (0: no video adaptation), got {self.adapt.steps}")
+        if self.adapt.steps:
+            self.adapt.check("adapt")
         if self.batch_size <= 0:
             raise ConfigError("batch_size must be positive")
         if self.stop_at_step is not None and self.stop_at_step <= 0:

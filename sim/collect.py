@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from enerverse.core.config import ConfigError, parse_cli, save_config
+from enerverse.core.errors import user_errors
 from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
 from enerverse.core.progress import progress
 from enerverse.core.seeding import episode_seed
-from enerverse.core.store import EpisodeStore, StoreFormatError
+from enerverse.core.store import EpisodeStore
 from enerverse.core.store.rig import legacy_rig_version
 from sim.settings import SimSettings, rig_version
 
@@ -223,16 +224,13 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     args = ["resume=true" if a == "--resume" else a for a in args]  # the flag spelling works too
     cfg = parse_cli(CollectConfig, args, prog="ev-collect")
-    try:
+    with user_errors():
         if cfg.out:  # refuse a bad store before anything is written
             open_store_for_collection(Path(cfg.out), cfg)
         run_dir = make_output_dir("collect", cfg.run_dir)
         store_path = Path(cfg.out) if cfg.out else run_dir / "episodes"
         save_config(cfg, run_dir / "config.json")
         summary = collect(cfg, run_dir, store_path)
-    except (ConfigError, StoreFormatError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
     print_summary(summary)
 
 

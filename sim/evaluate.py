@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from enerverse.core.config import ConfigError, parse_cli, save_config
+from enerverse.core.errors import user_errors
 from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
 from enerverse.core.progress import progress
 from enerverse.core.seeding import episode_seed
-from enerverse.core.store import StoreFormatError, check_rig_version, recorded_rig_version
+from enerverse.core.store import check_rig_version, recorded_rig_version
 from sim.registration import make_vec_env
 from sim.settings import SimSettings, rig_version
 from sim.tasks import TASKS
@@ -359,13 +360,10 @@ def format_table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``ev-eval``."""
     cfg = parse_cli(EvalConfig, argv, prog="ev-eval")
-    run_dir = make_output_dir("eval", cfg.out)
-    save_config(cfg, run_dir / "config.json")
-    try:
+    with user_errors():
+        run_dir = make_output_dir("eval", cfg.out)
+        save_config(cfg, run_dir / "config.json")
         summary = run(cfg, run_dir)
-    except (ConfigError, StoreFormatError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
     print_summary(summary)
 
 

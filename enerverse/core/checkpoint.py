@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import EnerVerseError
 from .fsutil import fsync_tree, replace_dir_atomic
 
 CONFIG_FILE = "config.json"
@@ -29,7 +30,7 @@ REQUIRED_FILES = (CONFIG_FILE, MODEL_FILE)
 _STEP_RE = re.compile(r"^step_(\d{8,})$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(EnerVerseError, RuntimeError):
     """A folder is missing, incomplete, not a checkpoint, or holds data that may not be loaded."""
 
 

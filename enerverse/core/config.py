@@ -20,10 +20,11 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from .errors import EnerVerseError, user_errors
 from .outputs import to_jsonable, write_json_atomic
 
 
-class ConfigError(ValueError):
+class ConfigError(EnerVerseError, ValueError):
     """A config override or value is invalid; the message says which key and why."""
 
 
@@ -320,16 +321,13 @@ def parse_cli(
     if "-h" in args or "--help" in args:
         print(format_help(schema, prog), flush=True)
         raise SystemExit(0)
-    try:
+    with user_errors():
         flags = [a for a in args if a.startswith("-") and not a.startswith("~")]
         if flags:
             raise ConfigError(
                 f"unrecognised option {flags[0]!r}; use key=value overrides (see {prog} --help)"
             )
         return load_config(schema, args, name=name, config_dir=config_dir)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
 
 
 def config_to_dict(cfg: Any) -> dict:
@@ -363,11 +361,8 @@ def parse_cli_with_preset(
     the error (with the valid names) and exits with code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
     preset = next((a.split("=", 1)[1] for a in args if a.startswith("preset=")), default)
-    try:
+    with user_errors():
         defaults = get_preset(preset)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
     name = f"_{prog.replace('-', '_')}_{preset}"
     register_config(name, schema(preset=preset, **{group: defaults}))
     return parse_cli(schema, args, prog=prog, name=name)

@@ -19,10 +19,9 @@ def run_training_main(cfg: Any, entry: str, train_fn: Callable[[Any, Path], dict
     Configuration, store and checkpoint errors print ``error: ...`` and exit with code 2. A run that
     SIGTERM/SIGINT stopped (with a checkpoint) says how to resume and exits 128 + the signal; so does
     a signal outside the training loop (e.g. while latents are encoded, which keeps what it finished)."""
-    from enerverse.core.checkpoint import CheckpointError
     from enerverse.core.config import ConfigError, save_config
+    from enerverse.core.errors import USER_ERROR_EXIT, EnerVerseError
     from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
-    from enerverse.core.store import StoreFormatError
 
     rank, _, world = distributed_info()
     run_dir = None
@@ -36,9 +35,9 @@ def run_training_main(cfg: Any, entry: str, train_fn: Callable[[Any, Path], dict
         if rank == 0:
             save_config(cfg, run_dir / "config.json")
         summary = train_fn(cfg, run_dir)
-    except (ConfigError, StoreFormatError, CheckpointError, ValueError) as e:
+    except (EnerVerseError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(USER_ERROR_EXIT) from None
     except KeyboardInterrupt:
         _resume_hint("SIGINT", None, run_dir)
         raise SystemExit(128 + signal.SIGINT) from None

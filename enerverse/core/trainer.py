@@ -68,6 +68,9 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss; the message names the step and the batch."""
 
 
+SCHEDULES = ("constant", "cosine")
+
+
 @dataclass
 class TrainSettings:
     """Optimisation settings of one training stage."""
@@ -88,6 +91,25 @@ class TrainSettings:
     ckpt_every: int = 100
     log_every: int = 10
     keep_checkpoints: int = 2
+
+    def check(self, name: str) -> None:
+        """Refuse, before any data is loaded, a value this stage cannot run with; ``name`` is the
+        settings' key prefix (``train``, ``codec``, ``adapt``) the message names."""
+        from enerverse.core.config import ConfigError
+
+        for key in ("steps", "lr", "grad_clip", "ckpt_every", "log_every", "keep_checkpoints"):
+            value = getattr(self, key)
+            if not value > 0:
+                raise ConfigError(f"{name}.{key} must be positive, got {value}")
+        for key in ("weight_decay", "warmup_steps"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{name}.{key} must be >= 0, got {getattr(self, key)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"{name}.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"{name}.ema_decay must be in [0, 1) (0: no EMA), got {self.ema_decay}")
+        if not self.ema_power > 0:
+            raise ConfigError(f"{name}.ema_power must be positive, got {self.ema_power}")
 
 
 def distributed_info() -> tuple[int, int, int]:

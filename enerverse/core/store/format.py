@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from enerverse.core.errors import EnerVerseError
+
 FORMAT_NAME = "enerverse-episodes"
 FORMAT_VERSION = 1
 PROVENANCES = ("sim", "real", "generated", "gs4d")
@@ -65,11 +67,11 @@ REQUIRED_ATTRS = (
 )
 
 
-class StoreFormatError(Exception):
+class StoreFormatError(EnerVerseError):
     """The path is not an episode store this code can read (wrong format, version or layout)."""
 
 
-class WriterConflictError(RuntimeError):
+class WriterConflictError(EnerVerseError, RuntimeError):
     """An episode writer's temp folder was removed or replaced under it; the episode is not committed."""
 
 
