@@ -67,7 +67,10 @@ class PolicyRuntime:
         self.views: list[str] = list(spec.views)
         self.resolution, self.state_dim = spec.resolution, spec.state_dim
         # its data's camera rig (absent: recorded before rigs were versioned)
-        self.data_meta = {} if spec.rig_version is None else {"rig_version": spec.rig_version}
+        self.data_meta: dict = {} if spec.rig_version is None else {"rig_version": spec.rig_version}
+        trained_on = spec.tasks or ([spec.task] if spec.task else [])
+        if trained_on:
+            self.data_meta["tasks"] = list(trained_on)
         self.encoder = policy.encoder
         self.features = policy.input_features()  # what every observation must carry
         self.horizon = policy.cfg.head.horizon

@@ -140,6 +140,10 @@ def make_policy(spec: str, task: str, **kw):
     if meta is not None:
         expected = recorded_rig_version(meta, current)
         check_rig_version(expected, current, f"policy={spec}", f"the simulated {task}")
+        trained_on = meta.get("tasks")
+        if trained_on and task not in trained_on:
+            print(f"warning: policy={spec} was trained on {', '.join(trained_on)}, not on {task}; evaluating "
+                  "it anyway", file=sys.stderr, flush=True)  # fmt: skip
     return policy
 
 

@@ -532,7 +532,7 @@ def test_train_policy_runs_under_torchrun_with_two_cpu_processes(workdir: Path) 
 
 
 @pytest.mark.integration
-def test_one_language_conditioned_policy_trains_and_evaluates_on_several_tasks(workdir: Path) -> None:
+def test_one_language_conditioned_policy_trains_and_evaluates_on_several_tasks(workdir: Path, capsys) -> None:
     run_module(
         workdir, "sim.collect", "task=push", "episodes=2", "resolution=32", "views=[main,anchor_left]",
         "out=store_push", "video_episodes=0",
@@ -549,6 +549,11 @@ def test_one_language_conditioned_policy_trains_and_evaluates_on_several_tasks(w
         "num_envs=1", "resolution=32", "views=[main,anchor_left]", "videos=0", "out=ev_multitask",
     )  # fmt: skip
     assert set(_summary(ev)["per_task"]) == {"reach", "push"}
+    assert "warning" not in ev.stderr
+    from sim.evaluate import make_policy
+
+    make_policy(s["checkpoint"], "stack")  # a task it never saw: evaluated, with a warning
+    assert "was trained on reach, push, not on stack" in capsys.readouterr().err
     from enerverse.core.config import ConfigError
     from policies.train import TrainPolicyConfig
 
