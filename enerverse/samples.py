@@ -38,9 +38,8 @@ def write_rows_video(rows: list[np.ndarray], path: Path, keyframes: list[int], f
     Writes ``path``.mp4 and a ``path``.png with the ``keyframes`` (indices; negatives count from the end)
     side by side; small frames are upsampled to ~128 px for viewing. Returns the mp4 path.
     """
-    import cv2
+    from enerverse.core.media import write_png, write_video
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     n = min(x.shape[1] for x in rows)
     video = np.stack(
         [np.concatenate([np.concatenate(list(x[:, t]), axis=1) for x in rows], axis=0) for t in range(n)]
@@ -48,14 +47,8 @@ def write_rows_video(rows: list[np.ndarray], path: Path, keyframes: list[int], f
     scale = max(1, 128 // rows[0].shape[2])
     video = video.repeat(scale, axis=1).repeat(scale, axis=2)
     sheet = np.concatenate([video[k] for k in keyframes], axis=1)
-    cv2.imwrite(str(path.with_suffix(".png")), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    writer = cv2.VideoWriter(
-        str(path.with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"), fps, (video.shape[2], video.shape[1])
-    )
-    for f in video:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path.with_suffix(".mp4")
+    write_png(path.with_suffix(".png"), sheet)
+    return write_video(path.with_suffix(".mp4"), video, fps)
 
 
 def write_sample_grid(model, dataset, path: str | Path, seed: int = 0, n: int = 2) -> Path:

@@ -207,7 +207,8 @@ def collect(cfg: CollectConfig, run_dir: Path, store_path: Path) -> dict:
 
 def write_store_video(store: EpisodeStore, path: Path, n: int) -> Path:
     """A grid video (rows: the first ``n`` episodes, columns: views) plus a png contact sheet."""
-    from sim.video import contact_sheet, grid_video, write_png, write_video
+    from enerverse.core.media import write_png, write_video
+    from sim.video import contact_sheet, grid_video
 
     idx = store.indices()[:n]
     eps = [store.episode(i) for i in idx]

@@ -264,7 +264,7 @@ def success_plot(rows: list[dict], path: Path) -> Path:
     """Bar chart of success rate per task with 95% CI whiskers (png, drawn with OpenCV)."""
     import cv2
 
-    from sim.video import write_png
+    from enerverse.core.media import write_png
 
     W, H, pad = 120 * len(rows) + 80, 300, 40
     img = np.full((H, W, 3), 255, np.uint8)
@@ -292,7 +292,8 @@ def success_plot(rows: list[dict], path: Path) -> Path:
 
 def run(cfg: EvalConfig, run_dir: Path) -> dict:
     """Evaluate every requested task; write results.json, plot and videos; return the summary."""
-    from sim.video import grid_video, write_video
+    from enerverse.core.media import write_video
+    from sim.video import grid_video
 
     tasks = cfg.task_list
     rows = []

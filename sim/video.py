@@ -1,8 +1,7 @@
-"""Pictures people would rather look at than read: multi-view video grids and contact sheets."""
+"""Pictures people would rather look at than read: multi-view video grids and contact sheets (written
+with :mod:`enerverse.core.media`)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -52,36 +51,7 @@ def grid_video(
     return vid.transpose(0, 1, 3, 2, 4, 5).reshape(T, R * H, V * W, 3)
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
-    """Write RGB frames [T, H, W, 3] uint8 as mp4 (mp4v) or gif (by suffix)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".gif":
-        import imageio.v2 as imageio
-
-        imageio.mimsave(path, list(frames), duration=1.0 / fps, loop=0)
-        return path
-    H, W = frames.shape[1:3]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (W, H))
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV could not open a video writer for {path}")
-    try:
-        for f in frames:
-            writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    finally:
-        writer.release()
-    return path
-
-
 def contact_sheet(video: np.ndarray, n: int = 4) -> np.ndarray:
     """``n`` evenly spaced frames of a video [T, H, W, 3] stacked vertically -> [n*H, W, 3]."""
     idx = np.linspace(0, video.shape[0] - 1, n).round().astype(int)
     return np.concatenate([video[i] for i in idx], axis=0)
-
-
-def write_png(path: str | Path, img: np.ndarray) -> Path:
-    """Write an RGB image [H, W, 3] as png."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR))
-    return path

@@ -230,3 +230,25 @@ def test_rename_noreplace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nativ
     assert (tmp_path / "full" / "data.txt").read_text() == "f" and (tmp_path / "empty").is_dir()
     fsutil.rename_noreplace(src, tmp_path / "dst")
     assert (tmp_path / "dst" / "data.txt").read_text() == "s" and not src.exists()
+
+
+def test_videos_are_h264_that_browsers_play_and_round_trip(tmp_path: Path) -> None:
+    import imageio_ffmpeg
+
+    from enerverse.core.media import write_png, write_video
+
+    rng = np.random.default_rng(0)
+    frames = np.repeat(rng.integers(0, 255, (1, 33, 47, 3), dtype=np.uint8), 6, axis=0)  # odd sizes
+    frames[3:] = 200
+    path = write_video(tmp_path / "v.mp4", frames, fps=10)
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    back = [np.frombuffer(f, np.uint8).reshape(34, 48, 3) for f in reader]
+    assert meta["codec"].startswith("h264") and meta["pix_fmt"].startswith("yuv420p") and meta["fps"] == 10
+    assert len(back) == 6 and abs(float(back[-1][:33, :47].mean()) - 200) < 3  # padded to even sizes
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    write_video(tmp_path / "v.gif", frames, fps=10)
+    assert write_png(tmp_path / "f.png", frames[0]).stat().st_size > 0
+    with pytest.raises(ValueError, match=r"uint8 frames \[T>0, H, W, 3\]"):
+        write_video(tmp_path / "bad.mp4", frames.astype(np.float32), fps=10)
+    assert not (tmp_path / "bad.mp4").exists()

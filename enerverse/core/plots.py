@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from enerverse.core.media import write_png
+
 COLOURS = [(200, 110, 50), (50, 140, 220), (60, 170, 60), (40, 40, 200), (150, 80, 160)]  # BGR
 
 
@@ -58,8 +60,4 @@ def line_plot(
         cv2.putText(img, name, (W - 150, top + 15 + 15 * j), cv2.FONT_HERSHEY_SIMPLEX, 0.45, c, 1)
     cv2.putText(img, title, (left, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
     cv2.putText(img, f"step (0..{n})", (W // 2 - 40, H - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (60, 60, 60), 1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), img):
-        raise OSError(f"could not write {path}")
-    return path
+    return write_png(path, cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
