@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,34 +14,84 @@ def _temp_beside(path: Path) -> Path:
     return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
 
 
+class VideoSink:
+    """An H.264 mp4 (yuv420p, faststart: plays in browsers) written frame batch by frame batch, so a
+    long video never sits in memory; it appears at ``path`` only when :meth:`close` succeeds.
+
+    ``crf``: x264's constant rate factor (lower is closer to lossless; None: imageio's default)."""
+
+    def __init__(self, path: str | Path, fps: float, crf: int | None = None) -> None:
+        self.path, self.fps, self.crf = Path(path), float(fps), crf
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = _temp_beside(self.path)
+        self._writer = None
+        self.frames = 0
+
+    def append(self, frames: np.ndarray) -> None:
+        """Add uint8 frames [T, H, W, 3] (odd sizes are padded by one black row/column)."""
+        import imageio.v2 as imageio
+
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            got = f"{frames.dtype} {frames.shape}"
+            raise ValueError(f"a video takes uint8 frames [T, H, W, 3], got {got}")
+        H, W = frames.shape[1:3]
+        frames = np.pad(frames, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)))  # yuv420p needs even sizes
+        if self._writer is None:
+            params = ["-movflags", "+faststart"] + (["-crf", str(self.crf)] if self.crf is not None else [])
+            self._writer = imageio.get_writer(
+                self._tmp, fps=self.fps, codec="libx264", pixelformat="yuv420p", macro_block_size=2,
+                ffmpeg_params=params, ffmpeg_log_level="error", quality=None if self.crf is not None else 5,
+            )  # fmt: skip
+        for f in frames:
+            self._writer.append_data(f)
+        self.frames += len(frames)
+
+    def close(self) -> Path:
+        """Finish the file and move it into place; returns its path."""
+        if self._writer is None:
+            raise ValueError(f"{self.path}: a video needs at least one frame")
+        try:
+            self._writer.close()
+            os.replace(self._tmp, self.path)
+        finally:
+            self._tmp.unlink(missing_ok=True)
+        return self.path
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
-    """Write RGB frames [T, H, W, 3] uint8 as H.264 mp4 (yuv420p, faststart: plays in browsers) or, for
-    a ``.gif`` suffix, as an endless gif. Odd frame sizes are padded by one black row/column."""
+    """Write RGB frames [T, H, W, 3] uint8 as H.264 mp4 (:class:`VideoSink`) or, for a ``.gif`` suffix,
+    as an endless gif."""
     import imageio.v2 as imageio
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
         got = f"{frames.dtype} {frames.shape}"
         raise ValueError(f"write_video expects uint8 frames [T>0, H, W, 3], got {got}")
+    if path.suffix != ".gif":
+        sink = VideoSink(path, fps)
+        sink.append(frames)
+        return sink.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_beside(path)
     try:
-        if path.suffix == ".gif":
-            imageio.mimsave(tmp, list(frames), duration=1.0 / fps, loop=0)
-        else:
-            H, W = frames.shape[1:3]
-            frames = np.pad(frames, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)))  # yuv420p needs even sizes
-            with imageio.get_writer(
-                tmp, fps=float(fps), codec="libx264", pixelformat="yuv420p", macro_block_size=2,
-                ffmpeg_params=["-movflags", "+faststart"], ffmpeg_log_level="error",
-            ) as writer:  # fmt: skip
-                for f in frames:
-                    writer.append_data(f)
+        imageio.mimsave(tmp, list(frames), duration=1.0 / fps, loop=0)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def read_video(path: str | Path) -> Iterator[np.ndarray]:
+    """Frames [H, W, 3] uint8 of a video file, one at a time (padding rows/columns included)."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    W, H = meta["size"]
+    for buf in reader:
+        yield np.frombuffer(buf, np.uint8).reshape(H, W, 3)
 
 
 def write_png(path: str | Path, img: np.ndarray) -> Path:
