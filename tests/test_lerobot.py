@@ -56,17 +56,7 @@ def test_store_to_lerobot_and_back_round_trips(policy_workdir: Path, tmp_path: P
         a, b = src.episode(i), dst.episode(j)
         for key in ("action", "state", "T_cam_world", "K", "privileged"):
             np.testing.assert_array_equal(a.load(key), b.load(key), err_msg=key)
-        for key in (
-            "instruction",
-            "task",
-            "success",
-            "seed",
-            "view_names",
-            "view_kinds",
-            "fps",
-            "provenance",
-        ):
-            assert a.attrs[key] == b.attrs[key], key
+        assert dict(a.attrs) == dict(b.attrs)  # instruction, success, seed, views, provenance, length...
         err = np.abs(a.load("rgb").astype(np.float64) - b.load("rgb").astype(np.float64))
         psnr = 10 * np.log10(255.0**2 / max(float((err**2).mean()), 1e-9))
         assert psnr > 32, f"episode {i}: image PSNR {psnr:.1f} dB after the video codec"
