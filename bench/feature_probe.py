@@ -33,7 +33,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_summary, run_metadata, save_results  # noqa: E402
 
-from enerverse.generator import ray_maps  # noqa: E402
+from enerverse.core.camera import ray_maps  # noqa: E402
 from enerverse.io import load_generator  # noqa: E402
 from policies.config import EncoderConfig  # noqa: E402
 from policies.encoders import ImageTokens, KeypointPool  # noqa: E402
@@ -72,7 +72,7 @@ def encode(gen, rgb: np.ndarray, source: str, cams: dict) -> Tensor:
         b, m, M = len(z), gen.cfg.memory.n_memory, gen.cfg.memory.chunk
         R, h = rgb.shape[2], z.shape[-1]
         full = np.repeat(cams["T_cam_world"][:, None], m + M, axis=1)
-        rays = ray_maps(cams["K"], full, R, h)[None].expand(b, -1, -1, -1, -1, -1)
+        rays = torch.from_numpy(ray_maps(cams["K"], full, R, h))[None].expand(b, -1, -1, -1, -1, -1)
         pos = torch.tensor([list(range(1 - m, 1)) + list(range(1, M + 1))] * b, dtype=torch.float32)
         memory = z[:, :, :, None].expand(-1, -1, -1, m, -1, -1)
         f = gen.extract_features(memory, rays, pos, ["find the object"] * b, seed=0, block=source)

@@ -22,8 +22,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_summary, run_metadata, save_results  # noqa: E402
 
-from enerverse.core.camera import intrinsics_from_fovy, look_at, rotate_about_z  # noqa: E402
-from enerverse.generator import EnerVerseGenerator, ray_maps  # noqa: E402
+from enerverse.core.camera import (  # noqa: E402
+    intrinsics_from_fovy,
+    look_at,
+    ray_maps,  # noqa: E402
+    rotate_about_z,
+)
+from enerverse.generator import EnerVerseGenerator  # noqa: E402
 from enerverse.presets import get_preset  # noqa: E402
 
 
@@ -33,7 +38,7 @@ def make_batch(g: EnerVerseGenerator, B: int) -> dict:
     main = look_at([1.3, 0.0, 0.75], [0.42, 0.0, 0.08])
     cams = np.stack([np.stack([rotate_about_z(main, 30.0 * v, [0.5, 0.0, 0.0])] * (m + M)) for v in range(V)])
     K = np.stack([intrinsics_from_fovy(50.0, R, R)] * V)
-    rays = ray_maps(K, cams, R, g.latent_size)
+    rays = torch.from_numpy(ray_maps(K, cams, R, g.latent_size))
     return {
         "frames": torch.rand(B, V, m + M, 3, R, R) * 2 - 1,
         "rays": rays[None].expand(B, *rays.shape).clone(),

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from enerverse.core.camera import scale_intrinsics
+from enerverse.core.camera import ray_maps, scale_intrinsics
 from enerverse.core.config import ConfigError
+from enerverse.core.frames import resize_frames, to_model
 from enerverse.core.progress import progress
 from enerverse.core.store import EpisodeStore, WindowSampler
-from enerverse.generator import EOS_VALUE, ray_maps
+from enerverse.generator import EOS_VALUE
 from enerverse.presets import GeneratorConfig
 
 
@@ -31,7 +31,7 @@ def memory_mode(cfg: GeneratorConfig, train: bool) -> str:
     """The WindowSampler mode for a config: sparse memory samples randomly in training."""
     if cfg.memory.mode == "consecutive":
         return "consecutive"
-    return "train" if train else "eval"
+    return "train" if train else "sparse"
 
 
 def load_frames(store: EpisodeStore, episode: int, idx, resolution: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -42,14 +42,9 @@ def load_frames(store: EpisodeStore, episode: int, idx, resolution: int) -> tupl
     K = ep.load("K").astype(np.float64)
     if (H, W) != (resolution, resolution):
         R = resolution
-        rgb = np.stack(
-            [
-                [cv2.resize(rgb[t, v], (R, R), interpolation=cv2.INTER_AREA) for v in range(V)]
-                for t in range(T)
-            ]
-        )
+        rgb = resize_frames(rgb, R)
         K = np.stack([scale_intrinsics(K[v], W, H, R, R) for v in range(V)])
-    return torch.from_numpy(rgb).permute(1, 0, 4, 2, 3).float() / 127.5 - 1.0, K
+    return to_model(rgb).transpose(0, 1), K  # [T, V, 3, R, R] -> [V, T, 3, R, R]
 
 
 @torch.no_grad()
@@ -170,7 +165,7 @@ class GeneratorWindows(Dataset):
         )
         item.update(
             {
-                "rays": ray_maps(K, cams, R, R // self.cfg.codec.factor),
+                "rays": torch.from_numpy(ray_maps(K, cams, R, R // self.cfg.codec.factor)),
                 "pos": torch.from_numpy(pos.astype(np.float32)),
                 "instruction": self.instructions[e],
             }

@@ -21,23 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from enerverse.codec import build_codec
-from enerverse.core.camera import ray_map
+from enerverse.core.camera import ray_maps
+from enerverse.core.store.sampler import memory_indices
 from enerverse.denoiser import Denoiser
 from enerverse.diffusion import Diffusion, memory_corruption_levels
 from enerverse.presets import GeneratorConfig
 from enerverse.text import shared_text_encoder
 
 EOS_VALUE = -1.0  # the EoS frame is a constant black image appended after every training episode
-
-
-def ray_maps(K: np.ndarray, T_cam_world: np.ndarray, size: int, latent: int) -> Tensor:
-    """Ray maps [6, V, T, h, w] for K [V,3,3] and T_cam_world [V,T,4,4] of size x size images."""
-    V, T = T_cam_world.shape[:2]
-    out = np.empty((6, V, T, latent, latent), np.float32)
-    for v in range(V):
-        for t in range(T):
-            out[:, v, t] = ray_map(K[v], T_cam_world[v, t], size, size, latent, latent)
-    return torch.from_numpy(out)
 
 
 @dataclass
@@ -331,14 +322,17 @@ class EnerVerseGenerator(nn.Module):
         """Yield (chunk latents [C, V, M, h, w], index of the first EoS frame in it or None)."""
         self.check_frames(context[None])
         mode = memory_mode or self.cfg.memory.mode
+        if mode not in ("sparse", "consecutive"):
+            raise ValueError(f"memory mode must be 'sparse' or 'consecutive', got {mode!r}")
         m, M = self.cfg.memory.n_memory, self.cfg.memory.chunk
         V = self.cfg.num_views
         history = list(self.encode(context[None].to(self.device))[0].unbind(dim=2))  # [C, V, h, w] each
         cams = np.broadcast_to(np.asarray(T_cam_world)[:, None], (V, m + M, 4, 4))
-        rays = ray_maps(np.asarray(K), cams, self.cfg.resolution, self.latent_size)[None].to(self.device)
+        rays = torch.from_numpy(ray_maps(np.asarray(K), cams, self.cfg.resolution, self.latent_size))
+        rays = rays[None].to(self.device)
         for k in range(max_chunks):
             n = len(history)
-            idx = inference_memory(n, m, mode)
+            idx = memory_indices(n - 1, m, mode)[0].tolist()  # the newest frame is history[n - 1]
             memory = torch.stack([history[i] for i in idx], dim=2)[None]
             pos = torch.tensor(
                 [[i - (n - 1) for i in idx] + list(range(1, M + 1))], dtype=torch.float32, device=self.device
@@ -350,19 +344,3 @@ class EnerVerseGenerator(nn.Module):
             if first is not None and stop_at_eos:
                 return
             history.extend(z.unbind(dim=2))
-
-
-def inference_memory(n: int, m: int, mode: str = "sparse") -> list[int]:
-    """Memory frame indices for a history of ``n`` frames.
-
-    sparse: m-1 spread over the whole history + the latest; consecutive: the latest m frames.
-    Short histories repeat frame 0 in front.
-    """
-    if mode not in ("sparse", "consecutive"):
-        raise ValueError(f"memory mode must be 'sparse' or 'consecutive', got {mode!r}")
-    if n <= m:
-        return [0] * (m - n) + list(range(n))
-    if mode == "consecutive":
-        return list(range(n - m, n))
-    spread = np.floor(np.linspace(0, n - 2, m - 1) + 0.5).astype(int).tolist()
-    return spread + [n - 1]

@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from enerverse.core.config import ConfigError
+from enerverse.core.frames import resize_frames, to_model
 from enerverse.core.loader import loader_batches
 from enerverse.core.store import EpisodeStore, StoreFormatError, store_rig_version
 from enerverse.core.trainer import distributed_info, epoch_batches
@@ -69,19 +69,16 @@ def frame_batches(sources: list[Source], resolution: int, per_batch: int, seed: 
     with_masks = all(s.store.episode(e).has("seg") for s in sources for e in s.train)
     R = resolution
 
-    def resized(img: np.ndarray, interpolation: int) -> np.ndarray:
-        return img if img.shape[0] == R else cv2.resize(img, (R, R), interpolation=interpolation)
-
     def get(items: list[int], epoch: int):
         imgs, masks = [], []
         for i in items:
             store, e, t = index[i]
             ep = store.episode(e)
-            imgs += [resized(img, cv2.INTER_AREA) for img in ep.load("rgb", t)]  # [V, H, W, 3]
+            imgs.append(resize_frames(ep.load("rgb", t), R))  # [V, R, R, 3]
             if with_masks:
-                masks += [resized(m, cv2.INTER_NEAREST) > 0 for m in ep.load("seg", t)]  # [V, H, W]
-        images = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        return {"images": images, "masks": torch.from_numpy(np.stack(masks))} if with_masks else images
+                masks.append(resize_frames(ep.load("seg", t), R, nearest=True) > 0)  # [V, R, R]
+        images = to_model(np.concatenate(imgs))
+        return {"images": images, "masks": torch.from_numpy(np.concatenate(masks))} if with_masks else images
 
     return epoch_batches(len(index), per_batch, seed, data_state, get)
 

@@ -22,16 +22,16 @@ point, so training the head never runs the generator.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 
 from enerverse.core.camera import scale_intrinsics
 from enerverse.core.config import ConfigError
-from enerverse.core.frames import to_model
+from enerverse.core.frames import resize_frames, to_model
 from enerverse.core.progress import progress
 from enerverse.core.store import EpisodeStore, store_rig_version
 from enerverse.core.store.sampler import grid_memory_indices
+from enerverse.core.store.stats import summarize
 
 STATE_STD_FLOOR = 1e-2
 """State dimensions that barely move in the demonstrations (e.g. a fixed gripper orientation) would
@@ -55,13 +55,6 @@ def edge_padded(actions: np.ndarray, start: int, horizon: int) -> np.ndarray:
         raise IndexError(f"chunk start {start} outside the {T} demonstrated actions")
     idx = np.minimum(np.arange(start, start + horizon), T - 1)
     return actions[idx].astype(np.float32)
-
-
-def resize_frames(rgb: np.ndarray, R: int) -> np.ndarray:
-    """rgb [T, V, H, W, 3] uint8 -> [T, V, R, R, 3] (area interpolation)."""
-    if rgb.shape[2:4] == (R, R):
-        return rgb
-    return np.stack([[cv2.resize(f, (R, R), interpolation=cv2.INTER_AREA) for f in fr] for fr in rgb])
 
 
 class PolicyData:
@@ -100,7 +93,7 @@ class PolicyData:
         self.views = [self.store_views[i] for i in self.view_idx]
         self.resolution, self.n_memory, self.horizon = resolution, n_memory, horizon
         self.memory_stride = memory_stride
-        self.mode = "eval" if memory_mode == "sparse" else "consecutive"
+        self.mode = memory_mode
         self.rgb, self.state, self.action, self.cams, self.K, self.instruction = [], [], [], [], [], []
         self.privileged: list[np.ndarray] | None = [] if privileged else None  # per episode [T, P]
         self.names: list[str] = []  # per episode: <store>/<index>
@@ -176,16 +169,12 @@ class PolicyData:
     def stats(self) -> dict[str, np.ndarray]:
         """Action min/max over the demonstrated actions (not the terminal hold), state (and object
         state) mean/std over every frame."""
-        a, s = np.concatenate([x[:-1] for x in self.action]), np.concatenate(self.state)
-        out = {
-            "action_lo": a.min(0),
-            "action_hi": a.max(0),
-            "state_mean": s.mean(0),
-            "state_std": np.maximum(s.std(0), STATE_STD_FLOOR),
-        }
+        a = summarize(np.concatenate([x[:-1] for x in self.action]))
+        s = summarize(np.concatenate(self.state), STATE_STD_FLOOR)
+        out = {"action_lo": a["min"], "action_hi": a["max"], "state_mean": s["mean"], "state_std": s["std"]}
         if self.privileged:
-            p = np.concatenate(self.privileged)
-            out["privileged_mean"], out["privileged_std"] = p.mean(0), np.maximum(p.std(0), STATE_STD_FLOOR)
+            p = summarize(np.concatenate(self.privileged), STATE_STD_FLOOR)
+            out["privileged_mean"], out["privileged_std"] = p["mean"], p["std"]
         return out
 
     def memory(self, k: int, c: int) -> np.ndarray:

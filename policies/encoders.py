@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from enerverse.core.camera import ray_maps
 from enerverse.core.frames import to_model
 from enerverse.core.progress import progress
 from enerverse.data import encode_frames
-from enerverse.generator import ray_maps
 from policies.config import EncoderConfig
 from policies.encoder_api import DataSpec, InputFeature, ObservationEncoder, register_encoder
 from policies.layers import AttentionPool, KeypointPool, SpatialSoftmax, random_shift, random_translate
@@ -181,7 +181,7 @@ class FutureSpaceEncoder(ObservationEncoder):
         M, R = g.memory.chunk, g.resolution
         B = memory.shape[0]
         full = np.concatenate([cams, np.repeat(cams[:, :, -1:], M, axis=2)], axis=2)
-        rays = torch.stack([ray_maps(K[b], full[b], R, memory.shape[-1]) for b in range(B)])
+        rays = torch.stack([torch.from_numpy(ray_maps(K[b], full[b], R, memory.shape[-1])) for b in range(B)])
         # in generator frames (every frame_stride-th recorded frame; memory frames lie on that grid)
         pos_memory = np.asarray(pos_memory, dtype=np.float64) / g.frame_stride
         pos = np.concatenate([pos_memory, np.broadcast_to(np.arange(1, M + 1), (B, M))], axis=1)

@@ -196,7 +196,7 @@ class PolicyRuntime:
         """The memory frames of one history: the training rule (:func:`grid_memory_indices`) applied to
         the newest frame's time, each taken as the kept frame nearest in time (the history is thinned)."""
         cfg = self.policy.cfg
-        mode = "eval" if cfg.memory_mode == "sparse" else "consecutive"
+        mode = cfg.memory_mode
         times = np.array([t for t, _ in history])
         want = grid_memory_indices(int(times[-1]), cfg.n_memory, mode, self.encoder.memory_stride)[0]
         return [history[i] for i in np.abs(times[None, :] - want[:, None]).argmin(axis=1)]

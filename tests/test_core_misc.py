@@ -252,3 +252,23 @@ def test_videos_are_h264_that_browsers_play_and_round_trip(tmp_path: Path) -> No
     with pytest.raises(ValueError, match=r"uint8 frames \[T>0, H, W, 3\]"):
         write_video(tmp_path / "bad.mp4", frames.astype(np.float32), fps=10)
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_frame_conversions_live_in_one_place() -> None:
+    import torch
+
+    from enerverse.core.frames import resize_frames, to_model, to_uint8
+
+    rgb = np.random.default_rng(0).integers(0, 255, (2, 3, 8, 8, 3), dtype=np.uint8)  # [T, V, H, W, 3]
+    assert resize_frames(rgb, 8) is rgb
+    small = resize_frames(rgb, 4)
+    assert small.shape == (2, 3, 4, 4, 3) and small.dtype == np.uint8
+    assert abs(int(small[0, 0, 0, 0, 0]) - rgb[0, 0, :2, :2, 0].mean()) <= 1  # area average
+    labels = np.zeros((3, 8, 8), np.uint8)
+    labels[:, :4] = 2
+    assert set(np.unique(resize_frames(labels, 4, nearest=True))) == {0, 2}  # labels are never blended
+    x = to_model(rgb)
+    assert x.shape == (2, 3, 3, 8, 8) and x.dtype == torch.float32 and -1 <= x.min() and x.max() <= 1
+    np.testing.assert_array_equal(to_uint8(x), rgb)
+    with pytest.raises(TypeError, match="uint8"):
+        to_model(rgb.astype(np.float32))

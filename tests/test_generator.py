@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from enerverse.core.camera import intrinsics_from_fovy, look_at, rotate_about_z
+from enerverse.core.camera import intrinsics_from_fovy, look_at, ray_maps, rotate_about_z
 from enerverse.core.config import ConfigError
 from enerverse.core.trainer import Trainer, TrainSettings, epoch_batches
-from enerverse.generator import EnerVerseGenerator, inference_memory, ray_maps
+from enerverse.generator import EnerVerseGenerator
 from enerverse.presets import get_preset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ def _batch(g: EnerVerseGenerator, B: int = 2, seed: int = 0) -> dict:
     T = m + M
     gen = torch.Generator().manual_seed(seed)
     K = np.stack([intrinsics_from_fovy(50.0, R, R)] * V)
-    rays = ray_maps(K, _cams(V, T), R, g.latent_size)
+    rays = torch.from_numpy(ray_maps(K, _cams(V, T), R, g.latent_size))
     pos = torch.tensor([list(range(-m + 1, 1)) + list(range(1, M + 1))] * B, dtype=torch.float32)
     return {
         "frames": torch.rand(B, V, T, 3, R, R, generator=gen) * 2 - 1,
@@ -164,14 +164,21 @@ def test_eos_stops_generation_where_the_eos_frame_appears(tiny: EnerVerseGenerat
     assert res.eos_frame == 2 * M + 2 and res.frames.shape[1] == 2 * M + 2
 
 
-def test_inference_memory_is_bounded_and_ends_with_the_latest() -> None:
-    assert inference_memory(2, 4) == [0, 0, 0, 1]
-    idx = inference_memory(100, 4)
+def test_inference_memory_is_the_samplers_rule_on_the_history() -> None:
+    """The generator's memory at inference is :func:`memory_indices` with the newest frame as ``c``."""
+    from enerverse.core.store.sampler import memory_indices
+
+    assert memory_indices(1, 4, "sparse")[0].tolist() == [0, 0, 0, 1]
+    idx = memory_indices(99, 4, "sparse")[0].tolist()
     assert len(idx) == 4 and idx[-1] == 99 and idx[0] == 0 and idx == sorted(idx)
-    assert inference_memory(100, 4, "consecutive") == [96, 97, 98, 99]
-    assert inference_memory(2, 4, "consecutive") == [0, 0, 0, 1]
-    with pytest.raises(ValueError, match="sparse"):
-        inference_memory(10, 4, "latest")
+    assert memory_indices(99, 4, "consecutive")[0].tolist() == [96, 97, 98, 99]
+    assert memory_indices(1, 4, "consecutive")[0].tolist() == [0, 0, 0, 1]
+
+
+def test_an_unknown_memory_mode_is_refused(tiny: EnerVerseGenerator) -> None:
+    b, V = _batch(tiny, B=1), tiny.cfg.num_views
+    with pytest.raises(ValueError, match="'sparse' or 'consecutive'"):
+        tiny.generate(b["frames"][0, :, :2], b["K"], _cams(V, 1)[:, 0], "x", memory_mode="latest")
 
 
 def test_bad_inputs_get_clear_errors(tiny: EnerVerseGenerator) -> None:

@@ -81,7 +81,7 @@ def test_windows_enumerate_each_frame_once_and_never_cross_episodes(store: Episo
 
 
 def test_memory_indices_sorted_below_c_and_padded_at_start(store: EpisodeStore) -> None:
-    for mode in ("train", "eval"):
+    for mode in ("train", "sparse"):
         for w in all_windows(WindowSampler(store, n_memory=4, mode=mode)):
             c, idx, mask = w["c"], w["memory_idx"], w["memory_mask"]
             assert idx[-1] == c and mask[-1]
@@ -100,7 +100,7 @@ def test_memory_indices_sorted_below_c_and_padded_at_start(store: EpisodeStore) 
 
 
 def test_eval_memory_spread_evenly(store: EpisodeStore) -> None:
-    s = WindowSampler(store, mode="eval")
+    s = WindowSampler(store, mode="sparse")
     by_c = {w["c"]: w for w in all_windows(s) if w["episode"] == 1}
     np.testing.assert_array_equal(by_c[9]["memory_idx"], [0, 4, 8, 9])
     np.testing.assert_array_equal(by_c[10]["memory_idx"], [0, 5, 9, 10])
@@ -182,7 +182,7 @@ def test_consecutive_memory_is_the_frames_right_before_c(store: EpisodeStore) ->
 
 
 def test_stride_puts_memory_and_chunk_on_every_kth_frame(store: EpisodeStore) -> None:
-    s = WindowSampler(store, chunk=3, n_memory=3, action_horizon=2, mode="eval", stride=2)
+    s = WindowSampler(store, chunk=3, n_memory=3, action_horizon=2, mode="sparse", stride=2)
     assert len(s) == (5 - 2) + (12 - 2) + (3 - 2) + 0  # a window needs one strided future frame
     for w in all_windows(s):
         c, T = w["c"], w["length"]

@@ -153,6 +153,17 @@ def ray_map(
     return np.concatenate([origin, d_world], axis=-1).transpose(2, 0, 1).astype(np.float32)
 
 
+def ray_maps(K: np.ndarray, T_cam_world: np.ndarray, size: int, latent: int) -> np.ndarray:
+    """Ray maps [6, V, T, latent, latent] of square ``size`` px views: K [V, 3, 3], T_cam_world
+    [V, T, 4, 4] (the conditioning of every generator frame)."""
+    V, T = T_cam_world.shape[:2]
+    out = np.empty((6, V, T, latent, latent), np.float32)
+    for v in range(V):
+        for t in range(T):
+            out[:, v, t] = ray_map(K[v], T_cam_world[v, t], size, size, latent, latent)
+    return out
+
+
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0.0, 0.0, 1.0)) -> np.ndarray:
     """World->camera T [4,4] (OpenCV axes) for a camera at ``eye`` looking at ``target``."""
     eye, target, up = (np.asarray(a, dtype=np.float64) for a in (eye, target, up))

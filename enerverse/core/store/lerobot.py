@@ -69,11 +69,9 @@ def _video_feature(H: int, W: int, fps: float) -> dict:
 
 def _stats(x: np.ndarray) -> dict:
     """LeRobot stats of [N, D] values."""
-    x = x.astype(np.float64)
-    q01, q99 = np.quantile(x, [0.01, 0.99], axis=0)
-    return {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(), "min": x.min(0).tolist(),
-            "max": x.max(0).tolist(), "q01": q01.tolist(), "q99": q99.tolist(),
-            "count": [len(x)]}  # fmt: skip
+    from enerverse.core.store.stats import summarize
+
+    return {k: ([v] if k == "count" else v.tolist()) for k, v in summarize(x).items()}
 
 
 def _image_stats(frames: np.ndarray) -> dict:

@@ -3,7 +3,7 @@
 A window is anchored at the current frame ``c`` of one episode and never crosses episodes:
 
 * ``memory_idx`` [n_memory]: n_memory - 1 history frames from [0, c - 1] (train: random without
-  replacement, sorted, seeded by (seed, epoch, window index); eval: spread evenly; consecutive: the
+  replacement, sorted, seeded by (seed, epoch, window index); sparse: spread evenly; consecutive: the
   frames right before ``c``, the non-sparse ablation), then ``c``.
   A history shorter than n_memory - 1 is padded at the front with frame 0 (``memory_mask`` False).
 * ``chunk_idx`` [chunk]: c + 1 .. c + chunk clipped to T - 1 (``chunk_mask`` False past the end).
@@ -25,7 +25,10 @@ import numpy as np
 
 from .reader import EpisodeStore, EpisodeView
 
-MODES = ("train", "eval", "consecutive")
+MODES = ("train", "sparse", "consecutive")
+"""train: sparse memory sampled at random (training); sparse: spread evenly (inference); consecutive:
+the latest frames (the non-sparse ablation). ``sparse`` and ``consecutive`` are also the generator's
+and the policy's ``memory_mode`` names."""
 FRAME_GATHER_KEYS = ("rgb", "depth", "T_cam_world")  # gathered at memory + chunk frames
 
 

@@ -22,6 +22,18 @@ def _root(store: EpisodeStore | str | os.PathLike) -> Path:
     return store.path if isinstance(store, EpisodeStore) else Path(store)
 
 
+def summarize(x: np.ndarray, std_floor: float = STD_FLOOR) -> dict[str, Any]:
+    """Statistics of values [N, D] per dimension: mean, std (population, floored at ``std_floor``), min,
+    max, q01, q99 (numpy arrays [D]) and count N. The one place the project computes them: store
+    stats, policy normalisation and LeRobot export all use it."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    if not len(x):
+        raise ValueError("cannot compute statistics of no values")
+    q01, q99 = np.quantile(x, [0.01, 0.99], axis=0)
+    return {"mean": x.mean(0), "std": np.maximum(x.std(0), std_floor), "min": x.min(0), "max": x.max(0),
+            "q01": q01, "q99": q99, "count": int(len(x))}  # fmt: skip
+
+
 def compute_stats(
     store: EpisodeStore, keys: Sequence[str] = ("state", "action"), only_success: bool = False
 ) -> dict[str, dict[str, Any]]:
@@ -45,17 +57,8 @@ def compute_stats(
         raise ValueError(f"cannot compute stats: store {store.path} has no {what}")
     out: dict[str, dict[str, Any]] = {}
     for k in keys:
-        x = np.concatenate(data[k], axis=0)  # [N, D]
-        q01, q99 = np.quantile(x, [0.01, 0.99], axis=0)
-        out[k] = {
-            "mean": x.mean(axis=0).tolist(),
-            "std": np.maximum(x.std(axis=0), STD_FLOOR).tolist(),
-            "min": x.min(axis=0).tolist(),
-            "max": x.max(axis=0).tolist(),
-            "q01": q01.tolist(),
-            "q99": q99.tolist(),
-            "count": int(x.shape[0]),
-        }
+        s = summarize(np.concatenate(data[k], axis=0))  # over [N, D]
+        out[k] = {f: (v if f == "count" else v.tolist()) for f, v in s.items()}
     return out
 
 
