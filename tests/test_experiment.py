@@ -54,4 +54,46 @@ def test_bad_experiment_files_are_refused_in_one_line(tmp_path: Path) -> None:
     r = _run(str(tmp_path / "empty.yaml"))
     assert r.returncode != 0 and "needs a 'name'" in r.stderr
     r = _run(str(tmp_path / "missing.yaml"))
-    assert r.returncode != 0 and "cannot read" in r.stderr
+    assert r.returncode == 2 and "no experiment" in r.stderr and "quick_pick_place" in r.stderr
+
+
+def test_an_entry_point_starts_from_its_step_of_an_experiment(capsys, tmp_path: Path) -> None:
+    """``ev-train-policy experiment=<name>`` reproduces that file's training settings; later
+    key=value arguments override them; ``--help`` lists the experiments."""
+    from policies.train import parse_args
+
+    cfg = parse_args(["experiment=image_baseline_pick_place", "train.steps=7"])
+    assert cfg.policy.encoder.kind == "cnn" and cfg.store == "data/pick_place" and cfg.batch_size == 32
+    assert cfg.train.steps == 7 and cfg.out == "outputs/train_policy/image_baseline_pick_place"
+    (tmp_path / "config.json").write_text("{}")  # stand-in for the checkpoints earlier steps make
+    made = [f"generator={tmp_path}", f"init_from={tmp_path}"]
+    two = parse_args(["experiment=enerverse_a_pick_place:stage 2", *made])
+    assert two.finetune.mode == "full" and two.train.steps == 600
+    from enerverse.core.config import parse_cli
+    from sim.collect import CollectConfig
+
+    col = parse_cli(
+        CollectConfig, ["experiment=generator_pretrained:collect experts", "task=stack"], prog="ev-collect"
+    )
+    assert col.out == "data/pretrain/stack" and col.episodes == 200
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    assert "image_baseline_pick_place" in capsys.readouterr().out
+    bad = {
+        "experiment=no_such_thing": "expected a file or one of",
+        "experiment=enerverse_a_pick_place": "pick one with experiment=enerverse_a_pick_place:<step>",
+        "experiment=generator_pretrained": "has no ev-train-policy step",
+    }
+    for arg, expected in bad.items():
+        with pytest.raises(SystemExit) as e:
+            parse_args([arg])
+        assert e.value.code == 2 and expected in capsys.readouterr().err, arg
+    with pytest.raises(SystemExit):
+        parse_cli(CollectConfig, ["experiment=generator_pretrained:collect experts"], prog="ev-collect")
+    assert "repeats over" in capsys.readouterr().err
+
+
+def test_an_experiment_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x.yaml").write_text("name: x\nsteps: [{run: ev-eval, argz: {episodes: 1}}]\n")
+    r = _run(str(tmp_path / "x.yaml"), "--dry-run")
+    assert r.returncode == 2 and "unknown key 'argz'; valid keys: name, run, args, foreach" in r.stderr

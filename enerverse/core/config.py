@@ -296,6 +296,12 @@ def format_help(schema: type, prog: str) -> str:
     if first:
         lines += [first, ""]
     lines.append("Set any value with hydra overrides (dotted keys for nested settings), e.g. seed=1.")
+    from enerverse.core.experiment import experiments_for
+
+    names = experiments_for(prog)
+    if names:
+        lines += ["", f"experiment=<name>[:<step>] starts from that file's {prog} step (configs/experiment):",
+                  "  " + ", ".join(names)]  # fmt: skip
     lines += ["", "keys:"]
     rows = _help_lines(schema)
     w_key = max((len(r[0]) for r in rows), default=0)
@@ -304,6 +310,18 @@ def format_help(schema: type, prog: str) -> str:
         default_txt = f"default {default}" if default else "(group)"
         lines.append(f"  {key:<{w_key}}  {tp:<{w_type}}  {default_txt}" + (f"  {doc}" if doc else ""))
     return "\n".join(lines)
+
+
+def with_experiment(args: list[str], prog: str) -> list[str]:
+    """Replace ``experiment=<name>[:<step>]`` by that experiment step's settings for ``prog``; the
+    other arguments follow them, so they override the file."""
+    refs = [a.split("=", 1)[1] for a in args if a.startswith("experiment=")]
+    if not refs:
+        return args
+    from enerverse.core.experiment import entry_args
+
+    rest = [a for a in args if not a.startswith("experiment=")]
+    return [*entry_args(refs[-1], prog, rest), *rest]
 
 
 def parse_cli(
@@ -322,6 +340,7 @@ def parse_cli(
         print(format_help(schema, prog), flush=True)
         raise SystemExit(0)
     with user_errors():
+        args = with_experiment(args, prog)
         flags = [a for a in args if a.startswith("-") and not a.startswith("~")]
         if flags:
             raise ConfigError(
@@ -360,6 +379,9 @@ def parse_cli_with_preset(
     (``get_preset(name)``), which dotted ``group.*`` overrides then refine. An unknown preset prints
     the error (with the valid names) and exits with code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if not ("-h" in args or "--help" in args):
+        with user_errors():
+            args = with_experiment(args, prog)
     preset = next((a.split("=", 1)[1] for a in args if a.startswith("preset=")), default)
     with user_errors():
         defaults = get_preset(preset)
