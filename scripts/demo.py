@@ -20,14 +20,24 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_CHECKPOINT = "checkpoints/enerverse_a_pick_place"
+from enerverse.core.config import ConfigError
+from enerverse.core.experiment import entry_args, load_experiment
+
+EXPERIMENT = "demo"  # configs/experiment/demo.yaml: the evaluation step and its settings
+
+
+def default_checkpoint() -> Path:
+    """The checkpoint the demo experiment names."""
+    step = next(s for s in load_experiment(EXPERIMENT)["steps"] if s["run"] == "ev-eval")
+    return Path(step["args"]["policy"])
 
 
 def evaluate(checkpoint: Path, tasks: list[str], args, log: Path) -> dict:
-    """``ev-eval`` of the checkpoint on its tasks; returns its JSON summary (exits on failure)."""
-    cmd = [sys.executable, "-m", "sim.evaluate", f"policy={checkpoint}", f"tasks=[{','.join(tasks)}]",
-           f"episodes={args.episodes}", f"num_envs={args.num_envs}", "seed=1000", "videos=2",
-           "imagine=true", f"out={args.out / 'eval'}"]  # fmt: skip
+    """The experiment's ``ev-eval`` step on the checkpoint and its tasks; returns its JSON summary."""
+    given = [f"policy={checkpoint}", f"tasks=[{','.join(tasks)}]", f"out={args.out / 'eval'}"]
+    given += [f"episodes={args.episodes}"] * (args.episodes is not None)
+    given += [f"num_envs={args.num_envs}"] * (args.num_envs is not None)
+    cmd = [sys.executable, "-m", "sim.evaluate", *entry_args(EXPERIMENT, "ev-eval", given), *given]
     print(f"[demo] {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
     with open(log, "w") as f:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True, check=False)
@@ -89,16 +99,20 @@ def report(out: Path, checkpoint: Path, config: dict, ev: dict, minutes: float) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--checkpoint", type=Path, default=Path(DEFAULT_CHECKPOINT))
-    ap.add_argument("--episodes", type=int, default=20, help="evaluation episodes per task")
-    ap.add_argument("--num-envs", type=int, default=2)
+    ap.add_argument("--checkpoint", type=Path, default=None, help="default: the one demo.yaml names")
+    ap.add_argument("--episodes", type=int, default=None, help="evaluation episodes per task (demo.yaml: 20)")
+    ap.add_argument("--num-envs", type=int, default=None)
     args = ap.parse_args()
+    try:
+        args.checkpoint = args.checkpoint or default_checkpoint()
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
     if not (args.checkpoint / "config.json").is_file():
         raise SystemExit(
             f"error: no policy checkpoint at {args.checkpoint}; train one with `make train` "
             "(configs/experiment/quick_pick_place.yaml) or pass --checkpoint <folder>"
         )
-    if args.episodes < 1 or args.num_envs < 1:
+    if (args.episodes or 1) < 1 or (args.num_envs or 1) < 1:
         raise SystemExit("error: --episodes and --num-envs must be positive")
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
