@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from enerverse.core.checkpoint import check_format, load_checkpoint, save_checkpoint
+from enerverse.core.checkpoint import check_format, load_checkpoint, resolve_folder, save_checkpoint
 from enerverse.core.config import config_to_dict
 from enerverse.core.store import recorded_rig_version
 from policies.config import EncoderConfig, HeadConfig, PolicyConfig
@@ -51,7 +51,7 @@ def load_policy(folder: str | Path, device: str = "cpu"):
     from enerverse.io import generator_config_from_dict
     from policies.model import DiffusionPolicy
 
-    folder = Path(folder)
+    folder = resolve_folder(folder)
     if not (folder / "config.json").is_file():
         raise ValueError(f"{folder} is not a policy checkpoint folder (no config.json)")
     ck = load_checkpoint(folder, map_location=device)

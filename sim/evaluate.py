@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from enerverse.core.checkpoint import resolve_folder
 from enerverse.core.config import ConfigError, parse_cli, save_config
 from enerverse.core.errors import user_errors
 from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
@@ -98,7 +99,7 @@ class EvalConfig(SimSettings):
         for name in ("episodes", "num_envs"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.policy != "expert" and not (Path(self.policy) / "config.json").is_file():
+        if self.policy != "expert" and not (resolve_folder(self.policy) / "config.json").is_file():
             raise ConfigError(
                 f"policy={self.policy!r}: expected 'expert' or a policy checkpoint folder "
                 "(with config.json, written by ev-train-policy)"

@@ -204,3 +204,26 @@ def test_replacing_a_checkpoint_never_leaves_the_path_without_one(
             break
     else:
         pytest.fail("save_checkpoint kept renaming")
+
+
+def test_a_local_hub_cache_folder_loads_its_snapshot(tmp_path: Path) -> None:
+    """models--org--name/ as huggingface_hub caches it (snapshot files are links to blobs): the folder
+    itself loads, through refs/main, with no download."""
+    model, _, _ = _trained_model()
+    src = save_checkpoint(tmp_path / "export", {"name": "tiny"}, model.state_dict(), None)
+    repo = tmp_path / "hub" / "models--enerverse--tiny"
+    snap = repo / "snapshots" / "abc123"
+    (repo / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for f in src.iterdir():
+        blob = repo / "blobs" / f"{f.name}.blob"
+        blob.write_bytes(f.read_bytes())
+        (snap / f.name).symlink_to(os.path.relpath(blob, snap))
+    with pytest.raises(CheckpointError, match="2 snapshots and no refs/main"):
+        (repo / "snapshots" / "def456").mkdir()
+        load_checkpoint(repo)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123\n")
+    ck = load_checkpoint(repo)
+    assert ck.path == snap and ck.config == {"name": "tiny"}
+    assert all(torch.equal(ck.state_dict[k], v) for k, v in model.state_dict().items())

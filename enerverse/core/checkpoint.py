@@ -143,6 +143,26 @@ def save_checkpoint(
     return folder
 
 
+def resolve_folder(folder: str | Path) -> Path:
+    """A checkpoint folder, or the snapshot a local Hugging Face Hub cache folder points at
+    (``models--<org>--<name>/``: ``refs/main`` names the snapshot under ``snapshots/``; a folder with a
+    single snapshot needs no ref). Nothing is downloaded. Other paths come back unchanged."""
+    folder = Path(folder)
+    snapshots = folder / "snapshots"
+    if (folder / CONFIG_FILE).is_file() or not snapshots.is_dir():
+        return folder
+    ref = folder / "refs" / "main"
+    if ref.is_file():
+        return snapshots / ref.read_text().strip()
+    found = sorted(p for p in snapshots.iterdir() if p.is_dir())
+    if len(found) == 1:
+        return found[0]
+    raise CheckpointError(
+        f"{folder} is a Hub cache folder with {len(found)} snapshots and no refs/main: "
+        "pass one snapshots/<revision> folder"
+    )
+
+
 def _diagnose(folder: Path) -> None:
     if not folder.exists():
         raise CheckpointError(f"checkpoint folder {folder} does not exist")
@@ -172,7 +192,7 @@ def load_checkpoint(folder: str | Path, map_location: Any = "cpu") -> Checkpoint
     import torch
     from safetensors.torch import load_file
 
-    folder = Path(folder)
+    folder = resolve_folder(folder)
     _diagnose(folder)
     try:
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
