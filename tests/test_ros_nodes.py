@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -276,7 +277,8 @@ def test_policy_node_holds_on_faults_and_recovers(policy_workdir: Path, tmp_path
         )
         assert pol.poll() is None, (tmp_path / "policy.log").read_text()[-3000:]
         log = (tmp_path / "policy.log").read_text()
-        assert "dropped a main image message" in log and "expected one of" in log  # said what it expected
+        # said what it expected (the warning is throttled per call site: either view's may be the one logged)
+        assert re.search(r"dropped a (main|anchor_left) image message: .*expected one of", log), log[-3000:]
         assert "Traceback" not in log
     finally:
         obs.close()
