@@ -3,9 +3,9 @@
 One contract, :class:`LatentCodec`, with two implementations:
 
 * :class:`ConvAutoencoder` — a small deterministic conv autoencoder trained by the project (the default,
-  f8: 64x64x3 -> 8x8xC). ``ev-train-generator`` trains it as its first stage through the shared
-  exact-resume trainer (``enerverse.core.trainer``); :func:`train_codec` is a small in-memory loop for
-  experiments and tests. :meth:`ConvAutoencoder.calibrate` sets the latent scale from data.
+  f8: 128x128x3 -> 16x16xC). ``ev-train-generator`` trains it as its first stage through the shared
+  exact-resume trainer (``enerverse.core.trainer``, the project's one training loop);
+  :meth:`ConvAutoencoder.calibrate` sets the latent scale from data.
 * :class:`DiffusersKLCodec` — a frozen diffusers ``AutoencoderKL`` loaded from a local folder, for the
   GPU-scale presets.
 """
@@ -15,15 +15,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from enerverse.core.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -300,76 +298,6 @@ def psnr(x: Tensor, y: Tensor) -> Tensor:
         raise ValueError(f"psnr needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
     mse = (x.float() - y.float()).pow(2).flatten(1).mean(dim=1).clamp_min(1e-10)
     return 10.0 * torch.log10(4.0 / mse)
-
-
-def _cycle(batches: Iterable[Tensor]) -> Iterator[Tensor]:
-    """Yield from ``batches`` forever, restarting it when exhausted (a generator is not restartable)."""
-    while True:
-        empty = True
-        for b in batches:
-            empty = False
-            yield b
-        if empty:
-            raise ValueError("the frames iterable yielded no batches (a generator can only be used once)")
-
-
-def train_codec(
-    codec: ConvAutoencoder,
-    frames_iter: Iterable[Tensor],
-    steps: int,
-    lr: float = 1e-3,
-    device: str | torch.device = "cpu",
-    log_every: int = 50,
-    progress: bool = True,
-    calibrate_batches: int = 4,
-    weight_decay: float = 1e-4,
-    grad_clip: float = 1.0,
-) -> list[float]:
-    """Train a codec with AdamW on batches of frames [N, 3, H, W] in [-1, 1] (or dicts with ``images``
-    and object ``masks``, see :meth:`ConvAutoencoder.loss`); return the loss per step.
-
-    ``frames_iter`` is cycled (re-iterated) when it runs out. After training, the latent scale is
-    calibrated on ``calibrate_batches`` batches (0 = skip) and the codec is left in eval mode. A non-finite
-    loss raises RuntimeError naming the step.
-    """
-    if not hasattr(codec, "loss"):
-        raise TypeError(f"{type(codec).__name__} is not trainable (no loss()); train a ConvAutoencoder")
-    params = [p for p in codec.parameters() if p.requires_grad]
-    if not params:
-        raise TypeError(f"{type(codec).__name__} has no trainable parameters")
-    codec.to(device).train()
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    batches = _cycle(frames_iter)
-    losses: list[float] = []
-    bar = progress_bar(total=steps, desc="codec", unit="step", disable=None if progress else True)
-    for step in range(steps):
-        batch = next(batches)  # images, or {"images", "masks"}
-        if isinstance(batch, dict):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        else:
-            batch = batch.to(device, non_blocking=True)
-        total, stats = codec.loss(batch)
-        value = total.item()
-        if not math.isfinite(value):
-            bar.close()
-            raise RuntimeError(f"non-finite codec loss {value} at step {step} (stats {stats})")
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        if grad_clip > 0:
-            nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
-        losses.append(value)
-        bar.update(1)
-        if log_every > 0 and (step % log_every == 0 or step == steps - 1):
-            bar.set_postfix(loss=f"{value:.4f}", psnr=f"{stats['psnr']:.1f}")
-            log.info("codec step %d loss %.5f psnr %.2f dB", step, value, stats["psnr"])
-    bar.close()
-    codec.eval()
-    if calibrate_batches > 0 and hasattr(codec, "calibrate"):
-        images = (b["images"] if isinstance(b, dict) else b for b in batches)
-        scale = codec.calibrate(next(images) for _ in range(calibrate_batches))
-        log.info("codec latent scale calibrated to %.4f", scale)
-    return losses
 
 
 def build_codec(kind: str, **kwargs: Any) -> LatentCodec:

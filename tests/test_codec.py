@@ -15,7 +15,6 @@ from enerverse.codec import (
     LatentCodec,
     build_codec,
     psnr,
-    train_codec,
 )
 
 
@@ -60,14 +59,27 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_tiny_autoencoder_overfits_coloured_squares(one_thread: None) -> None:
+def fit_codec(codec, x, steps: int, lr: float, run_dir: Path) -> list[float]:
+    """The project's one training loop (the Trainer, as ev-train-generator's codec stage uses it)."""
+    import itertools
+
+    from enerverse.core.trainer import LossModule, Trainer, TrainSettings
+
+    s = TrainSettings(steps=steps, lr=lr, warmup_steps=0, ema_decay=0.0, ckpt_every=10_000, weight_decay=1e-4)
+    trainer = Trainer(LossModule(codec, "loss"), s, run_dir, {}, name="codec")
+    losses = trainer.fit(lambda state: itertools.repeat(x))
+    codec.eval()
+    return losses
+
+
+def test_tiny_autoencoder_overfits_coloured_squares(one_thread: None, tmp_path: Path) -> None:
     torch.manual_seed(0)
     x = coloured_squares()
     codec = ConvAutoencoder(channels=8, latent_channels=4, factor=4)
     with torch.no_grad():
         before = psnr(codec.decode(codec.encode(x)), x).mean().item()
     start = time.perf_counter()
-    losses = train_codec(codec, [x], steps=150, lr=5e-3, log_every=50, progress=False, calibrate_batches=0)
+    losses = fit_codec(codec, x, steps=150, lr=5e-3, run_dir=tmp_path)
     elapsed = time.perf_counter() - start
     with torch.no_grad():
         after = psnr(codec.decode(codec.encode(x)), x).mean().item()
@@ -138,13 +150,12 @@ def test_psnr_values() -> None:
     assert p[1].item() == pytest.approx(20.0, abs=1e-4) and p[0].item() > 90
 
 
-def test_train_codec_rejects_non_finite_loss_and_empty_data() -> None:
+def test_codec_training_rejects_a_non_finite_loss(tmp_path: Path) -> None:
+    from enerverse.core.trainer import NonFiniteLossError
+
     codec = ConvAutoencoder(channels=4, factor=4)
-    bad = torch.full((1, 3, 8, 8), float("nan"))
-    with pytest.raises(RuntimeError, match="non-finite codec loss .* at step 0"):
-        train_codec(codec, [bad], steps=2, progress=False)
-    with pytest.raises(ValueError, match="no batches"):
-        train_codec(codec, [], steps=1, progress=False)
+    with pytest.raises(NonFiniteLossError):
+        fit_codec(codec, torch.full((1, 3, 8, 8), float("nan")), steps=2, lr=1e-3, run_dir=tmp_path)
 
 
 def _save_tiny_kl(folder: Path) -> None:
@@ -182,8 +193,7 @@ def test_diffusers_kl_adapter_round_trip_and_frozen(tmp_path: Path) -> None:
     assert not any(p.requires_grad for p in codec.parameters())
     codec.train()
     assert not codec.vae.training
-    with pytest.raises(TypeError):
-        train_codec(codec, [x], steps=1, progress=False)  # type: ignore[arg-type]
+    assert not hasattr(codec, "loss")  # nothing to train: the Trainer has no loss to call
     # sampling from the posterior differs from the mean but has the same shape
     sampled = DiffusersKLCodec(tmp_path / "vae", sample=True)
     with torch.no_grad():
