@@ -278,16 +278,14 @@ def success_plot(rows: list[dict], path: Path) -> Path:
         cv2.rectangle(img, (x, y(r["success_rate"])), (x + 60, y(0)), (70, 130, 200), -1)
         lo, hi = r["ci95"]
         cv2.line(img, (x + 30, y(lo)), (x + 30, y(hi)), (0, 0, 0), 2)
-        cv2.putText(img, r["task"][:14], (x - 10, H - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
-        cv2.putText(
-            img,
-            f"{r['success_rate']:.2f}",
-            (x + 10, y(r["success_rate"]) - 6),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.4,
-            (0, 0, 0),
-            1,
-        )
+        name, scale = r["task"], 0.4  # shrunk to its 120 px slot, so neighbouring names never touch
+        while cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > 112 and scale > 0.25:
+            scale -= 0.025
+        w = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+        cv2.putText(img, name, (x + 30 - w // 2, H - 15), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1)
+        top = min(y(r["success_rate"]), y(hi)) - 6  # above the bar and its whisker
+        rate = f"{r['success_rate']:.2f}"
+        cv2.putText(img, rate, (x + 12, top), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
     return write_png(path, img)
 
 
