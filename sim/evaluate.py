@@ -148,6 +148,79 @@ def make_policy(spec: str, task: str, **kw):
     return policy
 
 
+@dataclass
+class _Batch:
+    """The state of one batch of envs during :func:`evaluate` (arrays [B])."""
+
+    done: np.ndarray
+    success: np.ndarray
+    length: np.ndarray
+    stage: np.ndarray  # most stages done so far (-1: the task reports none)
+    clips: dict  # env -> real frames [V, H, W, 3] of a recorded episode
+    dreams: dict  # env -> imagined frames (empty without a generator)
+
+
+def _step_chunk(venv, policy, chunk: np.ndarray, obs: dict, st: _Batch, bar) -> dict:
+    """Execute one action chunk [B, H, A] on every env; returns the last observation."""
+    observe = getattr(policy, "observe", None)
+    for j, a in enumerate(chunk.transpose(1, 0, 2)):
+        obs, _, term, trunc, info = venv.step(a)
+        live = ~st.done
+        st.length[live] += 1
+        st.success[live] |= np.asarray(info["success"], dtype=bool)[live]
+        if "stages_done" in info:
+            st.stage[live] = np.maximum(st.stage[live], np.asarray(info["stages_done"], dtype=int)[live])
+        if observe is not None and j < chunk.shape[1] - 1:
+            observe(obs)  # the next act() sees the observation after the last action
+        for i in st.clips:
+            if live[i]:
+                st.clips[i].append(obs["rgb"][i])
+        ended = np.asarray(term) | np.asarray(trunc)
+        st.done |= ended
+        bar.update(int((live & st.done).sum()))
+        if st.done.all():
+            break
+        if ended.any():  # idle envs restart (results ignored) so the batch can keep stepping
+            obs, _ = venv.reset(options={"reset_mask": ended})
+    return obs
+
+
+def _batch_frames(st: _Batch) -> list[np.ndarray]:
+    """Per recorded episode: real views [T, V, H, W, 3], with the imagined views beside them."""
+    out = []
+    for i, clip in st.clips.items():
+        real = np.stack(clip)
+        if st.dreams:  # real views | imagined views, side by side
+            dream = np.stack(st.dreams[i][: len(real)])
+            dream = np.concatenate([dream, np.repeat(dream[-1:], len(real) - len(dream), 0)])
+            real = np.concatenate([real, dream], axis=1)
+        out.append(real)
+    return out
+
+
+def _run_batch(policy, venv, seeds: list[int], n: int, show: list[int], imagine: bool, bar) -> _Batch:
+    """Roll out one batch of envs (the first ``n`` count) until every counted episode ended."""
+    B = len(seeds)
+    obs, info = venv.reset(seed=seeds)
+    policy.reset([str(x) for x in info.get("instruction", [""] * B)])
+    done = np.zeros(B, dtype=bool)
+    done[n:] = True  # padding envs of a last, partial batch are ignored
+    imagine_fn = getattr(policy, "imagine", None) if imagine else None
+    st = _Batch(done, np.zeros(B, bool), np.zeros(B, int), np.full(B, -1), {i: [obs["rgb"][i]] for i in show},
+                {i: [obs["rgb"][i]] for i in show} if imagine_fn is not None else {})  # fmt: skip
+    while not st.done.all():
+        chunk = np.asarray(policy.act(obs))
+        if chunk.ndim != 3 or chunk.shape[0] != B:
+            raise ValueError(f"policy.act must return actions [B={B}, chunk, A], got shape {chunk.shape}")
+        future = imagine_fn() if st.dreams else None  # [B, V, M, H, W, 3] or None (no generator)
+        if future is None:
+            st.dreams = {}
+        for i in st.dreams:
+            st.dreams[i].extend(np.moveaxis(future[i], 1, 0)[: chunk.shape[1]])
+        obs = _step_chunk(venv, policy, chunk, obs, st, bar)
+    return st
+
+
 def evaluate(
     policy,
     task: str,
@@ -169,68 +242,20 @@ def evaluate(
     num_envs = min(num_envs, episodes)
     venv = make_vec_env(task, num_envs, asynchronous=asynchronous, **(env_kwargs or {}))
     per_episode: list[dict] = []
-    frames: list[list[np.ndarray]] = []
+    frames: list[np.ndarray] = []
     bar = progress(total=episodes, desc=f"eval {task}", unit="ep", disable=None if show_progress else True)
     try:
         for start in range(0, episodes, num_envs):
             n = min(num_envs, episodes - start)
             seeds = [episode_seed(seed, start + i) for i in range(num_envs)]
-            obs, info = venv.reset(seed=seeds)
-            policy.reset([str(x) for x in info.get("instruction", [""] * num_envs)])
-            done = np.zeros(num_envs, dtype=bool)
-            done[n:] = True  # padding envs of a last, partial batch are ignored
-            success = np.zeros(num_envs, dtype=bool)
-            length = np.zeros(num_envs, dtype=int)
-            stage = np.full(num_envs, -1)  # most stages done so far (-1: the task reports none)
             show = [i for i in range(n) if start + i < videos]
-            clips = {i: [obs["rgb"][i]] for i in show}
-            imagine_fn = getattr(policy, "imagine", None) if imagine else None
-            dreams = {i: [obs["rgb"][i]] for i in show} if imagine_fn is not None else {}
-            observe = getattr(policy, "observe", None)
-            while not done.all():
-                chunk = np.asarray(policy.act(obs))
-                if chunk.ndim != 3 or chunk.shape[0] != num_envs:
-                    raise ValueError(
-                        f"policy.act must return actions [B={num_envs}, chunk, A], got shape {chunk.shape}"
-                    )
-                future = imagine_fn() if dreams else None  # [B, V, M, H, W, 3] or None (no generator)
-                if future is None:
-                    dreams = {}
-                for i in dreams:
-                    dreams[i].extend(np.moveaxis(future[i], 1, 0)[: chunk.shape[1]])
-                for j, a in enumerate(chunk.transpose(1, 0, 2)):
-                    obs, _, term, trunc, info = venv.step(a)
-                    live = ~done
-                    length[live] += 1
-                    success[live] |= np.asarray(info["success"], dtype=bool)[live]
-                    if "stages_done" in info:
-                        stage[live] = np.maximum(
-                            stage[live], np.asarray(info["stages_done"], dtype=int)[live]
-                        )
-                    if observe is not None and j < chunk.shape[1] - 1:
-                        observe(obs)  # the next act() sees the observation after the last action
-                    for i in show:
-                        if live[i]:
-                            clips[i].append(obs["rgb"][i])
-                    ended = np.asarray(term) | np.asarray(trunc)
-                    done |= ended
-                    bar.update(int((live & done).sum()))
-                    if done.all():
-                        break
-                    if ended.any():  # idle envs restart (results ignored) so the batch can keep stepping
-                        obs, _ = venv.reset(options={"reset_mask": ended})
+            st = _run_batch(policy, venv, seeds, n, show, imagine, bar)
             per_episode += [
-                {"seed": seeds[i], "success": bool(success[i]), "length": int(length[i])}
-                | ({"stages_done": int(stage[i])} if stage[i] >= 0 else {})
+                {"seed": seeds[i], "success": bool(st.success[i]), "length": int(st.length[i])}
+                | ({"stages_done": int(st.stage[i])} if st.stage[i] >= 0 else {})
                 for i in range(n)
             ]
-            for i in show:
-                real = np.stack(clips[i])
-                if dreams:  # real views | imagined views, side by side
-                    dream = np.stack(dreams[i][: len(real)])
-                    dream = np.concatenate([dream, np.repeat(dream[-1:], len(real) - len(dream), 0)])
-                    real = np.concatenate([real, dream], axis=1)
-                frames.append(real)
+            frames += _batch_frames(st)
     finally:
         bar.close()
         venv.close()
