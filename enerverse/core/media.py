@@ -9,6 +9,14 @@ from pathlib import Path
 import numpy as np
 
 
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    """``frames`` as uint8 [T>0, H, W, 3]; ValueError saying what was expected otherwise."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+        raise ValueError(f"a video takes uint8 frames [T>0, H, W, 3], got {frames.dtype} {frames.shape}")
+    return frames
+
+
 def _temp_beside(path: Path) -> Path:
     """A hidden temporary name next to ``path`` with the same suffix (writers pick the format by it)."""
     return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
@@ -31,10 +39,7 @@ class VideoSink:
         """Add uint8 frames [T, H, W, 3] (odd sizes are padded by one black row/column)."""
         import imageio.v2 as imageio
 
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            got = f"{frames.dtype} {frames.shape}"
-            raise ValueError(f"a video takes uint8 frames [T, H, W, 3], got {got}")
+        frames = _check_frames(frames)
         H, W = frames.shape[1:3]
         frames = np.pad(frames, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)))  # yuv420p needs even sizes
         if self._writer is None:
@@ -64,11 +69,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
     as an endless gif."""
     import imageio.v2 as imageio
 
-    path = Path(path)
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
-        got = f"{frames.dtype} {frames.shape}"
-        raise ValueError(f"write_video expects uint8 frames [T>0, H, W, 3], got {got}")
+    path, frames = Path(path), _check_frames(frames)
     if path.suffix != ".gif":
         sink = VideoSink(path, fps)
         sink.append(frames)

@@ -246,6 +246,13 @@ def read_info(folder: Path) -> dict:
     return info
 
 
+def _matrix(column: Any) -> np.ndarray:
+    """A parquet column of equal-length float lists -> float32 [N, D], without per-row Python objects."""
+    flat = column.combine_chunks()
+    values = np.asarray(flat.flatten(), np.float32)
+    return values.reshape(len(flat), -1) if len(flat) else values.reshape(0, 0)
+
+
 def _read_tables(folder: Path, pattern: str) -> Any:
     pa, pq = _pa()
     files = sorted(folder.glob(pattern))
@@ -288,12 +295,9 @@ def lerobot_to_store(folder: Path, dst: Path, progress: Callable | None = None) 
         raise LeRobotFormatError(f"{folder}: an episode store needs video cameras and {missing}; "
                                  f"found {sorted(feats)}")  # fmt: skip
     data = _read_tables(folder, "data/*/*.parquet").sort_by("index")
-    cols = {k: np.asarray(data.column(k).to_pylist(), np.float32) for k in VECTOR_FEATURES}
     priv = "observation.privileged" in data.column_names
-    if priv:
-        cols["observation.privileged"] = np.asarray(
-            data.column("observation.privileged").to_pylist(), np.float32
-        )
+    names = [*VECTOR_FEATURES, *(["observation.privileged"] if priv else [])]
+    cols = {k: _matrix(data.column(k)) for k in names}
     episodes = sorted(
         _read_tables(folder, "meta/episodes/*/*.parquet").to_pylist(), key=lambda r: r["episode_index"]
     )
