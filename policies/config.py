@@ -35,6 +35,10 @@ class EncoderConfig:
     positions) | mean (over views and space, the paper's)"""
     cnn_width: int = 32
     """cnn: channels of the first conv layer (doubled at each of the 3 stride-2 stages)"""
+    image_frames: int | None = None
+    """cnn / fused: how many of the newest memory frames the CNN reads (None: all n_memory). The fused
+    variant reads the current observation (1) next to the future-space tokens, which carry the
+    memory; each image frame costs a CNN pass per view, the bulk of a baseline training step"""
     shift: int = 4
     """cnn: random-shift augmentation in training, in pixels (each image is translated by up to this
     much with edge padding, the random crop of Diffusion Policy); 0 = off"""
@@ -119,6 +123,11 @@ class PolicyConfig:
             raise ConfigError(f"encoder.feature_shift must be >= 0 pixels, got {self.encoder.feature_shift}")
         if not self.aux_weight >= 0:
             raise ConfigError(f"aux_weight must be >= 0, got {self.aux_weight}")
+        f = self.encoder.image_frames
+        if f is not None and not 1 <= f <= self.n_memory:
+            raise ConfigError(
+                f"encoder.image_frames must be in [1, n_memory={self.n_memory}] or null, got {f}"
+            )
         if self.n_memory < 1:
             raise ConfigError(f"n_memory must be >= 1, got {self.n_memory}")
         if self.views is not None and len(set(self.views)) != len(self.views):

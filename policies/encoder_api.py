@@ -107,6 +107,12 @@ class ObservationEncoder(nn.Module):
         self.frames = cfg.n_memory
 
     @property
+    def decision_tokens(self) -> list[int]:
+        """Indices of the tokens that describe the decision frame (the newest memory frame); the
+        auxiliary object-state head reads their mean."""
+        return [self.cfg.n_memory - 1]
+
+    @property
     def memory_stride(self) -> int:
         """Memory frames lie on the decision frame's grid of every n-th recorded frame: the generator's
         frame stride (its training windows' rule), 1 without a generator."""

@@ -8,9 +8,10 @@
   query per frame over (view, position) tokens; ``"mean"`` is the paper's mean over views and space.
   History items: codec latents + cameras.
 - ``cnn`` (:class:`ImageEncoder`, the baseline): a small CNN with GroupNorm and spatial-softmax
-  keypoints (Diffusion Policy style) per view and memory frame, one token per frame (T = n_memory).
+  keypoints (Diffusion Policy style) per view and memory frame, one token per frame (T = n_memory,
+  or the newest ``encoder.image_frames``).
   History items: frames.
-- ``fused`` (:class:`FusedEncoder`): both token sets side by side (T = n_memory + chunk + n_memory),
+- ``fused`` (:class:`FusedEncoder`): both token sets side by side (T = n_memory + chunk + image frames),
   the future-space tokens next to the current-observation image tokens, as VPP, Seer and GE-Act read.
 """
 
@@ -188,18 +189,42 @@ class FutureSpaceEncoder(ObservationEncoder):
         return {"memory": memory, "rays": rays, "pos": torch.as_tensor(pos, dtype=torch.float32)}
 
     def prepare_data(self, data, finetune: bool = False, seed: int = 0) -> None:
-        """Codec latents of every frame (``data.cache["latents"]``, per episode [C, V, T, h, w]); when
-        the generator stays frozen also one feature map per decision point (``"features"``)."""
-        if "latents" not in data.cache:
-            gen = self.generator
+        """Codec latents (``data.cache["latents"]``, per episode [C, V, T, h, w]: the frames the
+        generator reads, every frame when ``finetune``); when the generator stays frozen also one
+        feature map per decision point (``"features"``)."""
+        if "latents" not in data.cache or (finetune and not data.cache.get("latents_all")):
             data.cache["latents"] = [
-                encode_frames(
-                    gen, lambda sl, k=k: data.frames(k, np.arange(data.length(k))[sl]), data.length(k), 32
+                self._encode(data, k, idx)
+                for k, idx in progress(
+                    enumerate(self._frames_read(data, finetune)), total=data.episodes, desc="encode frames",
+                    unit="ep",
                 )
-                for k in progress(range(data.episodes), desc="encode frames", unit="ep")
-            ]
+            ]  # fmt: skip
+            data.cache["latents_all"] = finetune
         if not finetune and "features" not in data.cache:
             data.cache["features"] = self._feature_cache(data, seed)
+
+    @staticmethod
+    def _frames_read(data, every: bool) -> list[np.ndarray]:
+        """Per episode, the frame indices the generator reads: every frame (``every``: fine-tuning may
+        also read a window's future frames), else only the decision points' memory frames (with a
+        decision stride > 1 and memory on the generator's frame grid, a fraction of them)."""
+        if every:
+            return [np.arange(data.length(k)) for k in range(data.episodes)]
+        read: list[set[int]] = [set() for _ in range(data.episodes)]
+        for k, c in data.items:
+            read[k].update(data.memory(k, c).tolist())
+        return [np.array(sorted(r), dtype=np.int64) for r in read]
+
+    def _encode(self, data, k: int, idx: np.ndarray) -> Tensor:
+        """Codec latents [C, V, T, h, w] (float16) of episode ``k``: frames ``idx`` encoded, the rest 0
+        (never read)."""
+        lat = encode_frames(self.generator, lambda sl: data.frames(k, idx[sl]), len(idx), 32)
+        if len(idx) == data.length(k):
+            return lat
+        out = torch.zeros((*lat.shape[:2], data.length(k), *lat.shape[3:]), dtype=lat.dtype)
+        out[:, :, torch.from_numpy(idx)] = lat
+        return out
 
     @torch.no_grad()
     def _feature_cache(self, data, seed: int, batch_size: int = 16) -> dict[str, Tensor]:
@@ -278,17 +303,24 @@ class ImageEncoder(ObservationEncoder):
 
     def __init__(self, cfg, spec: DataSpec, dim: int, generator: nn.Module | None = None) -> None:
         super().__init__(cfg, spec, dim, None)  # never reads a generator
-        self.tokens = ImageTokens(cfg.encoder, len(spec.views), cfg.n_memory, dim)
+        self.frames = cfg.encoder.image_frames or cfg.n_memory  # the newest memory frames only
+        self.tokens = ImageTokens(cfg.encoder, len(spec.views), self.frames, dim)
+
+    @property
+    def decision_tokens(self) -> list[int]:
+        return [self.frames - 1]
 
     def observe(self, obs: dict) -> list[Any]:
         """Per environment: frames [V, 3, R, R] in [-1, 1]."""
         return list(_frames(obs))
 
     def memory_batch(self, items: list[list[Any]], pos: np.ndarray) -> dict:
-        return {"frames": torch.stack([torch.stack(s, dim=1) for s in items])}  # [B, V, m, 3, R, R]
+        n = self.frames
+        return {"frames": torch.stack([torch.stack(s[-n:], dim=1) for s in items])}  # [B, V, n, 3, R, R]
 
     def data_batch(self, data, items: list[int], finetune: bool = False, video: bool = False) -> dict:
-        frames = [data.frames(k, data.memory(k, c)) for k, c in (data.items[i] for i in items)]
+        n = self.frames
+        frames = [data.frames(k, data.memory(k, c)[-n:]) for k, c in (data.items[i] for i in items)]
         return {"frames": torch.stack(frames)}
 
     def forward(self, batch: dict, finetune: bool = False, seed: int | None = None) -> Tensor:
@@ -306,6 +338,11 @@ class FusedEncoder(ObservationEncoder):
         self.future = FutureSpaceEncoder(cfg, spec, dim, generator)
         self.image = ImageEncoder(cfg, spec, dim)
         self.frames = self.future.frames + self.image.frames
+
+    @property
+    def decision_tokens(self) -> list[int]:
+        """The decision frame's future-space token and its image token."""
+        return [*self.future.decision_tokens, self.future.frames + self.image.decision_tokens[0]]
 
     def input_features(self) -> list[InputFeature]:
         return self.future.input_features()

@@ -155,16 +155,17 @@ class DiffusionPolicy(nn.Module):
 
     def aux_loss(self, obs: Tensor, batch: dict) -> Tensor:
         """Mean squared error of the standardised object state [B, P] predicted from the decision
-        frame's observation token (``obs`` [B, T, D]; the decision frame is the last memory frame)."""
+        frame's observation tokens (``obs`` [B, T, D]; the encoder's ``decision_tokens``)."""
         if "privileged" not in batch:
             raise ValueError("aux_weight > 0: the training batch has no 'privileged' object state")
         target = (batch["privileged"].to(self.device).float() - self.privileged_mean) / self.privileged_std
         return F.mse_loss(self.object_state(obs, standardised=True), target)
 
     def object_state(self, obs: Tensor, standardised: bool = False) -> Tensor:
-        """The auxiliary head's object state [B, P] at the decision frame (the last memory frame) from
-        observation tokens ``obs`` [B, T, D]; in the store's units unless ``standardised``."""
-        z = self.aux_head(obs[:, self.cfg.n_memory - 1])
+        """The auxiliary head's object state [B, P] at the decision frame from observation tokens ``obs``
+        [B, T, D] (the mean of the encoder's ``decision_tokens``); in the store's units unless
+        ``standardised``."""
+        z = self.aux_head(obs[:, self.encoder.decision_tokens].mean(dim=1))
         return z if standardised else z * self.privileged_std + self.privileged_mean
 
     def forward(self, batch: dict) -> tuple[Tensor, dict]:

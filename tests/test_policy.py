@@ -472,44 +472,6 @@ def test_tiny_policy_overfits_demos_and_succeeds_on_their_seeds(workdir: Path, k
     assert res["tasks"][0]["latency"]["chunks"] > 0
 
 
-SHIPPED = sorted(
-    p
-    for p in (REPO / "checkpoints").glob("*/config.json")
-    if json.loads(p.read_text()).get("format") == "enerverse-policy"
-)
-
-
-@pytest.mark.integration
-@pytest.mark.skipif(not SHIPPED, reason="no shipped checkpoint in checkpoints/")
-@pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.parent.name)
-def test_shipped_checkpoint_runs_in_sim(config: Path) -> None:
-    """The checkpoint in the repository loads and drives the simulated arm with finite actions."""
-    import sim  # noqa: F401  (GL defaults)
-    from policies.runtime import PolicyRuntime
-    from sim.env import EnerVerseEnv
-
-    size = sum(f.stat().st_size for f in config.parent.iterdir())
-    assert size <= 30 * 2**20, f"{config.parent} is {size / 2**20:.1f} MiB (limit 30)"
-    from sim.cameras import RIG_VERSION
-
-    rt = PolicyRuntime(config.parent)
-    assert rt.data_meta.get("rig_version") == RIG_VERSION, (
-        "shipped policies must be of the current camera rig"
-    )
-    task = rt.policy.meta["task"]
-    env = EnerVerseEnv(task, views=rt.views, width=rt.resolution, height=rt.resolution)
-    try:
-        obs, info = env.reset(seed=1000)
-        rt.reset(info["instruction"])
-        for _ in range(2 * rt.horizon):
-            a = rt.step(obs)
-            assert a.shape == (7,) and np.isfinite(a).all()
-            obs, *_ = env.step(a)
-    finally:
-        env.close()
-    assert rt.latency()["chunks"] == 2
-
-
 @pytest.mark.integration
 def test_train_policy_runs_under_torchrun_with_two_cpu_processes(workdir: Path) -> None:
     args = [
