@@ -1,0 +1,103 @@
+"""Model card and quality reference of a shipped policy checkpoint.
+
+    python scripts/policy_card.py checkpoints/enerverse_a_pick_place \
+        --recipe configs/experiment/features_ablation.yaml --evals outputs/eval/features_fused
+
+Writes, into the checkpoint folder:
+- ``quality.json``: successes of the checkpoint on a fixed set of simulated episodes (``--episodes``
+  per task, seeds 1000+, the seeds every evaluation starts with). CI rolls the checkpoint out on the
+  same seeds (tests/test_shipped_policy.py) and fails when it succeeds on fewer of them, so a shipped
+  policy that got worse fails CI, not only one that crashes;
+- ``README.md``: what the checkpoint is, the recipe file that made it and the held-out evaluation
+  table of the ``--evals`` runs (ev-eval output folders).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import sim  # noqa: F401  (headless GL defaults)
+from enerverse.core.outputs import write_json_atomic
+from policies.runtime import load_for_eval
+from sim.evaluate import evaluate
+
+SEED = 1000
+
+
+def tasks_of(meta: dict) -> list[str]:
+    """The task(s) a policy checkpoint was trained on."""
+    return list(meta.get("tasks") or [meta["task"]])
+
+
+def rollout_quality(folder: Path, episodes: int, num_envs: int = 2) -> dict:
+    """``{"seed", "episodes", "tasks": {task: {"successes", "per_episode"}}}``: the checkpoint rolled
+    out on ``episodes`` seeded episodes per task (no videos, no imagination)."""
+    out: dict = {"seed": SEED, "episodes": episodes, "tasks": {}}
+    policy = load_for_eval(folder)
+    for task in tasks_of(policy.data_meta):
+        r = evaluate(policy, task, episodes, num_envs=num_envs, seed=SEED, imagine=False, show_progress=False)
+        per_episode = [e["success"] for e in r["per_episode"]]
+        out["tasks"][task] = {"successes": r["successes"], "per_episode": per_episode}
+    return out
+
+
+def eval_table(evals: list[Path]) -> list[str]:
+    """Markdown rows of ev-eval runs (their results.json)."""
+    rows = ["| evaluation | task | episodes | success | 95% CI |", "|---|---|---|---|---|"]
+    for run in evals:
+        res = json.loads((run / "results.json").read_text())
+        for t in res["tasks"]:
+            lo, hi = t["ci95"]
+            rate = f"{t['success_rate']:.2f} | [{lo:.2f}, {hi:.2f}]"
+            rows.append(f"| `{run}` | {t['task']} | {t['episodes']} | {rate} |")
+    return rows
+
+
+def card(folder: Path, quality: dict, recipe: str | None, evals: list[Path]) -> str:
+    """The README.md text of a shipped policy."""
+    cfg = json.loads((folder / "config.json").read_text())
+    enc, meta = cfg["policy"]["encoder"], cfg["meta"]
+    lines = [
+        f"# {folder.name}",
+        "",
+        f"A diffusion policy (encoder `{enc['kind']}`, preset `{cfg['policy']['preset']}`) for "
+        f"{', '.join(tasks_of(meta))}, on camera rig v{meta.get('rig_version')} at {meta['resolution']} px "
+        f"with views {', '.join(meta['views'])}. Load it with `ev-eval policy={folder}` or "
+        "`policies.runtime.PolicyRuntime`.",
+        "",
+    ]
+    if recipe:
+        export = f"python -m policies.io <run>/checkpoint {folder}"
+        lines += [f"Made by `python scripts/experiment.py {recipe}`, then `{export}` (float16).", ""]
+    if evals:
+        lines += ["## Held-out evaluation", "", *eval_table(evals), ""]
+    lines += ["## CI quality reference (`quality.json`)", ""]
+    for task, q in quality["tasks"].items():
+        n, seed = quality["episodes"], quality["seed"]
+        lines.append(f"- {task}: {q['successes']} of {n} episodes from seed {seed}.")
+    lines += [
+        "",
+        "tests/test_shipped_policy.py rolls the checkpoint out on these seeds and fails when it succeeds",
+        "on fewer (one episode of slack for floating-point differences between machines).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", type=Path, help="shipped policy checkpoint folder")
+    ap.add_argument("--episodes", type=int, default=6, help="CI reference episodes per task")
+    ap.add_argument("--recipe", help="experiment file that made the checkpoint")
+    ap.add_argument("--evals", nargs="*", type=Path, default=[], help="ev-eval output folders to tabulate")
+    a = ap.parse_args()
+    quality = rollout_quality(a.folder, a.episodes)
+    write_json_atomic(a.folder / "quality.json", quality)
+    (a.folder / "README.md").write_text(card(a.folder, quality, a.recipe, a.evals))
+    print(json.dumps({t: q["successes"] for t, q in quality["tasks"].items()}))
+
+
+if __name__ == "__main__":
+    main()
