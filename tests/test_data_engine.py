@@ -221,3 +221,28 @@ def test_clips_that_disagree_with_their_cameras_are_refused() -> None:
         )
     g = Gaussians(torch.zeros(2, 3), torch.ones(2, 3) * 0.5, torch.ones(2) * 0.1)
     assert torch.allclose(g.colors(), torch.full((2, 3), 0.5))
+
+
+def test_the_generator_fills_missing_views_and_never_touches_observed_ones() -> None:
+    from data_engine.fill import fill_views
+    from enerverse.core.camera import intrinsics_from_fovy, look_at, rotate_about_z
+    from enerverse.generator import EnerVerseGenerator
+    from enerverse.presets import get_preset
+
+    torch.manual_seed(0)
+    gen = EnerVerseGenerator(get_preset("tiny")).eval()
+    cfg = gen.cfg
+    V, R, T = cfg.num_views, cfg.resolution, 7  # 7 grid frames: more than one chunk
+    main = look_at([1.3, 0.0, 0.75], [0.42, 0.0, 0.08])
+    cams = np.stack([np.stack([rotate_about_z(main, 30.0 * v, [0.5, 0.0, 0.0]) for v in range(V)])] * T)
+    K = np.stack([intrinsics_from_fovy(50.0, R, R)] * V)
+    frames = torch.rand(1, V, T, 3, R, R, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    z = gen.encode(frames)[0]  # [C, V, T, h, w]
+    given = z.clone()
+    given[:, 1:] = float("nan")  # only view 0 observed
+    out = fill_views(gen, given, [0], K, cams, "push the cube", steps=2, seed=0)
+    assert out.shape == z.shape and torch.isfinite(out).all()
+    assert torch.equal(out[:, 0], z[:, 0])
+    again = fill_views(gen, given, [0], K, cams, "push the cube", steps=2, seed=0, strength=0.5, init=out)
+    assert torch.equal(again[:, 0], z[:, 0]) and torch.isfinite(again).all()
+    assert not torch.allclose(again[:, 1:], out[:, 1:])
