@@ -31,13 +31,15 @@ from enerverse.metrics import psnr, ssim
 @dataclass
 class Clip:
     """T frames of V views: ``rgb`` [T, V, H, W, 3] uint8, ``K`` [V, 3, 3], ``T_cam_world`` [T, V, 4, 4],
-    optional ``depth`` [T, V, H, W] (metres, inf/0 = none) and per-view loss ``weights`` [V]."""
+    optional ``depth`` [T, V, H, W] (metres, inf/0 = none), per-view loss ``weights`` [V] and frame
+    ``times`` [T] in [-1, 1] (default: evenly spread)."""
 
     rgb: np.ndarray
     K: np.ndarray
     T_cam_world: np.ndarray
     depth: np.ndarray | None = None
     weights: np.ndarray | None = None
+    times: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.rgb.ndim != 5 or self.rgb.shape[-1] != 3 or self.rgb.dtype != np.uint8:
@@ -61,6 +63,8 @@ class Clip:
 
     def time(self, f: int) -> float:
         """Frame ``f``'s time in [-1, 1]."""
+        if self.times is not None:
+            return float(self.times[f])
         T = self.shape[0]
         return 0.0 if T == 1 else 2.0 * f / (T - 1) - 1.0
 
@@ -154,13 +158,13 @@ def _loss(scene: Scene4D, clip: Clip, f: int, cfg: FitSettings, deform: bool) ->
     l1 = ((rgb - target).abs().mean(dim=(1, 2, 3)) * w).sum() / w.sum()
     x, y = rgb.permute(0, 3, 1, 2) * 2 - 1, target.permute(0, 3, 1, 2) * 2 - 1
     loss = l1 + cfg.ssim_weight * ((1 - ssim(x, y)) * w).sum() / w.sum() if cfg.ssim_weight else l1
-    logs = {"l1": float(l1)}
+    logs = {"l1": float(l1.detach())}
     if cfg.depth_weight and clip.depth is not None:
         d = torch.from_numpy(clip.depth[f]).float()
         ok = torch.isfinite(d) & (d > 0)
         dl = (depth - torch.nan_to_num(d, posinf=0.0))[ok].abs().mean() if ok.any() else depth.sum() * 0
         loss = loss + cfg.depth_weight * dl
-        logs["depth_l1"] = float(dl)
+        logs["depth_l1"] = float(dl.detach())
     if deform:
         reg = scene.deformation.field.regularisers()
         loss = loss + cfg.plane_weight * reg["plane"] + cfg.time_weight * reg["time"]
@@ -208,9 +212,10 @@ def fit_4dgs(
         d = cfg.densify
         if d.start <= step < d.stop and step > 0 and step % d.every == 0:
             log.update(densify_and_prune(g, opt, stats, d, extent))
-        logs.append({"step": step, "stage": "fine" if deform else "coarse", "loss": float(loss), **log})
+        value = float(loss.detach())
+        logs.append({"step": step, "stage": "fine" if deform else "coarse", "loss": value, **log})
         if hasattr(bar, "set_postfix") and step % 20 == 0:
-            bar.set_postfix(loss=f"{float(loss):.4f}", n=len(g))
+            bar.set_postfix(loss=f"{value:.4f}", n=len(g))
     if out is not None:
         save_scene(scene, out, {"fit": _plain(asdict(cfg)), "steps": total})
     return scene, logs

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up: Debian packages for headless rendering, a venv in .venv, the pinned CPU torch
 # wheel (unless a CUDA torch is wanted), and the project with its extras. Safe to re-run.
-#   EXTRAS   extras to install (default: dev,metaworld,ros,lerobot); add gs,distributed on GPU/cluster hosts
+#   EXTRAS   extras to install (default: dev,metaworld,ros,lerobot,distributed); add gs on CUDA hosts
 #   TORCH    torch requirement (default: torch==2.13.0, CPU build);
 #            set TORCH=skip to keep a torch that is already installed in the venv (e.g. a CUDA build)
 #   TORCH_CPU_INDEX  where CPU wheels come from when the default index only has CUDA builds
@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-dev,metaworld,ros,lerobot}
+EXTRAS=${EXTRAS:-dev,metaworld,ros,lerobot,distributed}
 TORCH=${TORCH:-torch==2.13.0}
 PYTHON=${PYTHON:-python3}
 
