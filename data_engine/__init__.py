@@ -1,1 +1,1 @@
-"""EnerVerse-D data engine: 4D Gaussian Splatting + generative flywheel (in progress: issue 16)."""
+"""EnerVerse-D data engine: 4D Gaussian Splatting + generative flywheel (docs/data_engine.md)."""

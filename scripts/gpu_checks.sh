@@ -13,6 +13,8 @@ PY=${PY:-.venv/bin/python}
   echo "== nvidia-smi"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | head -3
   echo "== generator bench (CPU tiny/small + CUDA small/base with bf16)"
   timeout 300 "$PY" bench/generator.py --presets tiny --steps 5 --out "$OUT/bench_generator"
+  echo "== rasteriser bench (CPU tile backend vs gsplat on CUDA)"
+  timeout 240 "$PY" bench/rasterizer.py --repeats 3 --out "$OUT/bench_rasterizer"
   echo "== gpu-marked tests"
   timeout 240 "$PY" -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tail -5
 } 2>&1 | tee "$OUT/log.txt"

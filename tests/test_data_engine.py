@@ -246,3 +246,18 @@ def test_the_generator_fills_missing_views_and_never_touches_observed_ones() -> 
     again = fill_views(gen, given, [0], K, cams, "push the cube", steps=2, seed=0, strength=0.5, init=out)
     assert torch.equal(again[:, 0], z[:, 0]) and torch.isfinite(again).all()
     assert not torch.allclose(again[:, 1:], out[:, 1:])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (gsplat has no CPU path)")
+def test_gsplat_and_the_torch_backend_agree_on_cuda() -> None:
+    pytest.importorskip("gsplat")
+    s = {k: v.float().cuda() for k, v in scene(300, seed=4).items()}
+    vm, K = rig(size=48)
+    bg = torch.full((4, 3), 0.25, device="cuda")
+    args = [s[k] for k in ("means", "quats", "scales", "opacities", "colors")]
+    kw = {"backgrounds": bg, "render_mode": "RGB+ED"}
+    ours, a1, _ = rasterize(*args, vm.float().cuda(), K.float().cuda(), 48, 48, backend="torch", **kw)
+    theirs, a2, _ = rasterize(*args, vm.float().cuda(), K.float().cuda(), 48, 48, backend="gsplat", **kw)
+    assert (ours[..., :3] - theirs[..., :3]).abs().mean() < 2e-3 and (a1 - a2).abs().mean() < 2e-3
+    assert (ours[..., :3] - theirs[..., :3]).abs().max() < 5e-2
