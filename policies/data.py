@@ -109,9 +109,11 @@ class PolicyData:
                 f"Re-collect them with ev-collect, or set policy.aux_weight=0"
             )
         if self.privileged is not None and len({p.shape[1] for p in self.privileged}) > 1:
-            raise ConfigError(
-                f"episodes record privileged vectors of sizes {sorted({p.shape[1] for p in self.privileged})}"
-            )
+            # several tasks with object states of different sizes: pad with NaN (no target there)
+            P = max(p.shape[1] for p in self.privileged)
+            self.privileged = [
+                np.pad(p, ((0, 0), (0, P - p.shape[1])), constant_values=np.nan) for p in self.privileged
+            ]
         short = [e for e, a in zip(self.names, self.action, strict=True) if len(a) < 2]
         if short:
             raise ConfigError(
@@ -173,8 +175,10 @@ class PolicyData:
         s = summarize(np.concatenate(self.state), STATE_STD_FLOOR)
         out = {"action_lo": a["min"], "action_hi": a["max"], "state_mean": s["mean"], "state_std": s["std"]}
         if self.privileged:
-            p = summarize(np.concatenate(self.privileged), STATE_STD_FLOOR)
-            out["privileged_mean"], out["privileged_std"] = p["mean"], p["std"]
+            p = np.concatenate(self.privileged)  # NaN: no such object in that task (multi-task padding)
+            cols = [summarize(p[np.isfinite(p[:, d]), d : d + 1], STATE_STD_FLOOR) for d in range(p.shape[1])]
+            out["privileged_mean"] = np.concatenate([c["mean"] for c in cols])
+            out["privileged_std"] = np.concatenate([c["std"] for c in cols])
         return out
 
     def memory(self, k: int, c: int) -> np.ndarray:

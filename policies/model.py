@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from enerverse.text import shared_text_encoder
@@ -154,12 +153,14 @@ class DiffusionPolicy(nn.Module):
         return loss, logs
 
     def aux_loss(self, obs: Tensor, batch: dict) -> Tensor:
-        """Mean squared error of the standardised object state [B, P] predicted from the decision
-        frame's observation tokens (``obs`` [B, T, D]; the encoder's ``decision_tokens``)."""
+        """Mean squared error (over the known entries) of the standardised object state [B, P] predicted
+        from the decision frame's tokens (``obs`` [B, T, D]; the encoder's ``decision_tokens``)."""
         if "privileged" not in batch:
             raise ValueError("aux_weight > 0: the training batch has no 'privileged' object state")
         target = (batch["privileged"].to(self.device).float() - self.privileged_mean) / self.privileged_std
-        return F.mse_loss(self.object_state(obs, standardised=True), target)
+        known = torch.isfinite(target)  # NaN: the task has no such object (multi-task padding)
+        err = (self.object_state(obs, standardised=True) - target.nan_to_num()).square() * known
+        return err.sum() / known.sum().clamp_min(1)
 
     def object_state(self, obs: Tensor, standardised: bool = False) -> Tensor:
         """The auxiliary head's object state [B, P] at the decision frame from observation tokens ``obs``

@@ -124,3 +124,26 @@ def test_aux_checkpoint_runs_and_warm_starts_either_way(policy_workdir: Path) ->
         "train.steps=1",
     )  # fmt: skip
     assert load_policy(again["checkpoint"]).aux_head is not None
+
+
+def test_tasks_with_object_states_of_different_sizes_are_padded_and_masked(policy_workdir: Path) -> None:
+    """Multi-task: reach records 3 numbers, other tasks more; the shorter vectors are NaN-padded, the
+    statistics skip the padding and the auxiliary loss counts only the known entries."""
+    data = _data(policy_workdir / "store")
+    short = data.privileged[0]
+    pad = ((0, 0), (0, 2))  # episode 0 has two more numbers (1.5), the others do not (NaN)
+    fills = [1.5] + [np.nan] * (len(data.privileged) - 1)
+    data.privileged = [np.pad(p, pad, constant_values=f) for p, f in zip(data.privileged, fills, strict=True)]
+    stats = data.stats()
+    assert np.isfinite(stats["privileged_mean"]).all() and stats["privileged_mean"][-1] == pytest.approx(1.5)
+    torch.manual_seed(0)
+    policy = _cnn_policy(data)
+    batch = data.batch(list(range(len(data))), policy)
+    obs = policy.observation_tokens(batch)
+    loss = policy.aux_loss(obs, batch)
+    assert torch.isfinite(loss)
+    pred = policy.object_state(obs, standardised=True)
+    target = (batch["privileged"] - policy.privileged_mean) / policy.privileged_std
+    known = torch.isfinite(target)
+    assert float(loss) == pytest.approx(float((pred - target)[known].square().mean()), rel=1e-5)
+    assert short.shape[1] == 3
