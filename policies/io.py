@@ -127,7 +127,13 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
 
 
 def export(src: str | Path, dst: str | Path, half: bool = True) -> Path:
-    """Copy a policy checkpoint (e.g. to ship it), optionally with float16 weights."""
+    """Copy a policy checkpoint (e.g. to ship it), optionally with float16 weights. ``src`` may also be
+    an intermediate training step (``<run>/policy/step_<N>``, see :mod:`policies.snapshot`)."""
+    from policies.snapshot import is_training_step, policy_at_step
+
+    if is_training_step(src):
+        policy = policy_at_step(src)
+        return save_policy(policy, dst, extra={"train": policy.train_config, "step": policy.step}, half=half)
     ck = load_checkpoint(src)
     policy = load_policy(src)
     own = ("format", "version", "policy", "meta", "generator", "weights_dtype")
@@ -136,7 +142,8 @@ def export(src: str | Path, dst: str | Path, half: bool = True) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m policies.io <checkpoint> <destination> [--float32]``: export a checkpoint."""
+    """``python -m policies.io <checkpoint> <destination> [--float32]``: export a checkpoint (run paths
+    in a training step's config are read relative to the current directory, as training read them)."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m policies.io", description=main.__doc__)
@@ -144,7 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("dst")
     ap.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16)")
     args = ap.parse_args(argv)
-    out = export(args.src, args.dst, half=not args.float32)
+    from enerverse.core.errors import user_errors
+
+    with user_errors(ValueError, FileNotFoundError):
+        out = export(args.src, args.dst, half=not args.float32)
     size = sum(f.stat().st_size for f in Path(out).iterdir()) / 2**20
     print(f"{out}: {size:.1f} MiB")
 
