@@ -86,6 +86,10 @@ class PolicyConfig:
     ``privileged`` array, standardised) at the decision frame from that frame's observation token. It
     teaches the encoder where the objects are far faster than the action loss alone; the policy never
     reads that state. 0 = off (stores without ``privileged``, e.g. real-robot data)"""
+    aux_condition: bool = False
+    """give the action head the auxiliary head's object-state estimate (made from the observation
+    tokens, never the simulator's state) as one more condition token, so it need not learn to decode
+    where the objects are itself (needs aux_weight > 0; our addition, not the paper's)"""
 
     def validate(self) -> None:
         from policies.encoder_api import encoder_kinds
@@ -123,6 +127,8 @@ class PolicyConfig:
             raise ConfigError(f"encoder.feature_shift must be >= 0 pixels, got {self.encoder.feature_shift}")
         if not self.aux_weight >= 0:
             raise ConfigError(f"aux_weight must be >= 0, got {self.aux_weight}")
+        if self.aux_condition and not self.aux_weight > 0:
+            raise ConfigError("aux_condition=true reads the auxiliary head: it needs aux_weight > 0")
         f = self.encoder.image_frames
         if f is not None and not 1 <= f <= self.n_memory:
             raise ConfigError(

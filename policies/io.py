@@ -78,7 +78,7 @@ NORMALISATION_BUFFERS = (
     "privileged_mean",
     "privileged_std",
 )
-TRAINING_ONLY = ("aux_head.",)  # the auxiliary object-state head: used by the training loss only
+TRAINING_ONLY = ("aux_head.",)  # the auxiliary object-state head (read at inference with aux_condition only)
 
 
 def init_policy_from(policy, folder: str | Path) -> list[str]:

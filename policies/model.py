@@ -56,6 +56,8 @@ class DiffusionPolicy(nn.Module):
             if P <= 0:
                 raise ValueError("aux_weight > 0 needs the data's privileged_dim > 0 (the object-state size)")
             self.aux_head = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, D), nn.GELU(), nn.Linear(D, P))
+            if cfg.aux_condition:
+                self.aux_proj = nn.Linear(P, D)  # the object-state estimate as a condition token
             self.register_buffer("privileged_mean", torch.zeros(P))
             self.register_buffer("privileged_std", torch.ones(P))
 
@@ -110,9 +112,13 @@ class DiffusionPolicy(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Condition tokens [B, L, D] and their padding mask [B, L] (True = ignore); ``obs`` [B, T, D]:
         observation tokens already computed."""
-        obs = (self.observation_tokens(batch, finetune, seed) if obs is None else obs) + self.type_emb[0]
+        raw = self.observation_tokens(batch, finetune, seed) if obs is None else obs
+        obs = raw + self.type_emb[0]
         B = obs.shape[0]
         parts, pads = [obs], [torch.zeros(B, obs.shape[1], dtype=torch.bool, device=obs.device)]
+        if self.cfg.aux_condition:  # the estimate is trained by the auxiliary loss only
+            parts.append(self.aux_proj(self.object_state(raw, standardised=True).detach())[:, None])
+            pads.append(torch.zeros(B, 1, dtype=torch.bool, device=obs.device))
         if self.cfg.use_state:
             state = batch["state"].to(self.device).float()
             if state.ndim != 2 or state.shape[1] != self.state_mean.shape[0]:

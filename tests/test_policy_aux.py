@@ -147,3 +147,25 @@ def test_tasks_with_object_states_of_different_sizes_are_padded_and_masked(polic
     known = torch.isfinite(target)
     assert float(loss) == pytest.approx(float((pred - target)[known].square().mean()), rel=1e-5)
     assert short.shape[1] == 3
+
+
+def test_aux_condition_gives_the_head_the_estimate_without_training_it_through_actions(
+    policy_workdir: Path,
+) -> None:
+    data = _data(policy_workdir / "store")
+    torch.manual_seed(0)
+    plain = _cnn_policy(data)
+    cfg = copy.deepcopy(plain.cfg)
+    cfg.aux_condition = True
+    policy = DiffusionPolicy(cfg, plain.spec)
+    policy.set_stats(data.stats())
+    batch = data.batch(list(range(8)), policy)
+    cond, pad = policy.condition(batch)
+    assert cond.shape[1] == plain.condition(batch)[0].shape[1] + 1 and not pad[:, -1].any()
+    policy.zero_grad()
+    policy.head.loss(policy.normalize_actions(batch["actions"]), cond, pad).backward()
+    assert all(p.grad is None for p in policy.aux_head.parameters())  # the estimate is the aux loss's
+    assert policy.aux_proj.weight.grad is not None  # connected (zero at init: the head's adaLN-Zero)
+    cfg.aux_weight = 0.0
+    with pytest.raises(ConfigError, match="aux_condition=true reads the auxiliary head"):
+        cfg.validate()
