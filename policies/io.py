@@ -96,6 +96,7 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
         d["head"] = {k: v for k, v in d["head"].items() if k != "sample_steps"}
         d.pop("preset", None)
         d.pop("aux_weight", None)
+        d.pop("aux_condition", None)  # a run may add the estimate token to a policy trained without it
         for k in ("shift", "feature_shift"):  # training-time augmentation
             d["encoder"].pop(k, None)
         rig = recorded_rig_version(p.meta)
@@ -120,7 +121,9 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
 
     theirs = {k: v for k, v in src.state_dict().items() if keep(k)}
     missing, extra = policy.load_state_dict(theirs, strict=False)  # same settings: same tensors and shapes
-    missing = [k for k in missing if keep(k)]
+    missing = [
+        k for k in missing if keep(k) and not (k.startswith("aux_proj.") and not src.cfg.aux_condition)
+    ]
     if missing or extra:
         raise ValueError(f"init_from={folder}: missing {missing[:3]}, unexpected {extra[:3]}")
     return sorted(theirs)

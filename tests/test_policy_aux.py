@@ -169,3 +169,24 @@ def test_aux_condition_gives_the_head_the_estimate_without_training_it_through_a
     cfg.aux_weight = 0.0
     with pytest.raises(ConfigError, match="aux_condition=true reads the auxiliary head"):
         cfg.validate()
+
+
+def test_a_policy_trained_without_the_estimate_token_warm_starts_one_with_it(
+    policy_workdir: Path, tmp_path: Path
+) -> None:
+    from policies.io import init_policy_from, save_policy
+
+    data = _data(policy_workdir / "store")
+    torch.manual_seed(0)
+    plain = _cnn_policy(data)
+    save_policy(plain, tmp_path / "plain")
+    cfg = copy.deepcopy(plain.cfg)
+    cfg.aux_condition = True
+    cond = DiffusionPolicy(cfg, plain.spec)
+    before = cond.aux_proj.weight.clone()
+    loaded = init_policy_from(cond, tmp_path / "plain")
+    assert any(k.startswith("aux_head.") for k in loaded) and not any(
+        k.startswith("aux_proj.") for k in loaded
+    )
+    torch.testing.assert_close(cond.aux_proj.weight, before)  # new, left as initialised
+    torch.testing.assert_close(cond.head.state_dict(), plain.head.state_dict())
