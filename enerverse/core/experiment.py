@@ -36,6 +36,7 @@ MODULES = {
     "ev-eval": "sim.evaluate",
     "ev-convert": "enerverse.convert",
     "export-generator": "enerverse.io",
+    "export-policy": "policies.io",
 }
 FILE_KEYS, STEP_KEYS = ("name", "description", "steps"), ("name", "run", "args", "foreach")
 
@@ -102,8 +103,9 @@ def _value(v: Any) -> str:
 def step_argv(step: dict, env: dict) -> list[str]:
     """The command-line arguments of one step with the ``foreach`` variables ``env`` substituted."""
     args = step.get("args") or {}
-    if step["run"] == "export-generator":
-        return [str(args["src"]).format(**env), str(args["dst"]).format(**env)]
+    if step["run"] in ("export-generator", "export-policy"):  # positional src dst (+ --float32)
+        flags = ["--float32"] if args.get("float32") else []
+        return [str(args["src"]).format(**env), str(args["dst"]).format(**env), *flags]
     return [f"{k}={_value(v).format(**env)}" for k, v in args.items()]
 
 
