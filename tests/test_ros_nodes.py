@@ -294,6 +294,68 @@ def reset_estop(obs: Observer) -> None:
     assert obs.spin_until(future.done, timeout=10) and future.result().success
 
 
+def test_a_killed_recorder_loses_no_committed_episode_and_resumes(tmp_path: Path) -> None:
+    """SIGKILL mid-episode: the committed episodes stay readable, the unfinished one is only a
+    leftover that cleanup removes, and a restarted recorder appends after the last committed one."""
+    from geometry_msgs.msg import TwistStamped
+    from std_msgs.msg import String
+
+    from enerverse.core.store import EpisodeStore
+
+    views, store = ["main", "anchor_left"], tmp_path / "recorded"
+    params = {"store": str(store), "provenance": "real", "task": "pick_place", "views": views,
+              "resolution": 32, "state_dim": 15, "record_rate": 10.0, "max_frames": 8,
+              "max_input_age": 1.0}  # fmt: skip
+    obs = Observer()
+    FakeRobot(obs, views)
+    twist_pub = obs.node.create_publisher(TwistStamped, "cmd_twist", 10)
+    from rclpy.qos import QoSDurabilityPolicy, QoSProfile
+
+    latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+    instr_pub = obs.node.create_publisher(String, "instruction", latched)
+
+    from std_msgs.msg import Bool
+
+    record_pub = obs.node.create_publisher(Bool, "record", 10)
+    instr_pub.publish(String(data="put the cube on the plate"))
+
+    def drive() -> None:  # a teleoperator moving the arm, with recording armed (re-armed after a commit)
+        m = TwistStamped()
+        m.twist.linear.x = 0.05
+        twist_pub.publish(m)
+        record_pub.publish(Bool(data=True))
+
+    obs.node.create_timer(0.05, drive)
+
+    def committed() -> list[int]:
+        return EpisodeStore.open(store).indices() if (store / "zarr.json").exists() else []
+
+    rec, log = start("ros_nodes.recorder_node", params, tmp_path, "recorder.log"), "recorder.log"
+    try:
+        assert obs.spin_until(lambda: len(committed()) >= 2, timeout=90), (
+            tmp_path / "recorder.log"
+        ).read_text()[-3000:]
+        obs.spin_until(lambda: bool(EpisodeStore.open(store).incomplete()), timeout=10)  # one in progress
+        rec.send_signal(signal.SIGKILL)
+        rec.wait(timeout=10)
+        before = committed()
+        s = EpisodeStore.open(store)
+        for i in before:  # every committed episode is whole
+            ep = s.episode(i)
+            assert ep.load("rgb").shape == (8, 2, 32, 32, 3) and ep.attrs["provenance"] == "real"
+        s.cleanup_incomplete()
+        assert not s.incomplete()
+        rec, log = start("ros_nodes.recorder_node", params, tmp_path, "recorder2.log"), "recorder2.log"
+        assert obs.spin_until(lambda: len(committed()) > len(before), timeout=90), (
+            tmp_path / "recorder2.log"
+        ).read_text()[-3000:]
+        assert committed()[: len(before)] == before and committed()[len(before)] == max(before) + 1
+    finally:
+        obs.close()
+        if rec.poll() is None:
+            stop(rec, tmp_path / log)
+
+
 STUCK_NODE = """
 import sys, threading
 from rclpy.node import Node
