@@ -1,4 +1,4 @@
-"""Generator configuration (structured configs) and the named size presets.
+"""Generator configuration (structured configs); the named size presets live in configs/generator/.
 
 Presets (docs/design.md §3 "Presets"): ``tiny`` for unit tests (seconds on CPU), ``small`` for CPU training
 at the default 128x128 (f8 codec with 8 channels: a 16x16 latent grid, attention at the 8x8 level,
@@ -8,11 +8,9 @@ UNet width/depth of the paper (320 channels, multipliers 1-2-4-4; config only un
 
 from __future__ import annotations
 
-import copy
-import difflib
 from dataclasses import dataclass, field
 
-from enerverse.core.config import ConfigError
+from enerverse.core.config import ConfigError, load_preset
 
 
 @dataclass
@@ -129,58 +127,7 @@ class GeneratorConfig:
             raise ConfigError(f"latent size {latent} cannot be halved {len(d.channel_mult) - 1} times")
 
 
-PRESETS: dict[str, GeneratorConfig] = {
-    "tiny": GeneratorConfig(
-        preset="tiny",
-        resolution=32,
-        num_views=2,
-        codec=CodecConfig(channels=16, latent_channels=4, factor=8),
-        denoiser=DenoiserConfig(width=32, channel_mult=[1, 2], num_res_blocks=1, head_channels=16),
-        memory=MemoryConfig(chunk=4, n_memory=2),
-        text_encoder="hashing",
-    ),
-    "small": GeneratorConfig(  # measured choices: docs/results.md (codec, frame stride)
-        preset="small",
-        resolution=128,
-        num_views=3,
-        frame_stride=2,
-        codec=CodecConfig(channels=16, latent_channels=8, factor=8, object_weight=8.0),
-        denoiser=DenoiserConfig(
-            width=64, channel_mult=[1, 2], num_res_blocks=2, head_channels=32, attention_levels=[1]
-        ),
-    ),
-    "base": GeneratorConfig(
-        preset="base",
-        resolution=256,
-        num_views=3,
-        codec=CodecConfig(kind="diffusers_kl", latent_channels=4, factor=8),
-        denoiser=DenoiserConfig(
-            width=192, channel_mult=[1, 2, 4], num_res_blocks=2, head_channels=64, attention_levels=[1, 2]
-        ),
-    ),
-    "paper": GeneratorConfig(
-        preset="paper",
-        resolution=320,
-        num_views=3,
-        codec=CodecConfig(kind="diffusers_kl", latent_channels=4, factor=8),
-        denoiser=DenoiserConfig(
-            width=320,
-            channel_mult=[1, 2, 4, 4],
-            num_res_blocks=2,
-            head_channels=64,
-            attention_levels=[0, 1, 2],
-            text_dim=384,
-        ),
-    ),
-}
-
-
 def get_preset(name: str) -> GeneratorConfig:
-    """A fresh copy of preset ``name``; ConfigError listing the valid names otherwise."""
-    if name not in PRESETS:
-        hint = difflib.get_close_matches(name, list(PRESETS), n=1)
-        raise ConfigError(
-            f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}"
-            + (f"; did you mean {hint[0]!r}?" if hint else "")
-        )
-    return copy.deepcopy(PRESETS[name])
+    """A fresh copy of preset ``name`` (``configs/generator/<name>.yaml``, the one home of the presets);
+    ConfigError listing the valid names otherwise."""
+    return load_preset(GeneratorConfig, "generator", name)

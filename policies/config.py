@@ -1,4 +1,4 @@
-"""Policy configuration (structured configs) and the named size presets.
+"""Policy configuration (structured configs); the named size presets live in configs/policy/.
 
 ``encoder.kind`` picks the registered observation encoder (:mod:`policies.encoder_api`) in front of
 the shared diffusion action head: ``enerverse`` (EnerVerse-A: future-space features from the
@@ -9,11 +9,9 @@ equal terms.
 
 from __future__ import annotations
 
-import copy
-import difflib
 from dataclasses import dataclass, field
 
-from enerverse.core.config import ConfigError
+from enerverse.core.config import ConfigError, load_preset
 
 
 @dataclass
@@ -140,26 +138,7 @@ class PolicyConfig:
             raise ConfigError(f"views must be distinct, got {self.views}")
 
 
-PRESETS: dict[str, PolicyConfig] = {
-    "tiny": PolicyConfig(
-        preset="tiny",
-        head=HeadConfig(dim=64, depth=2, heads=4, horizon=4, sample_steps=5, train_timesteps=50),
-        encoder=EncoderConfig(cnn_width=8),
-        n_memory=2,
-    ),
-    "small": PolicyConfig(preset="small", head=HeadConfig(dim=128, depth=4, heads=4)),
-    "base": PolicyConfig(
-        preset="base", head=HeadConfig(dim=384, depth=8, heads=6), encoder=EncoderConfig(cnn_width=64)
-    ),
-}
-
-
 def get_policy_preset(name: str) -> PolicyConfig:
-    """A fresh copy of policy preset ``name``; ConfigError listing the valid names otherwise."""
-    if name not in PRESETS:
-        hint = difflib.get_close_matches(name, list(PRESETS), n=1)
-        raise ConfigError(
-            f"unknown policy preset {name!r}; valid presets: {', '.join(PRESETS)}"
-            + (f"; did you mean {hint[0]!r}?" if hint else "")
-        )
-    return copy.deepcopy(PRESETS[name])
+    """A fresh copy of policy preset ``name`` (``configs/policy/<name>.yaml``, the one home of the
+    presets); ConfigError listing the valid names otherwise."""
+    return load_preset(PolicyConfig, "policy", name)

@@ -193,7 +193,7 @@ def test_bad_inputs_get_clear_errors(tiny: EnerVerseGenerator) -> None:
             b["pos"],
             *tiny.text_tokens(["x"]),
         )
-    with pytest.raises(ConfigError, match="unknown preset"):
+    with pytest.raises(ConfigError, match="unknown generator preset"):
         get_preset("tinny")
     cfg = get_preset("tiny")
     cfg.resolution = 36
