@@ -67,8 +67,8 @@ def test_an_entry_point_starts_from_its_step_of_an_experiment(capsys, tmp_path: 
     assert cfg.train.steps == 7 and cfg.out == "outputs/train_policy/image_baseline_pick_place"
     (tmp_path / "config.json").write_text("{}")  # stand-in for the checkpoints earlier steps make
     made = [f"generator={tmp_path}", f"init_from={tmp_path}"]
-    two = parse_args(["experiment=enerverse_a_pick_place:stage 2", *made])
-    assert two.finetune.mode == "full" and two.train.steps == 600
+    two = parse_args(["experiment=enerverse_a_pick_place:condition", *made])
+    assert two.policy.aux_condition and two.train.steps == 3500 and two.stop_at_step is None
     from enerverse.core.config import parse_cli
     from sim.collect import CollectConfig
 
