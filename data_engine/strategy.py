@@ -28,9 +28,9 @@ class DensifySettings:
     start: int = 100
     stop: int = 10_000
     every: int = 100
-    grad_threshold: float = 0.05
-    """mean image-space gradient norm of a Gaussian's centre (loss per pixel of movement, x image
-    size) above which it is grown"""
+    grad_threshold: float = 0.002
+    """mean image-space gradient norm of a Gaussian's centre (per normalised image coordinate, x the
+    number of cameras in the loss, as gsplat scales it) above which it is grown"""
     dense_fraction: float = 0.01
     min_opacity: float = 0.005
     max_fraction: float = 0.1
@@ -51,7 +51,8 @@ class GradientStats:
         """``means2d`` [C, N, 2] with ``.grad`` after backward; ``radii`` [C, N] (0: not seen)."""
         if means2d.grad is None:
             return
-        g = means2d.grad.detach() * torch.tensor([width / 2.0, height / 2.0])  # per normalised coordinate
+        C = means2d.shape[0]  # the loss averages the cameras: undo it (gsplat's scaling)
+        g = means2d.grad.detach() * torch.tensor([width / 2.0, height / 2.0]) * C  # per normalised coordinate
         seen = radii > 0
         self.total += (g.norm(dim=-1) * seen).sum(0)
         self.count += seen.sum(0)
