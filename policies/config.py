@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from enerverse.core.config import ConfigError, load_preset
+from enerverse.core.config import ConfigError
+from enerverse.core.presets import load_preset
 
 
 @dataclass

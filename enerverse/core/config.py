@@ -349,38 +349,6 @@ def parse_cli(
         return load_config(schema, args, name=name, config_dir=config_dir)
 
 
-CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
-
-
-def preset_names(group: str) -> list[str]:
-    """The presets of ``configs/<group>/`` (file stems, sorted)."""
-    return sorted(p.stem for p in (CONFIG_ROOT / group).glob("*.yaml"))
-
-
-def load_preset(schema: type, group: str, name: str) -> Any:
-    """Preset ``name`` of ``configs/<group>/<name>.yaml`` merged onto the structured ``schema`` (keys
-    checked strictly) and validated; ConfigError naming the valid presets otherwise."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    path = CONFIG_ROOT / group / f"{name}.yaml"
-    if not path.is_file():
-        names = preset_names(group)
-        hint = difflib.get_close_matches(name, names, n=1)
-        raise ConfigError(
-            f"unknown {group} preset {name!r}; valid presets: {', '.join(names)}"
-            + (f"; did you mean {hint[0]!r}?" if hint else "")
-        )
-    try:
-        base = OmegaConf.structured(schema)
-        OmegaConf.set_struct(base, True)
-        obj = OmegaConf.to_object(OmegaConf.merge(base, OmegaConf.load(path)))
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"{path}: {e}") from None
-    _validate_tree(obj)
-    return obj
-
-
 def config_to_dict(cfg: Any) -> dict:
     """A plain JSON-able dict of a dataclass instance, DictConfig or mapping (enums by name)."""
     from omegaconf import DictConfig, OmegaConf
