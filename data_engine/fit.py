@@ -226,22 +226,32 @@ def _plain(x):
 
 
 @torch.no_grad()
+def render_clip(
+    scene: Scene4D, clip: Clip, frames: list[int] | None = None, deform: bool = True,
+    background: tuple[float, float, float] = (0.0, 0.0, 0.0), backend: str = "auto",
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """The scene at the clip's cameras and times: rgb [F, V, H, W, 3] in [0, 1] and expected depth
+    [F, V, H, W] (inf where alpha < 0.5), for ``frames`` (every frame by default)."""
+    T, V, H, W = clip.shape
+    rgbs, depths = [], []
+    for f in frames if frames is not None else range(T):
+        viewmats, Ks = _cameras(clip, f)
+        rgb, depth, alpha, _ = scene.render(clip.time(f), viewmats, Ks, W, H, deform, background, backend)
+        rgbs.append(rgb.clamp(0, 1))
+        depths.append(torch.where(alpha > 0.5, depth, torch.full_like(depth, float("inf"))))
+    return torch.stack(rgbs), torch.stack(depths)
+
+
 def render_psnr(
     scene: Scene4D, clip: Clip, frames: list[int] | None = None, deform: bool = True,
     background: tuple[float, float, float] = (0.0, 0.0, 0.0), backend: str = "auto",
 ) -> dict[str, float]:  # fmt: skip
     """Mean PSNR and SSIM (dB, [0, 1]) of the scene's renders against ``clip`` (every frame by default)."""
-    T, V, H, W = clip.shape
-    ps, ss = [], []
-    for f in frames if frames is not None else range(T):
-        viewmats, Ks = _cameras(clip, f)
-        rgb, *_ = scene.render(clip.time(f), viewmats, Ks, W, H, deform, background, backend)
-        x = rgb.permute(0, 3, 1, 2).clamp(0, 1) * 2 - 1
-        y = torch.from_numpy(clip.rgb[f]).float().permute(0, 3, 1, 2) / 127.5 - 1
-        ps.append(psnr(x, y))
-        ss.append(ssim(x, y).mean())
-    return {"psnr": float(torch.stack([torch.as_tensor(p).float().mean() for p in ps]).mean()),
-            "ssim": float(torch.stack(ss).mean())}  # fmt: skip
+    idx = list(frames) if frames is not None else list(range(clip.shape[0]))
+    rgb, _ = render_clip(scene, clip, idx, deform, background, backend)
+    x = rgb.flatten(0, 1).permute(0, 3, 1, 2) * 2 - 1  # [F * V, 3, H, W]
+    y = torch.from_numpy(clip.rgb[idx]).flatten(0, 1).float().permute(0, 3, 1, 2) / 127.5 - 1
+    return {"psnr": float(psnr(x, y).mean()), "ssim": float(ssim(x, y).mean())}  # per image, averaged
 
 
 def save_scene(scene: Scene4D, folder: str | Path, extra: dict | None = None) -> Path:

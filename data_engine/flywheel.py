@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from data_engine.fit import Clip, FitSettings, fit_4dgs
+from data_engine.fit import Clip, FitSettings, fit_4dgs, render_clip
 from data_engine.gaussians import init_from_rgbd
 from enerverse.core.frames import to_model, to_uint8
 from enerverse.metrics import depth_warp_error, psnr, ssim
@@ -100,17 +100,10 @@ def _view_metrics(made: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {"psnr": float(psnr(x, y).mean()), "ssim": float(ssim(x, y).mean())}
 
 
-def _render_all(scene, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+def render_frames(scene, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
     """The scene's renders [T, V, H, W, 3] uint8 and expected depth [T, V, H, W] at the clip's frames."""
-    T, V, H, W = clip.shape
-    rgbs, depths = [], []
-    with torch.no_grad():
-        for f in range(T):
-            vm, Ks = torch.from_numpy(clip.T_cam_world[f]).float(), torch.from_numpy(clip.K).float()
-            rgb, depth, alpha, _ = scene.render(clip.time(f), vm, Ks, W, H)
-            rgbs.append((rgb.clamp(0, 1) * 255).round().byte().numpy())
-            depths.append(torch.where(alpha > 0.5, depth, torch.full_like(depth, float("inf"))).numpy())
-    return np.stack(rgbs), np.stack(depths)
+    rgb, depth = render_clip(scene, clip)
+    return (rgb * 255).round().byte().numpy(), depth.numpy()
 
 
 def _sheet(
@@ -167,14 +160,13 @@ class Flywheel:
         weights[obs] = 1.0
         depth = np.full_like(ep.depth, np.inf)
         depth[:, obs] = ep.depth[:, obs]
-        T = len(ep.frames)
         times = 2.0 * ep.frames / max(1, ep.length - 1) - 1.0
         clip = Clip(frames, ep.K.astype(np.float32), ep.T_cam_world.astype(np.float32), depth, weights, times)
         g = init_from_rgbd(
             ep.rgb[0, obs], ep.depth[0, obs], ep.K[obs], ep.T_cam_world[0, obs], n=self.cfg.n_init, seed=seed
         )
         scene, _ = fit_4dgs(clip, self.cfg.fit, gaussians=g, show_progress=False)
-        return scene, clip, T
+        return scene, clip
 
     def run(self, ep: EpisodeData) -> dict:
         """Rounds of the flywheel on ``ep``: the final views ``frames`` [T, V, H, W, 3], per-round
@@ -189,8 +181,8 @@ class Flywheel:
         prev = -np.inf
         sheets: list[np.ndarray] = []
         for r in range(cfg.rounds):
-            scene, clip, _ = self.fit(ep, frames, obs, cfg.seed + r)
-            renders, depth = _render_all(scene, clip)
+            scene, clip = self.fit(ep, frames, obs, cfg.seed + r)
+            renders, depth = render_frames(scene, clip)
             renders[:, obs] = ep.rgb[:, obs]
             agreement = _view_metrics(renders[:, missing], frames[:, missing])["psnr"]
             views = to_model(renders).permute(1, 0, 2, 3, 4)  # [V, T, 3, H, W]

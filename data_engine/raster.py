@@ -57,10 +57,9 @@ def _finish(acc: Tensor, acc_alpha: Tensor, mode: str, backgrounds: Tensor | Non
         color = color + (1.0 - alpha) * backgrounds[:, None, None, :]
     if mode.endswith("ED"):
         depth = depth / alpha.clamp_min(1e-10)
-    out = {"RGB": color, "D": depth, "ED": depth, "RGB+D": None, "RGB+ED": None}[mode]
-    if out is None:
-        out = torch.cat([color, depth], dim=-1)
-    return out, alpha
+    if mode.startswith("RGB+"):
+        return torch.cat([color, depth], dim=-1), alpha
+    return (color if mode == "RGB" else depth), alpha
 
 
 def _reference(proj: Projected, opacities: Tensor, colors: Tensor, W: int, H: int) -> tuple[Tensor, Tensor]:

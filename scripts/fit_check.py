@@ -23,7 +23,7 @@ import numpy as np
 
 import sim  # noqa: F401  (headless GL defaults)
 from data_engine.fit import Clip, FitSettings, fit_4dgs, render_psnr
-from data_engine.flywheel import _render_all
+from data_engine.flywheel import render_frames
 from data_engine.gaussians import init_from_rgbd
 from enerverse.core.media import write_png
 from enerverse.core.outputs import write_json_atomic
@@ -88,7 +88,7 @@ def static_check(rec: dict, steps: int, n_init: int, out: Path) -> dict:
         "train_views": render_psnr(scene, train, deform=False),
         "held_out_view": render_psnr(scene, held, deform=False),
     }
-    render, _ = _render_all(scene, held)
+    render, _ = render_frames(scene, held)
     write_png(out / "static_heldout_view.png", np.concatenate([held.rgb[0, 0], render[0, 0]], axis=1))
     return res
 
@@ -104,8 +104,8 @@ def dynamic_check(rec: dict, coarse: int, fine: int, n_init: int, out: Path) -> 
         "deforming": {**m_info, "held_out_frames": render_psnr(moving, held, deform=True)},
     }
     f = len(held.rgb) // 2
-    r_s, _ = _render_all(static, held)
-    r_m, _ = _render_all(moving, held)
+    r_s, _ = render_frames(static, held)
+    r_m, _ = render_frames(moving, held)
     write_png(
         out / "dynamic_heldout_frame.png", np.concatenate([held.rgb[f, 0], r_s[f, 0], r_m[f, 0]], axis=1)
     )
