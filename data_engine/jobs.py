@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from data_engine.flywheel import EpisodeData, Flywheel, FlywheelSettings
-from enerverse.core.config import ConfigError, parse_cli
+from enerverse.core.config import ConfigError, config_from_dict, parse_cli
 from enerverse.core.errors import user_errors
 from enerverse.core.media import write_png
 from enerverse.core.outputs import write_json_atomic
@@ -115,7 +115,7 @@ def process_episode(cfg_dict: dict, index: int) -> dict:
     try:
         from enerverse.core.store import EpisodeStore
 
-        cfg = _config_from_dict(cfg_dict)
+        cfg = config_from_dict(DataEngineConfig, cfg_dict)
         gen = _generator(cfg.generator)
         src = EpisodeStore.open(cfg.store).episode(index)
         ep = EpisodeData.load(src, gen.cfg.frame_stride, cfg.flywheel.max_frames)
@@ -133,27 +133,17 @@ def process_episode(cfg_dict: dict, index: int) -> dict:
         return {"episode": index, "error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc(limit=3)}
 
 
-def _config_from_dict(d: dict) -> DataEngineConfig:
-    from data_engine.fit import FitSettings
-    from data_engine.strategy import DensifySettings
-
-    fw = dict(d["flywheel"])
-    fit = dict(fw.pop("fit"))
-    fit["densify"] = DensifySettings(**fit["densify"])
-    fit["background"] = tuple(fit["background"])
-    fw["fit"] = FitSettings(**fit)
-    return DataEngineConfig(**{**d, "flywheel": FlywheelSettings(**fw)})
-
-
 def _dispatch(cfg: DataEngineConfig, todo: list[int]):
     """Yield worker summaries as episodes finish (local process pool or Ray)."""
+    from data_engine.jobs import process_episode as work  # by reference, also when run as __main__
+
     d = dataclasses.asdict(cfg)
     if cfg.backend == "ray":
         import ray
 
         if not ray.is_initialized():
             ray.init(num_cpus=cfg.workers, include_dashboard=False, log_to_driver=False)
-        task = ray.remote(num_cpus=1)(process_episode)
+        task = ray.remote(num_cpus=1)(work)
         pending = [task.remote(d, i) for i in todo]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -161,13 +151,13 @@ def _dispatch(cfg: DataEngineConfig, todo: list[int]):
         return
     if cfg.workers == 1:
         for i in todo:
-            yield process_episode(d, i)
+            yield work(d, i)
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as pool:
-        for fut in as_completed([pool.submit(process_episode, d, i) for i in todo]):
+        for fut in as_completed([pool.submit(work, d, i) for i in todo]):
             yield fut.result()
 
 

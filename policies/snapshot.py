@@ -15,27 +15,13 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from enerverse.core.config import load_config
+from enerverse.core.config import config_from_dict
 
 
 def _run_config(run_dir: Path):
     from policies.train import TrainPolicyConfig
 
-    d = json.loads((run_dir / "config.json").read_text())
-    overrides = []
-    for key, value in _flatten(d):
-        overrides.append(f"{key}={json.dumps(value)}")
-    return load_config(TrainPolicyConfig, overrides)
-
-
-def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
-    out = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out += _flatten(v, f"{prefix}{k}.")
-        else:
-            out.append((f"{prefix}{k}", v))
-    return out
+    return config_from_dict(TrainPolicyConfig, json.loads((run_dir / "config.json").read_text()))
 
 
 def policy_at_step(step_dir: str | Path):

@@ -349,6 +349,22 @@ def parse_cli(
         return load_config(schema, args, name=name, config_dir=config_dir)
 
 
+def config_from_dict(schema: type, d: dict) -> Any:
+    """A ``schema`` instance from its JSON form (:func:`config_to_dict`): keys checked strictly, types
+    converted, ``validate()`` run; ConfigError otherwise."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        base = OmegaConf.structured(schema)
+        OmegaConf.set_struct(base, True)
+        obj = OmegaConf.to_object(OmegaConf.merge(base, d))
+    except OmegaConfBaseException as e:
+        raise _convert_error(schema, e) from None
+    _validate_tree(obj)
+    return obj
+
+
 def config_to_dict(cfg: Any) -> dict:
     """A plain JSON-able dict of a dataclass instance, DictConfig or mapping (enums by name)."""
     from omegaconf import DictConfig, OmegaConf

@@ -7,7 +7,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, _validate_tree
+from .config import ConfigError, config_from_dict
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
 
@@ -20,8 +20,7 @@ def preset_names(group: str) -> list[str]:
 def load_preset(schema: type, group: str, name: str) -> Any:
     """Preset ``name`` of ``configs/<group>/<name>.yaml`` merged onto the structured ``schema`` (keys
     checked strictly) and validated; ConfigError naming the valid presets otherwise."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    import yaml
 
     path = CONFIG_ROOT / group / f"{name}.yaml"
     if not path.is_file():
@@ -32,10 +31,6 @@ def load_preset(schema: type, group: str, name: str) -> Any:
             + (f"; did you mean {hint[0]!r}?" if hint else "")
         )
     try:
-        base = OmegaConf.structured(schema)
-        OmegaConf.set_struct(base, True)
-        obj = OmegaConf.to_object(OmegaConf.merge(base, OmegaConf.load(path)))
-    except OmegaConfBaseException as e:
+        return config_from_dict(schema, yaml.safe_load(path.read_text()) or {})
+    except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    _validate_tree(obj)
-    return obj
