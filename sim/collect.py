@@ -28,6 +28,7 @@ from enerverse.core.seeding import episode_seed
 from enerverse.core.store import EpisodeStore
 from enerverse.core.store.rig import legacy_rig_version
 from sim.settings import SimSettings, rig_version
+from sim.tasks.profile import task_profile
 
 
 @dataclass
@@ -145,6 +146,8 @@ def open_store_for_collection(path: Path, cfg: CollectConfig) -> EpisodeStore:
             # stores from before these settings existed: no noise, no masks, the legacy camera rig
             legacy = legacy_rig_version(settings["rig_version"])
             before = {"action_noise": 0.0, "seg": False, "rig_version": legacy, **before}
+            if before.get("max_steps") is None:  # recorded as "the task's own" before configs/task/
+                before["max_steps"] = task_profile(cfg.task).max_steps
         if before is not None and before != settings:
             diff = {k: (before.get(k), settings[k]) for k in settings if before.get(k) != settings[k]}
             raise ConfigError(

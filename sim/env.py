@@ -26,7 +26,6 @@ import numpy as np
 from enerverse.core.camera import Camera
 from sim.arm import ArmController
 from sim.cameras import (
-    DEFAULT_RESOLUTION,
     AnchorSpec,
     MultiViewRenderer,
     RigSpec,
@@ -37,6 +36,7 @@ from sim.cameras import (
 from sim.rotations import mat_to_quat
 from sim.scene import CONTROL_HZ, PHYSICS_DT, build_scene_xml, object_geom_labels
 from sim.tasks import get_task_class
+from sim.tasks.profile import task_profile
 
 STATE_DIM = 15
 EE_ACTION_DIM = 7
@@ -55,6 +55,24 @@ def anchor_from_dict(d: dict) -> AnchorSpec:
     if d.get("name") in ("main", "wrist"):
         raise ValueError(f"anchor name {d['name']!r} is taken by a built-in camera; choose another name")
     return AnchorSpec(**d)
+
+
+def profile_defaults(
+    task: str,
+    views: Sequence[str] | None,
+    anchors: list[dict] | None,
+    width: int | None,
+    height: int | None,
+    max_steps: int | None,
+) -> tuple[Sequence[str] | None, int, int, int | None]:
+    """Fill the constructor arguments left as None from the task's ``configs/task/`` profile (views
+    only when no explicit anchors name them)."""
+    p = task_profile(task)
+    if views is None and anchors is None:
+        views = p.views
+    width = p.resolution if width is None else width
+    height = p.resolution if height is None else height
+    return views, width, height, max_steps if max_steps is not None else p.max_steps
 
 
 def make_rig(
@@ -113,8 +131,8 @@ class EnerVerseEnv(RigViews, gym.Env):
         self,
         task: str = "pick_place",
         views: Sequence[str] | None = None,
-        width: int = DEFAULT_RESOLUTION,
-        height: int = DEFAULT_RESOLUTION,
+        width: int | None = None,
+        height: int | None = None,
         depth: bool = False,
         control: str = "ee",
         max_steps: int | None = None,
@@ -125,12 +143,13 @@ class EnerVerseEnv(RigViews, gym.Env):
         task_cls = get_task_class(task)
         if control not in ("ee", "joint"):
             raise ValueError(f"control must be 'ee' or 'joint', got {control!r}")
+        views, width, height, max_steps = profile_defaults(task, views, anchors, width, height, max_steps)
         rig = make_rig(views, anchors, width, height, max_steps, render_mode)
         self.rig, self.control, self.render_mode = rig, control, render_mode
         self.width, self.height, self.use_depth = int(width), int(height), bool(depth)
         self.use_seg = bool(seg)
         self.task = task_cls()
-        self.max_steps = int(max_steps or task_cls.max_steps)
+        self.max_steps = int(max_steps)
         self.fps = CONTROL_HZ
         self.n_substeps = int(round(1.0 / (CONTROL_HZ * PHYSICS_DT)))
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from enerverse.core.camera import Camera, intrinsics_from_fovy, invert_se3, look_at, rotate_about_z
 from sim.cameras import MAIN_FOVY, mujoco_to_opencv
-from sim.env import EE_ACTION_DIM, MAX_DROT, RigViews, make_rig, validate_action
+from sim.env import EE_ACTION_DIM, MAX_DROT, RigViews, make_rig, profile_defaults, validate_action
 
 MW_MAIN_EYE = np.array([0.8, 1.3, 0.75])  # front-right of the table, looking back at the robot
 MW_MAIN_TARGET = np.array([0.0, 0.62, 0.15])
@@ -113,8 +113,8 @@ class MetaWorldEnv(RigViews, gym.Env):
         self,
         task_name: str = "pick-place-v3",
         views: Sequence[str] | None = None,
-        width: int = 64,
-        height: int = 64,
+        width: int | None = None,
+        height: int | None = None,
         depth: bool = False,
         control: str = "ee",
         max_steps: int | None = None,
@@ -130,6 +130,9 @@ class MetaWorldEnv(RigViews, gym.Env):
         self.task_name = check_task_name(task_name)
         if control != "ee":
             raise ValueError(f"Meta-World supports only control='ee', got {control!r}")
+        views, width, height, max_steps = profile_defaults(
+            f"metaworld/{self.task_name}", views, anchors, width, height, max_steps
+        )
         rig = make_rig(views, anchors, width, height, max_steps, render_mode)
         self.rig, self.control, self.render_mode = rig, control, render_mode
         self.width, self.height, self.use_depth = int(width), int(height), bool(depth)

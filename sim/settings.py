@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from enerverse.core.config import ConfigError
-from sim.cameras import DEFAULT_RESOLUTION, DEFAULT_VIEWS, RIG_VERSION, RigSpec
+from sim.cameras import RIG_VERSION, RigSpec
 from sim.tasks import get_task_class
+from sim.tasks.profile import task_profile
 
 
 def rig_version(task: str) -> int | str:
@@ -34,19 +35,35 @@ class SimSettings:
 
     task: str = "pick_place"
     """task name (reach, push, pick_place, stack, long_horizon, memory) or metaworld/<name>-v3"""
-    views: list[str] = field(default_factory=lambda: list(DEFAULT_VIEWS))
-    """camera views: main, wrist, anchor_left, anchor_right"""
-    resolution: int = DEFAULT_RESOLUTION
-    """square image size in pixels"""
+    views: list[str] | None = None
+    """camera views: main, wrist, anchor_left, anchor_right (default: the task's, configs/task/)"""
+    resolution: int | None = None
+    """square image size in pixels (default: the task's, configs/task/)"""
     depth: bool = False
     """also render z-depth per view"""
     seg: bool = False
     """also render object segmentation masks per view (object-pixel metrics of the generator)"""
     max_steps: int | None = None
-    """episode step limit (default: the task's own)"""
+    """episode step limit (default: the task's, configs/task/)"""
+
+    def __post_init__(self) -> None:
+        """Fill the settings left unset from the task's profile (an unknown task is left for
+        :meth:`validate` to report)."""
+        try:
+            p = task_profile(self.task)
+        except ConfigError:
+            return
+        self.views = list(p.views) if self.views is None else self.views
+        self.resolution = p.resolution if self.resolution is None else self.resolution
+        self.max_steps = p.max_steps if self.max_steps is None else self.max_steps
 
     def validate(self) -> None:
         """Fail early, with the valid choices, on a bad task, camera or resolution."""
+        try:
+            check_task(self.task)
+        except (ValueError, ImportError) as e:
+            raise ConfigError(str(e)) from None
+        self.__post_init__()
         if self.resolution <= 0:
             raise ConfigError(f"resolution must be a positive number of pixels, got {self.resolution}")
         if self.max_steps is not None and self.max_steps <= 0:
@@ -56,7 +73,6 @@ class SimSettings:
                 "seg=true: object masks are rendered for the project's tasks only, not Meta-World"
             )
         try:
-            check_task(self.task)
             RigSpec(views=tuple(self.views)).validate()
         except (ValueError, ImportError) as e:
             raise ConfigError(str(e)) from None

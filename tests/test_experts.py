@@ -11,8 +11,9 @@ import sim  # noqa: F401  (headless GL defaults)
 from sim.env import EnerVerseEnv
 from sim.experts import make_expert
 from sim.rollout import batch_obs
-from sim.tasks import TASKS, get_task_class
+from sim.tasks import TASKS
 from sim.tasks.base import LAMP_OFF
+from sim.tasks.profile import task_profile
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +61,7 @@ def test_expert_succeeds(task: str) -> None:
         infos = expert_rollout(task, seed)
         last = infos[-1]
         assert last["success"], f"{task} seed {seed}: expert failed after {last['step']} steps"
-        assert last["step"] < get_task_class(task).max_steps
+        assert last["step"] < task_profile(task).max_steps
         assert not any(i["success"] for i in infos[:-1])  # the episode ends on the first success
 
 
@@ -71,7 +72,7 @@ def test_noop_policy_does_not_succeed(task: str) -> None:
         for seed in SEEDS:
             infos = _run(env, seed, lambda obs: NOOP)
             assert not any(i["success"] for i in infos), f"{task} seed {seed}: doing nothing succeeded"
-            assert infos[-1]["step"] == get_task_class(task).max_steps  # truncated at the limit
+            assert infos[-1]["step"] == task_profile(task).max_steps  # truncated at the limit
     finally:
         env.close()
 

@@ -31,7 +31,6 @@ class Task:
     """Base class; subclasses set the class attributes and implement ``randomize`` and ``success``."""
 
     name: ClassVar[str] = ""
-    max_steps: ClassVar[int] = 100
     objects: ClassVar[list[ObjectSpec]] = []
     privileged_spec: ClassVar[list[tuple[str, int]]] = []
     stage_names: ClassVar[list[str]] = []

@@ -16,7 +16,6 @@ class LongHorizonTask(Task):
     blocks the bin once shut). Success needs all three."""
 
     name = "long_horizon"
-    max_steps = 450
     objects = [ObjectSpec("cube_a", "cube"), ObjectSpec("cube_b", "cube"), ObjectSpec("bin", "bin", BIN_HALF)]
     privileged_spec = [("cube_a", 7), ("cube_b", 7), ("bin", 3), ("lid", 1), ("handle", 3)]
     stage_names = ["one stage done", "two stages done", "all three done"]  # any order: a count

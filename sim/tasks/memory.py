@@ -15,7 +15,6 @@ class MemoryTask(Task):
     """Success when the cube rests on the cued plate (xy within 4 cm) and is released."""
 
     name = "memory"
-    max_steps = 170
     cue_steps = 3  # the lamp is lit in frames 0 .. cue_steps-1
     objects = [
         ObjectSpec("cube", "cube"),

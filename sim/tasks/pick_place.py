@@ -12,7 +12,6 @@ class PickPlaceTask(Task):
     """Success when the cube rests on the plate (xy within 4 cm) and the gripper has let go."""
 
     name = "pick_place"
-    max_steps = 160
     objects = [ObjectSpec("cube", "cube"), ObjectSpec("plate", "pad", 0.05)]
     privileged_spec = [("cube", 7), ("plate", 3)]
     stage_names = ["cube lifted", "cube placed"]

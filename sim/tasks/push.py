@@ -12,7 +12,6 @@ class PushTask(Task):
     """Success when the cube's centre is within 3.5 cm (xy) of the target centre."""
 
     name = "push"
-    max_steps = 150
     objects = [ObjectSpec("cube", "cube"), ObjectSpec("target", "pad", 0.045)]
     privileged_spec = [("cube", 7), ("target", 3)]
     tolerance = 0.035

@@ -12,7 +12,6 @@ class ReachTask(Task):
     """Success when the end effector is within 3 cm of the goal sphere."""
 
     name = "reach"
-    max_steps = 60
     objects = [ObjectSpec("goal", "marker", 0.03)]
     privileged_spec = [("goal", 3)]
     tolerance = 0.03

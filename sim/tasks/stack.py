@@ -12,7 +12,6 @@ class StackTask(Task):
     """Success when the top cube sits on the base cube (xy within 2 cm, resting) and is released."""
 
     name = "stack"
-    max_steps = 180
     objects = [ObjectSpec("cube_top", "cube"), ObjectSpec("cube_base", "cube")]
     privileged_spec = [("cube_top", 7), ("cube_base", 7)]
 
