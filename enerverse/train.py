@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from enerverse.core.batch_order import distributed_info
 from enerverse.core.config import ConfigError, config_to_dict, parse_cli_with_preset
 from enerverse.core.device import pick_device
 from enerverse.core.plots import line_plot
 from enerverse.core.run import run_training_main
 from enerverse.core.seeding import seed_everything
 from enerverse.core.store import recorded_rig_version, store_rig_version
-from enerverse.core.trainer import LossModule, Trainer, TrainSettings, distributed_info
+from enerverse.core.trainer import LossModule, Trainer, TrainSettings
 from enerverse.io import save_codec, save_generator
 from enerverse.presets import GeneratorConfig, get_preset
 from enerverse.samples import write_sample_grid

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from enerverse.core.batch_order import distributed_info, epoch_batches
 from enerverse.core.config import ConfigError
 from enerverse.core.frames import resize_frames, to_model
 from enerverse.core.loader import loader_batches
 from enerverse.core.store import EpisodeStore, StoreFormatError, store_rig_version
-from enerverse.core.trainer import distributed_info, epoch_batches
 from enerverse.data import GeneratorWindows, collate
 from enerverse.io import split_episodes
 from enerverse.latent_cache import LatentCache

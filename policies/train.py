@@ -25,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from enerverse.core.batch_order import distributed_info, epoch_batches
 from enerverse.core.config import ConfigError, config_to_dict, parse_cli_with_preset
 from enerverse.core.device import pick_device
 from enerverse.core.plots import line_plot
 from enerverse.core.run import run_training_main
 from enerverse.core.seeding import seed_everything
 from enerverse.core.store import EpisodeStore, check_rig_version, recorded_rig_version, store_rig_version
-from enerverse.core.trainer import Trainer, TrainSettings, distributed_info, epoch_batches
+from enerverse.core.trainer import Trainer, TrainSettings
 from policies.config import PolicyConfig, get_policy_preset
 from policies.data import PolicyData
 from policies.encoder_api import DataSpec, encoder_class

@@ -56,6 +56,17 @@ def policy_workdir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def tiny_enerverse_policy(policy_workdir: Path) -> Path:
+    """A tiny EnerVerse-A checkpoint trained 5 steps on ``policy_workdir`` (runtime and eval tests)."""
+    gen = f"generator={policy_workdir / 'gen' / 'checkpoint'}"
+    s = train_tiny_policy(
+        policy_workdir, "pol_ev", gen, "train.steps=5", "policy.encoder.feature_shift=4"
+    )  # shift: training only
+    assert s["steps"] == 5 and s["encoder"] == "enerverse"
+    return Path(s["checkpoint"])
+
+
 def train_tiny_policy(workdir: Path, out: str, *extra: str) -> dict:
     """``ev-train-policy task=reach preset=tiny`` on the ``policy_workdir`` store, in process."""
     from policies.train import parse_args, train

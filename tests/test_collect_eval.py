@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
+from helpers.cli import SMALL, entry_command, last_json, run_entry
 
 import sim  # noqa: F401  (headless GL defaults)
 from enerverse.core.camera import intrinsics_from_fovy, look_at
@@ -25,29 +24,9 @@ from sim import collect as collect_mod
 from sim import evaluate as evaluate_mod
 from sim.cameras import MAIN_EYE, MAIN_FOVY, MAIN_TARGET
 from sim.env import STATE_DIM, EnerVerseEnv
-from sim.evaluate import evaluate, wilson_interval
 from sim.experts import make_expert
 
-SMALL = ["resolution=32", "views=[main]"]
 EPISODE_DIR = re.compile(r"^episode_\d{6}$")
-
-
-def _command(script: str, module: str) -> list[str]:
-    exe = Path(sys.executable).parent / script
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", module]
-
-
-def run_entry(script: str, args: list[str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
-    module = {"ev-collect": "sim.collect", "ev-eval": "sim.evaluate"}[script]
-    return subprocess.run(
-        _command(script, module) + args, cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def last_json(stdout: str) -> dict:
-    lines = [ln for ln in stdout.splitlines() if ln.strip()]
-    assert lines, "nothing printed on stdout"
-    return json.loads(lines[-1])
 
 
 def episode_hashes(store: Path, index: int) -> dict[str, str]:
@@ -211,7 +190,7 @@ def test_collect_resume_adds_only_the_missing_episode(collected, tmp_path: Path)
 def test_collect_survives_sigkill_and_resumes(tmp_path: Path, workers: int) -> None:
     store = tmp_path / "store"
     args = ["episodes=50", f"workers={workers}", *SMALL, f"out={store}", "video_episodes=0"]
-    module_cmd = _command("ev-collect", "sim.collect")
+    module_cmd = entry_command("ev-collect", "sim.collect")
     with open(tmp_path / "stdout.txt", "w") as out, open(tmp_path / "stderr.txt", "w") as err:
         proc = subprocess.Popen(module_cmd + args, cwd=tmp_path, stdout=out, stderr=err)
         try:
@@ -299,116 +278,6 @@ def test_collect_into_a_file_exits_2(
         collect_mod.main([f"out={tmp_path / 'f'}", *SMALL])
     assert exc.value.code == 2 and "is a file" in capsys.readouterr().err
     assert not (tmp_path / "outputs").exists()
-
-
-# --- ev-eval --------------------------------------------------------------------------------------------
-@pytest.mark.integration
-def test_eval_expert_writes_results(tmp_path: Path) -> None:
-    out = tmp_path / "eval"
-    proc = run_entry(
-        "ev-eval",
-        ["task=pick_place", "policy=expert", "episodes=2", "num_envs=2", *SMALL, f"out={out}", "videos=1"],
-        tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
-    summary = last_json(proc.stdout)
-    assert summary["task"] == "pick_place" and summary["episodes"] == 2
-    assert summary["success_rate"] == 1.0
-    lo, hi = summary["ci95"]
-    assert (lo, hi) == pytest.approx(wilson_interval(2, 2), abs=1e-5)
-    results = json.loads((out / "results.json").read_text())
-    assert results["policy"] == "expert"
-    (row,) = results["tasks"]
-    assert row["task"] == "pick_place" and row["successes"] == 2
-    assert row["stages"] == {"cube lifted": 1.0, "cube placed": 1.0}  # partial credit, here all of it
-    assert all(e["stages_done"] == 2 for e in row["per_episode"])
-    assert [e["seed"] for e in row["per_episode"]] == [episode_seed(1000, 0), episode_seed(1000, 1)]
-    assert (out / "success.png").is_file() and (out / "config.json").is_file()
-    assert (out / "pick_place.mp4").is_file()
-    assert not (tmp_path / "outputs").exists()  # out= was honoured
-
-
-class _Noop:
-    def reset(self, instructions: list[str] | None = None) -> None:
-        pass
-
-    def act(self, obs: dict) -> np.ndarray:
-        a = np.zeros((len(obs["state"]), 2, 7), dtype=np.float32)
-        a[..., 6] = 1.0
-        return a
-
-
-@pytest.mark.integration
-def test_evaluate_any_policy_with_partial_batches() -> None:
-    kw = {"views": ["main"], "width": 16, "height": 16, "max_steps": 12}
-    res = evaluate(_Noop(), "reach", episodes=3, num_envs=2, seed=5, env_kwargs=kw, show_progress=False)
-    assert res["episodes"] == 3 and res["successes"] == 0 and res["success_rate"] == 0.0
-    assert [e["seed"] for e in res["per_episode"]] == [episode_seed(5, i) for i in range(3)]
-    assert all(e["length"] == 12 for e in res["per_episode"])
-    assert res["ci95"] == list(wilson_interval(0, 3))
-    assert "stages" not in res and "stages_done" not in res["per_episode"][0]  # reach has no stages
-    res = evaluate(_Noop(), "pick_place", episodes=2, num_envs=2, seed=5, env_kwargs=kw, show_progress=False)
-    assert res["stages"] == {"cube lifted": 0.0, "cube placed": 0.0}
-
-
-@pytest.mark.integration
-def test_evaluate_expert_in_process_counts_each_episode_once() -> None:
-    kw = {"views": ["main"], "width": 16, "height": 16}
-    res = evaluate(
-        make_expert("reach"),
-        "reach",
-        episodes=3,
-        num_envs=2,
-        seed=0,
-        videos=2,
-        env_kwargs=kw,
-        show_progress=False,
-    )
-    assert res["successes"] == 3
-    assert len(res["frames"]) == 2 and res["frames"][0].shape[1:] == (1, 16, 16, 3)
-    for e, clip in zip(res["per_episode"], res["frames"]):
-        assert clip.shape[0] == e["length"] + 1  # reset frame + one per step
-
-
-def test_evaluate_rejects_badly_shaped_policy_output() -> None:
-    class Bad(_Noop):
-        def act(self, obs: dict) -> np.ndarray:
-            return np.zeros((len(obs["state"]), 7), dtype=np.float32)
-
-    with pytest.raises(ValueError, match=r"policy.act must return actions \[B=2, chunk, A\]"):
-        evaluate(
-            Bad(),
-            "reach",
-            episodes=2,
-            num_envs=2,
-            show_progress=False,
-            env_kwargs={"views": ["main"], "width": 16, "height": 16},
-        )
-
-
-@pytest.mark.parametrize(
-    "k,n,expected",
-    [
-        (0, 10, (0.0, 0.27753)),
-        (10, 10, (0.72247, 1.0)),
-        (5, 10, (0.23659, 0.76341)),
-        (1, 2, (0.09453, 0.90547)),
-        (0, 0, (0.0, 1.0)),
-    ],
-)
-def test_wilson_interval_known_values(k: int, n: int, expected: tuple[float, float]) -> None:
-    lo, hi = wilson_interval(k, n)
-    assert lo == pytest.approx(expected[0], abs=1e-4) and hi == pytest.approx(expected[1], abs=1e-4)
-    if n:
-        assert lo <= k / n <= hi
-
-
-def test_wilson_interval_narrows_with_more_episodes() -> None:
-    w10 = np.diff(wilson_interval(5, 10))[0]
-    w100 = np.diff(wilson_interval(50, 100))[0]
-    assert w100 < w10
-    assert np.diff(wilson_interval(50, 100, z=2.576))[0] > w100  # 99% is wider than 95%
-    assert math.isclose(sum(wilson_interval(3, 10)) / 2, (3 + 1.96**2 / 2) / (10 + 1.96**2), rel_tol=1e-9)
 
 
 # --- config errors (in process: parsing fails before any simulation) ------------------------------------

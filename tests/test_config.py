@@ -15,12 +15,12 @@ import pytest
 from enerverse.core.config import (
     ConfigError,
     config_to_dict,
-    format_help,
     load_config,
     parse_cli,
     register_config,
     save_config,
 )
+from enerverse.core.config_help import format_help
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from enerverse.core.batch_order import epoch_batches
 from enerverse.core.camera import intrinsics_from_fovy, look_at, ray_maps, rotate_about_z
 from enerverse.core.config import ConfigError
-from enerverse.core.trainer import Trainer, TrainSettings, epoch_batches
+from enerverse.core.trainer import Trainer, TrainSettings
 from enerverse.generator import EnerVerseGenerator
 from enerverse.presets import get_preset
 

@@ -17,8 +17,8 @@ import torch
 from conftest import run_module
 from torch.utils.data import Dataset
 
+from enerverse.core.batch_order import epoch_batches
 from enerverse.core.loader import loader_batches
-from enerverse.core.trainer import epoch_batches
 
 
 class Items(Dataset):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from enerverse.core.trainer import Trainer, TrainSettings, epoch_batches
+from enerverse.core.batch_order import epoch_batches
+from enerverse.core.trainer import Trainer, TrainSettings
 
 
 class Toward(nn.Module):

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from enerverse.core.trainer import batch_order
+from enerverse.core.batch_order import batch_order
 
 
 class ResumableBatchSampler(Sampler):

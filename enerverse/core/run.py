@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from enerverse.core.trainer import distributed_info
+from enerverse.core.batch_order import distributed_info
 
 
 def run_training_main(cfg: Any, entry: str, train_fn: Callable[[Any, Path], dict]) -> None:
