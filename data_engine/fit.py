@@ -25,7 +25,7 @@ from data_engine.raster import rasterize
 from data_engine.strategy import DensifySettings, GradientStats, densify_and_prune
 from enerverse.core.fsutil import write_json_atomic
 from enerverse.core.progress import progress
-from enerverse.metrics import psnr, ssim
+from enerverse.metrics import masked_psnr, psnr, ssim
 
 
 @dataclass
@@ -245,13 +245,19 @@ def render_clip(
 def render_psnr(
     scene: Scene4D, clip: Clip, frames: list[int] | None = None, deform: bool = True,
     background: tuple[float, float, float] = (0.0, 0.0, 0.0), backend: str = "auto",
+    mask: np.ndarray | None = None,
 ) -> dict[str, float]:  # fmt: skip
-    """Mean PSNR and SSIM (dB, [0, 1]) of the scene's renders against ``clip`` (every frame by default)."""
+    """Mean PSNR and SSIM (dB, [0, 1]) of the scene's renders against ``clip`` (every frame by default);
+    with ``mask`` [F, V, H, W] bool (the chosen frames) also ``masked_psnr`` over the set pixels."""
     idx = list(frames) if frames is not None else list(range(clip.shape[0]))
     rgb, _ = render_clip(scene, clip, idx, deform, background, backend)
     x = rgb.flatten(0, 1).permute(0, 3, 1, 2) * 2 - 1  # [F * V, 3, H, W]
     y = torch.from_numpy(clip.rgb[idx]).flatten(0, 1).float().permute(0, 3, 1, 2) / 127.5 - 1
-    return {"psnr": float(psnr(x, y).mean()), "ssim": float(ssim(x, y).mean())}  # per image, averaged
+    out = {"psnr": float(psnr(x, y).mean()), "ssim": float(ssim(x, y).mean())}  # per image, averaged
+    if mask is not None:
+        m = torch.from_numpy(np.asarray(mask, dtype=bool)).flatten(0, 1)  # [F * V, H, W]
+        out["masked_psnr"] = float(masked_psnr(x, y, m).nanmean())
+    return out
 
 
 def save_scene(scene: Scene4D, folder: str | Path, extra: dict | None = None) -> Path:

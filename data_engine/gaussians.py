@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from enerverse.core.camera import unproject_depth
+
 SH_C0 = 0.28209479177387814  # 1 / (2 sqrt(pi)): the constant band
 MAX_SH_DEGREE = 3
 
@@ -103,17 +105,6 @@ class Gaussians(nn.Module):
         }
 
 
-def unproject(depth: np.ndarray, K: np.ndarray, T_cam_world: np.ndarray) -> np.ndarray:
-    """World points [H, W, 3] of a depth map [H, W] (metres along z) seen by a camera (K [3, 3],
-    T_cam_world [4, 4]), at pixel centres."""
-    H, W = depth.shape
-    v, u = np.meshgrid(np.arange(H) + 0.5, np.arange(W) + 0.5, indexing="ij")
-    rays = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T  # [H, W, 3] with z = 1
-    cam = rays * np.where(np.isfinite(depth), depth, 0.0)[..., None]  # no depth: the camera centre
-    T_world_cam = np.linalg.inv(T_cam_world)
-    return cam @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
-
-
 def nearest_neighbour_scale(points: Tensor, k: int = 3, chunk: int = 2048) -> Tensor:
     """Mean distance [N] of each point to its ``k`` nearest neighbours (the initial Gaussian scale)."""
     out = []
@@ -143,7 +134,8 @@ def init_from_rgbd(
             f"expected rgb [V, H, W, 3], depth [V, H, W], K [V, 3, 3], T_cam_world [V, 4, 4] (one V, H, W); "
             f"got {rgb.shape}, {depth.shape}, {K.shape}, {T_cam_world.shape}"
         )
-    pts = np.concatenate([unproject(depth[i].astype(np.float64), K[i], T_cam_world[i]) for i in range(V)])
+    finite = np.where(np.isfinite(depth), depth, 0.0).astype(np.float64)  # no depth: dropped below
+    pts = np.concatenate([unproject_depth(K[i], T_cam_world[i], finite[i]) for i in range(V)])
     pts, cols = pts.reshape(-1, 3), rgb.reshape(-1, 3)
     d = depth.reshape(-1)
     ok = np.isfinite(d) & (d > 0) & (d < max_depth)

@@ -10,7 +10,7 @@ import torch
 
 from data_engine.deform import Deformation
 from data_engine.fit import Clip, FitSettings, fit_4dgs, load_scene, render_psnr, save_scene
-from data_engine.gaussians import Gaussians, init_from_rgbd, unproject
+from data_engine.gaussians import Gaussians, init_from_rgbd
 from data_engine.raster import rasterize
 
 
@@ -198,16 +198,6 @@ def test_fitting_a_tiny_static_scene_improves_psnr_and_round_trips(tmp_path) -> 
     )
 
 
-def test_unprojection_inverts_the_camera() -> None:
-    vm, K = rig(n=1, size=16)
-    depth = np.full((16, 16), 2.0)
-    pts = unproject(depth, K[0].numpy(), vm[0].numpy())
-    cam = pts @ vm[0, :3, :3].numpy().T + vm[0, :3, 3].numpy()
-    assert np.allclose(cam[..., 2], 2.0)
-    uv = cam @ K[0].numpy().T
-    assert np.allclose(uv[..., 0] / uv[..., 2], np.arange(16) + 0.5)
-
-
 def test_clips_that_disagree_with_their_cameras_are_refused() -> None:
     rgb = np.full((2, 3, 8, 8, 3), 100, np.uint8)
     with pytest.raises(ValueError, match="cameras and frames disagree"):
@@ -262,3 +252,24 @@ def test_gsplat_and_the_torch_backend_agree_on_cuda() -> None:
     theirs, a2, _ = rasterize(*args, vm.float().cuda(), K.float().cuda(), 48, 48, backend="gsplat", **kw)
     assert (ours[..., :3] - theirs[..., :3]).abs().mean() < 2e-3 and (a1 - a2).abs().mean() < 2e-3
     assert (ours[..., :3] - theirs[..., :3]).abs().max() < 5e-2
+
+
+def test_covisible_mask_sees_shared_surface_and_not_occluded_or_outside_points() -> None:
+    from data_engine.coverage import covisible_mask
+    from enerverse.core.camera import look_at as cam_look_at
+
+    K = np.array([[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]])
+    A = cam_look_at(np.array([0.0, 0.0, 2.0]), np.zeros(3), up=np.array([0.0, 1.0, 0.0]))
+    plane = np.full((32, 32), 2.0)  # a wall at z = 0 seen head-on from 2 m
+    same = covisible_mask(plane, K, A, plane[None], K[None], A[None])
+    assert same.all()
+    B = cam_look_at(np.array([0.8, 0.0, 2.0]), np.array([0.8, 0.0, 0.0]), up=np.array([0.0, 1.0, 0.0]))
+    shifted = covisible_mask(plane, K, A, plane[None], K[None], B[None])  # B sees x in [0.0, 1.6]
+    edges = (shifted[:, 0].all() and not shifted[:, -1].any()) or (
+        shifted[:, -1].all() and not shifted[:, 0].any()
+    )
+    assert 0.2 < shifted.mean() < 0.8 and edges
+    blocked = covisible_mask(plane, K, A, np.full((1, 32, 32), 1.0), K[None], A[None])  # occluder at 1 m
+    assert not blocked.any()
+    holes = covisible_mask(np.full((32, 32), np.inf), K, A, plane[None], K[None], A[None])
+    assert not holes.any()
