@@ -50,6 +50,16 @@ def test_bad_actions_are_dropped_with_a_reason(bad, why: str) -> None:
     assert not cmd.linear.any() and not cmd.angular.any()
 
 
+def test_the_step_limit_scales_with_the_actions_summed_into_one_command() -> None:
+    """A node at 10 Hz over a 20 Hz policy sends two policy steps per command: 0.03 + 0.03 m passes
+    the 0.05 m per-step limit, 0.06 m as one step does not; the gripper's range never scales."""
+    two = [0.06, 0, 0, 0, 0, 0, 1]
+    assert "beyond the limits" in check_action(two, SafetyLimits())
+    assert check_action(two, SafetyLimits(), steps=2) is None
+    assert "gripper in" in check_action([0, 0, 0, 0, 0, 0, 1.5], SafetyLimits(), steps=2)
+    assert not CommandShaper(SafetyLimits(), period=0.1).shape(two, steps=2).hold
+
+
 def test_speed_and_acceleration_are_limited() -> None:
     lim = SafetyLimits(max_linear_speed=0.2, max_linear_accel=1.0)
     s = CommandShaper(lim, period=0.1)

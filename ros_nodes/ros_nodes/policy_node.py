@@ -21,6 +21,7 @@ inputs, an e-stop, a malformed or non-finite action, and limits speed, accelerat
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 
@@ -60,6 +61,7 @@ PARAMETERS: dict[str, object] = {
     "estop_topic": "estop",
     "publish_imagination": False,
     "autostart": False,
+    "gil_switch_interval": 0.0002,  # s; see PolicyNode.__init__
     **vars(SafetyLimits()),
 }
 
@@ -71,6 +73,17 @@ class PolicyNode(LifecycleNode):
         super().__init__(name)
         for k, v in PARAMETERS.items():
             self.declare_parameter(k, v)
+        # Inference runs in a thread beside the executor's. Each torch op releases the GIL and then
+        # waits up to the interpreter's switch interval (5 ms by default) to get it back while the
+        # executor threads run Python callbacks (90 images/s): about a thousand ops per chunk made a
+        # 0.1 s chunk take 5 s and the control loop fall to 1 Hz (bench/ros_loop.py). A short interval
+        # gives the GIL back within a fraction of a millisecond.
+        interval = float(self.p("gil_switch_interval"))
+        if not interval > 0:
+            default = PARAMETERS["gil_switch_interval"]
+            self.get_logger().error(f"gil_switch_interval must be > 0 s, got {interval}; using {default}")
+            interval = default
+        sys.setswitchinterval(interval)
         self.runtime = None
         self.buffer: ObservationBuffer | None = None
         self.estop = EStop()
@@ -244,7 +257,7 @@ class PolicyNode(LifecycleNode):
             return self._hold("waiting for the first chunk")
         step = np.sum(ready, axis=0)
         step[6] = ready[-1][6]  # the gripper is a position, not a motion
-        cmd = self.shaper.shape(step, ee_position=obs["state"][:3])
+        cmd = self.shaper.shape(step, ee_position=obs["state"][:3], steps=len(ready))
         if cmd.hold:
             self.get_logger().error(f"dropped the action: {cmd.reason}", throttle_duration_sec=2.0)
             self.holds += 1

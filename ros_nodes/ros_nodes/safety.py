@@ -81,16 +81,19 @@ class EStop:
         self.latched, self.reason = False, ""
 
 
-def check_action(action, limits: SafetyLimits) -> str | None:
-    """Why ``action`` must be dropped (wrong size, non-finite, beyond ``max_step``), or None."""
+def check_action(action, limits: SafetyLimits, steps: int = 1) -> str | None:
+    """Why ``action`` must be dropped (wrong size, non-finite, beyond ``max_step``), or None.
+    ``action`` may be the sum of ``steps`` policy actions (the motion limits scale with it, the
+    gripper's does not)."""
     a = np.asarray(action, dtype=float)
     if a.shape != (ACTION_DIM,):
         return f"expected a {ACTION_DIM}-D action (dxyz, drpy, gripper), got shape {a.shape}"
     if not np.isfinite(a).all():
         return f"non-finite action {a.tolist()}"
-    over = np.abs(a) > np.asarray(limits.max_step)
-    if over.any() or not 0.0 <= a[6] <= 1.0:
-        return f"action {np.round(a, 4).tolist()} beyond the limits {limits.max_step} (gripper in [0, 1])"
+    limit = np.asarray(limits.max_step, dtype=float) * np.r_[[steps] * 6, 1]
+    if (np.abs(a) > limit).any() or not 0.0 <= a[6] <= 1.0:
+        shown = np.round(limit, 4).tolist()
+        return f"action {np.round(a, 4).tolist()} beyond the limits {shown} (gripper in [0, 1])"
     return None
 
 
@@ -119,9 +122,10 @@ class CommandShaper:
         self.prev_linear, self.prev_angular = np.zeros(3), np.zeros(3)
         return Command(np.zeros(3), np.zeros(3), self.gripper, hold=True, reason=reason)
 
-    def shape(self, action, ee_position=None) -> Command:
-        """The command for one action (``ee_position`` [3]: the end effector, for the workspace)."""
-        why = check_action(action, self.limits)
+    def shape(self, action, ee_position=None, steps: int = 1) -> Command:
+        """The command for one action, or the sum of ``steps`` policy actions executed in one period
+        (``ee_position`` [3]: the end effector, for the workspace)."""
+        why = check_action(action, self.limits, steps)
         if why:
             return self.hold(why)
         a = np.asarray(action, dtype=float)
