@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
+from ros_nodes.faults import CommandObserver, FakeRobot, moving  # noqa: E402
 
 pytestmark = pytest.mark.integration
 DOMAIN = 40 + os.getpid() % 150  # one DDS domain per test run
@@ -55,48 +56,6 @@ def start(module: str, params: dict, tmp_path: Path, log: str) -> subprocess.Pop
                             env=ros_env(tmp_path), cwd=tmp_path)  # fmt: skip
 
 
-class Observer:
-    """Collects the policy node's commands and the sim node's episode end, in this process."""
-
-    def __init__(self, trajectory: bool = False) -> None:
-        from geometry_msgs.msg import TwistStamped
-        from rclpy.qos import QoSDurabilityPolicy, QoSProfile
-        from std_msgs.msg import String
-        from trajectory_msgs.msg import JointTrajectory
-
-        os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=DOMAIN)
-        self.node = rclpy.create_node("observer", context=self.ctx)
-        self.twists: list[tuple[float, tuple]] = []
-        self.end: dict | None = None
-        msg_type, topic = (
-            (JointTrajectory, "cmd_joint_trajectory") if trajectory else (TwistStamped, "cmd_twist")
-        )
-        self.node.create_subscription(
-            msg_type, topic, lambda m: self.twists.append((time.monotonic(), m)), 50
-        )
-        latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-        self.node.create_subscription(String, "episode_end", self._on_end, latched)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-
-    def _on_end(self, msg) -> None:
-        self.end = json.loads(msg.data)
-
-    def spin_until(self, done, timeout: float) -> bool:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            self.executor.spin_once(timeout_sec=0.05)
-            if done():
-                return True
-        return False
-
-    def close(self) -> None:
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
-
-
 def wait_for_episode(path: Path, timeout: float):
     """The store at ``path`` once it has a committed episode (None after ``timeout`` seconds)."""
     from enerverse.core.store import EpisodeStore
@@ -107,16 +66,6 @@ def wait_for_episode(path: Path, timeout: float):
             return EpisodeStore.open(path)
         time.sleep(0.2)
     return None
-
-
-def moving(m) -> bool:
-    """A twist that moves, or any joint trajectory (holds are not published while joints are unknown)."""
-    if not hasattr(m, "twist"):
-        return bool(m.points)
-    t = m.twist
-    return any(
-        abs(x) > 1e-9 for x in (t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z)
-    )
 
 
 @pytest.mark.parametrize("mode", ["twist", "trajectory"])
@@ -139,7 +88,7 @@ def test_sim_and_policy_nodes_run_an_episode_over_topics(
         store = str(tmp_path / "recorded")
         rec_params = {"store": store, "provenance": "sim", "task": "reach", "views": views, "resolution": 32}
         procs["recorder.log"] = start("ros_nodes.recorder_node", rec_params, tmp_path, "recorder.log")
-    obs = Observer(trajectory=mode == "trajectory")
+    obs = CommandObserver(DOMAIN, trajectory=mode == "trajectory")
     log = lambda name: (tmp_path / name).read_text()[-3000:]  # noqa: E731
     try:
         assert obs.spin_until(lambda: sum(moving(m) for _, m in obs.twists) >= 10, timeout=120), log(
@@ -163,67 +112,6 @@ def test_sim_and_policy_nodes_run_an_episode_over_topics(
             stop(p, tmp_path / name)
 
 
-class FakeRobot:
-    """Publishes what a robot would (two 32 px views + camera_info, joint states, ee pose) from this
-    process, with switches to inject faults."""
-
-    def __init__(self, obs: Observer, views: list[str]) -> None:
-        import numpy as np
-        from geometry_msgs.msg import PoseStamped
-        from rclpy.qos import qos_profile_sensor_data
-        from sensor_msgs.msg import CameraInfo, Image, JointState
-        from std_msgs.msg import Bool
-
-        self.np, self.node, self.views = np, obs.node, views
-        self.types = (Image, CameraInfo, JointState, PoseStamped)
-        self.qos = qos_profile_sensor_data
-        self.estop = obs.node.create_publisher(Bool, "estop", 10)
-        self.fault: str | None = None
-        self.stamp_offset = 0.0
-        self._make_camera_pubs()
-        self.joint_pub = obs.node.create_publisher(JointState, "joint_states", self.qos)
-        self.pose_pub = obs.node.create_publisher(PoseStamped, "ee_pose", self.qos)
-        obs.node.create_timer(0.05, self.publish)
-
-    def _make_camera_pubs(self) -> None:
-        Image, CameraInfo = self.types[:2]
-        self.image_pubs = {
-            v: self.node.create_publisher(Image, f"camera/{v}/image_raw", self.qos) for v in self.views
-        }
-        self.info_pubs = {
-            v: self.node.create_publisher(CameraInfo, f"camera/{v}/camera_info", self.qos) for v in self.views
-        }
-
-    def restart_cameras(self) -> None:
-        """The camera driver dies and comes back: its publishers are destroyed and made anew."""
-        for pub in [*self.image_pubs.values(), *self.info_pubs.values()]:
-            self.node.destroy_publisher(pub)
-        self._make_camera_pubs()
-
-    def publish(self) -> None:
-        from ros_nodes.convert import K_to_camera_info, rgb_to_image
-
-        np = self.np
-        t = self.node.get_clock().now().nanoseconds * 1e-9 + self.stamp_offset
-        if self.fault != "cameras_silent":
-            for v in self.views:
-                img = rgb_to_image(np.full((32, 32, 3), 90, np.uint8), t, v)
-                if self.fault == "bad_image":
-                    img.encoding = "mono16"
-                self.image_pubs[v].publish(img)
-                K = np.array([[30.0, 0, 16], [0, 30.0, 16], [0, 0, 1]])
-                self.info_pubs[v].publish(K_to_camera_info(K, 32, 32, t, v))
-        js = self.types[2](name=[f"joint{i}" for i in range(1, 8)] + ["finger_left", "finger_right"])
-        js.position = [0.0, -0.35, 0.0, -2.45, 0.0, 2.1, 0.0, 0.04, 0.04]
-        if self.fault == "nan_joints":
-            js.position[2] = float("nan")
-        self.joint_pub.publish(js)
-        pose = self.types[3]()
-        pose.pose.position.x, pose.pose.position.z = 0.5, 0.3
-        pose.pose.orientation.x, pose.pose.orientation.w = 1.0, 0.0  # gripper pointing down
-        self.pose_pub.publish(pose)
-
-
 def test_policy_node_holds_on_faults_and_recovers(policy_workdir: Path, tmp_path: Path) -> None:
     """Malformed, stale, out-of-order and non-finite inputs, a restarted camera driver and the e-stop:
     the node holds the arm within the input-age limit + one period, keeps running, and resumes."""
@@ -236,7 +124,7 @@ def test_policy_node_holds_on_faults_and_recovers(policy_workdir: Path, tmp_path
               "max_input_age": 0.3, "max_linear_speed": 5.0, "max_angular_speed": 50.0, "max_step": [1.0] * 7,
               "workspace_min": [-5.0, -5.0, -5.0], "workspace_max": [5.0, 5.0, 5.0]}  # fmt: skip
     pol = start("ros_nodes.policy_node", params, tmp_path, "policy.log")
-    obs = Observer()
+    obs = CommandObserver(DOMAIN)
     robot = FakeRobot(obs, views)
     hold_within = 0.3 + 0.1 + 0.25  # input age limit + one control period + delivery slack
 
@@ -260,10 +148,10 @@ def test_policy_node_holds_on_faults_and_recovers(policy_workdir: Path, tmp_path
             assert obs.spin_until(lambda: any(moving(m) for _, m in obs.twists[-2:]), timeout=10), (
                 f"after {fault}"
             )
-        robot.stamp_offset = -5.0  # out-of-order (older) stamps are ignored: the views go stale
+        robot.fault = "old_stamps"  # out-of-order (older) stamps are ignored: the inputs go stale
         window(hold_within)
         assert not any(moving(m) for m in window(1.0))
-        robot.stamp_offset = 0.0
+        robot.fault = None
         robot.restart_cameras()
         assert obs.spin_until(lambda: any(moving(m) for _, m in obs.twists[-2:]), timeout=10), "after restart"
         from std_msgs.msg import Bool
@@ -271,7 +159,7 @@ def test_policy_node_holds_on_faults_and_recovers(policy_workdir: Path, tmp_path
         robot.estop.publish(Bool(data=True))
         window(0.3, at_least=1)
         assert not any(moving(m) for m in window(1.5)), "e-stop did not latch a hold"
-        reset_estop(obs)
+        assert obs.reset_estop()
         assert obs.spin_until(lambda: any(moving(m) for _, m in obs.twists[-2:]), timeout=10), (
             "after e-stop reset"
         )
@@ -283,15 +171,6 @@ def test_policy_node_holds_on_faults_and_recovers(policy_workdir: Path, tmp_path
     finally:
         obs.close()
         stop(pol, tmp_path / "policy.log")
-
-
-def reset_estop(obs: Observer) -> None:
-    from std_srvs.srv import Trigger
-
-    client = obs.node.create_client(Trigger, "/enerverse_policy/reset_estop")
-    assert client.wait_for_service(timeout_sec=10)
-    future = client.call_async(Trigger.Request())
-    assert obs.spin_until(future.done, timeout=10) and future.result().success
 
 
 def test_a_killed_recorder_loses_no_committed_episode_and_resumes(tmp_path: Path) -> None:
@@ -306,7 +185,7 @@ def test_a_killed_recorder_loses_no_committed_episode_and_resumes(tmp_path: Path
     params = {"store": str(store), "provenance": "real", "task": "pick_place", "views": views,
               "resolution": 32, "state_dim": 15, "record_rate": 10.0, "max_frames": 8,
               "max_input_age": 1.0}  # fmt: skip
-    obs = Observer()
+    obs = CommandObserver(DOMAIN)
     FakeRobot(obs, views)
     twist_pub = obs.node.create_publisher(TwistStamped, "cmd_twist", 10)
     from rclpy.qos import QoSDurabilityPolicy, QoSProfile
