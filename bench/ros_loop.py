@@ -35,6 +35,21 @@ def start(module: str, params: dict, env: dict, log: Path) -> subprocess.Popen:
     )
 
 
+def checkpoint_rig(folder: str) -> tuple[list[str], int]:
+    """(views, resolution) of a policy checkpoint; exits with one line when there is none."""
+    if not (Path(folder) / "config.json").is_file():
+        raise SystemExit(f"error: no policy checkpoint at {folder} (--checkpoint <folder>)")
+    meta = json.loads((Path(folder) / "config.json").read_text())["meta"]
+    return list(meta["views"]), int(meta["resolution"])
+
+
+def ros_env(domain: int, logs: Path) -> dict:
+    """The environment of the node processes: a private DDS domain on this host, logs in ``logs``."""
+    logs.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+            "ROS_LOG_DIR": str(logs), "EV_NO_PROGRESS": "1"}  # fmt: skip
+
+
 def measure(seconds: float, domain: int, view: str) -> dict:
     """Spin an observer for ``seconds``: message times of commands and images, the last diagnostics."""
     import rclpy
@@ -81,15 +96,9 @@ def main() -> None:
     ap.add_argument("--camera-rate", type=float, default=30.0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    if not (Path(args.checkpoint) / "config.json").is_file():
-        raise SystemExit(f"error: no policy checkpoint at {args.checkpoint} (--checkpoint <folder>)")
-    meta = json.loads((Path(args.checkpoint) / "config.json").read_text())["meta"]
-    views, R = list(meta["views"]), int(meta["resolution"])
-    domain = 100 + os.getpid() % 100
-    logs = Path("outputs/bench/ros_loop/logs")
-    logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-           "ROS_LOG_DIR": str(logs), "EV_NO_PROGRESS": "1"}  # fmt: skip
+    views, R = checkpoint_rig(args.checkpoint)
+    domain, logs = 100 + os.getpid() % 100, Path("outputs/bench/ros_loop/logs")
+    env = ros_env(domain, logs)
     sim_params = {"task": args.task, "views": views, "resolution": R, "camera_rate": args.camera_rate,
                   "wait_for_command": False, "auto_reset": True}  # fmt: skip
     policy_params = {"checkpoint": args.checkpoint, "views": views, "autostart": True,

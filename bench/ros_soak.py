@@ -20,7 +20,6 @@ control period), moving commands past that bound, and the time to move again. Ta
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_summary, run_metadata, save_results  # noqa: E402
-from ros_loop import start  # noqa: E402
+from ros_loop import checkpoint_rig, ros_env, start  # noqa: E402
 
 CYCLE = ("bad_image", "cameras_silent", "nan_joints", "old_stamps", "estop", "restart_cameras")
 SLACK_S = 0.1  # delivery and executor jitter on top of the bound
@@ -113,15 +112,9 @@ def main() -> None:
     ap.add_argument("--max-input-age", type=float, default=0.3)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    if not (Path(args.checkpoint) / "config.json").is_file():
-        raise SystemExit(f"error: no policy checkpoint at {args.checkpoint} (--checkpoint <folder>)")
-    meta = json.loads((Path(args.checkpoint) / "config.json").read_text())["meta"]
-    views, size = list(meta["views"]), int(meta["resolution"])
-    domain = 100 + (os.getpid() + 37) % 100
-    logs = Path("outputs/bench/ros_soak/logs")
-    logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-           "ROS_LOG_DIR": str(logs), "EV_NO_PROGRESS": "1"}  # fmt: skip
+    views, size = checkpoint_rig(args.checkpoint)
+    domain, logs = 100 + (os.getpid() + 37) % 100, Path("outputs/bench/ros_soak/logs")
+    env = ros_env(domain, logs)
     period = 1.0 / args.control_rate
     params = {"checkpoint": args.checkpoint, "views": views, "autostart": True,
               "control_rate": args.control_rate, "max_input_age": args.max_input_age,
