@@ -159,7 +159,14 @@ class PolicyNode(LifecycleNode):
         self.inputs = RobotInputs(self, self.buffer, self.runtime.resolution, self.runtime.state_dim)
         self._subs = [
             self.create_subscription(String, self.p("instruction_topic"), self._on_instruction, LATCHED),
-            self.create_subscription(Bool, self.p("estop_topic"), self._on_estop, 10),
+            # its own group: an executor thread takes it at once, not after queued image callbacks
+            self.create_subscription(
+                Bool,
+                self.p("estop_topic"),
+                self._on_estop,
+                10,
+                callback_group=MutuallyExclusiveCallbackGroup(),
+            ),  # fmt: skip
         ]
         if self.p("command_mode") not in ("twist", "trajectory"):
             raise ValueError(f"command_mode must be 'twist' or 'trajectory', got {self.p('command_mode')!r}")
@@ -238,6 +245,8 @@ class PolicyNode(LifecycleNode):
         self.ticks += 1
         self.tick_times.append(t0)
         cmd = self._command()
+        if self.estop.latched and not cmd.hold:  # latched while this tick was computing
+            cmd = self._hold(self.estop.reason)
         self._publish(cmd)
         if not cmd.hold:
             self.latencies.append(self._now() - self.buffer.newest_stamp())
