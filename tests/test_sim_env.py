@@ -137,18 +137,6 @@ def test_explicit_anchor_view_follows_the_camera_convention(top_env: EnerVerseEn
     _check_known_points_in_every_view(top_env, 0)
 
 
-def test_explicit_anchors_without_views_render_main_and_those_anchors() -> None:
-    env = EnerVerseEnv(
-        "reach", width=16, height=16, anchors=[{"name": "top", "eye": TOP_EYE, "target": TOP_TARGET}]
-    )
-    try:
-        assert env.view_names == ["main", "top"]
-        obs, _ = env.reset(seed=0)
-        assert obs["rgb"].shape == (2, 16, 16, 3)
-    finally:
-        env.close()
-
-
 def test_straight_down_anchor_needs_and_accepts_an_up_vector() -> None:
     down = {"name": "down", "eye": [0.5, 0.0, 1.2], "target": [0.5, 0.0, 0.0]}
     with pytest.raises(ValueError, match="parallel to the up vector"):

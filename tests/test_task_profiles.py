@@ -41,6 +41,17 @@ def test_environment_and_settings_start_from_the_profile() -> None:
     assert EnerVerseEnv("reach", views=["main"], width=32, height=32, max_steps=7).max_steps == 7
 
 
+def test_explicit_anchors_without_views_render_main_and_those_anchors() -> None:
+    """The profile's views give way to explicit anchors: main and those anchors are rendered."""
+    env = EnerVerseEnv("reach", width=16, height=16, anchors=[{"name": "top", "yaw_deg": 45.0}])
+    try:
+        assert env.view_names == ["main", "top"]
+        obs, _ = env.reset(seed=0)
+        assert obs["rgb"].shape == (2, 16, 16, 3)
+    finally:
+        env.close()
+
+
 def test_a_bad_profile_is_refused() -> None:
     from enerverse.core.config import config_from_dict
 

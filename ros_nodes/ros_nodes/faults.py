@@ -99,7 +99,7 @@ class FakeRobot:
         self._make_camera_pubs()
         self.joint_pub = obs.node.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
         self.pose_pub = obs.node.create_publisher(PoseStamped, "ee_pose", qos_profile_sensor_data)
-        f = 0.94 * self.size  # the focal length of a 50 degree field of view
+        f = 0.94 * self.size  # the focal length of a 56 degree field of view
         self.K = np.array([[f, 0, self.size / 2], [0, f, self.size / 2], [0, 0, 1]])
         obs.node.create_timer(1.0 / rate, self.publish)
 
