@@ -93,7 +93,8 @@ class TrainPolicyConfig:
     seed: int = 0
     device: str = "auto"
     max_minutes: float | None = None
-    """stop the policy stage (with a checkpoint) after this wall time"""
+    """stop the policy stage (with a checkpoint) after this much training time, counted over resumes (a
+    run stopped at 50 of 120 minutes and resumed trains 70 more)"""
     stop_at_step: int | None = None
     """stop the policy stage (with a checkpoint) at this step while the learning-rate schedule still
     spans train.steps: runs of different speed compared at equal steps; resuming continues"""
@@ -320,10 +321,9 @@ def fit_policy(
     cfg: TrainPolicyConfig, policy, gen_params: list, data: PolicyData, run_dir: Path, device: str
 ) -> dict:
     """The policy stage (resumable): train, then save ``<run>/checkpoint`` (EMA weights, adapters merged)."""
-    deadline = None if cfg.max_minutes is None else time.perf_counter() + 60 * cfg.max_minutes
 
     def on_step(tr: Trainer) -> None:
-        if deadline is not None and time.perf_counter() > deadline:
+        if cfg.max_minutes is not None and tr.seconds > 60 * cfg.max_minutes:
             tr.stop()  # checkpoint and end here; resuming continues toward train.steps
 
     batch_size = min(cfg.batch_size, len(data))

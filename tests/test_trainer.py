@@ -54,6 +54,18 @@ def test_stopped_and_resumed_run_has_the_same_ema(tmp_path: Path) -> None:
     torch.testing.assert_close(resumed.model.w, full.model.w)
 
 
+def test_training_time_adds_up_over_resumes_so_time_budgets_span_them(tmp_path: Path) -> None:
+    first = _fit(tmp_path / "run", 40, stop_at=17)
+    assert first.seconds > 0
+    resumed = Trainer(
+        Toward(), TrainSettings(steps=40, ckpt_every=1000), tmp_path / "run", {"toy": 1}, name="toy"
+    )
+    assert resumed.resume()
+    assert resumed.seconds == pytest.approx(first.seconds)  # restored, not restarted at zero
+    more = _fit(tmp_path / "run", 40)
+    assert more.step == 40 and more.seconds > first.seconds
+
+
 def test_sigterm_ends_fit_with_a_checkpoint_that_resumes_exactly(tmp_path: Path) -> None:
     import os
     import signal

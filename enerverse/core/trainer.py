@@ -20,6 +20,7 @@ import copy
 import json
 import math
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +157,7 @@ class Trainer:
                 self.model, device_ids=[self.local_rank] if device.startswith("cuda") else None
             )
         self.step = 0
+        self.seconds = 0.0  # time spent in fit()'s loop, summed over resumes (time budgets read it)
         self.data_state: dict = {"epoch": 0, "index": 0}
         self.stopped_by: str | None = None  # "SIGTERM" / "SIGINT" when a signal ended fit()
         self._tb = None
@@ -197,6 +199,7 @@ class Trainer:
         path = checkpoint_dir(self.run_dir, self.step)
         state = {
             "step": self.step,
+            "seconds": self.seconds,
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
             "rng": capture_rng_state(),
@@ -238,6 +241,7 @@ class Trainer:
         self.sched.load_state_dict(ts["scheduler"])
         restore_rng_state(ts["rng"])
         self.step = int(ts["step"])
+        self.seconds = float(ts.get("seconds", 0.0))  # checkpoints before 2026-11-30 lack it
         self.data_state = dict(ts["data"])
         return True
 
@@ -301,6 +305,7 @@ class Trainer:
         it = batches(self.data_state)
         net = self.ddp or self.model
         self.model.train()
+        tick = time.perf_counter()
         while self.step < min(self.s.steps, self.stop_at):
             batch = to_device(next(it), self.device)
             autocast = (
@@ -323,6 +328,8 @@ class Trainer:
             self.sched.step()
             self._update_ema()
             self.step += 1
+            now = time.perf_counter()
+            self.seconds, tick = self.seconds + now - tick, now
             losses.append(value)
             bar.update(1)
             if self.step % self.s.log_every == 0 or self.step == self.s.steps:
