@@ -119,7 +119,8 @@ def generator_card(folder: Path, config: dict, recipe: str, quality: dict, held:
         f"{model.denoiser.num_parameters() / 1e6:.2f} M parameters.",
         quality_line(quality, held),
         "",
-        "Held-out evaluation (`ev-eval-generator`, 20 held-out episodes per task collected with seed 1000):",
+        "Held-out evaluation (`ev-eval-generator` on the held-out stores, seeds 1000+: 8 episodes × 2 start "
+        "frames per task, 2 chunks of 8 frames):",
         "",
         *eval_table([Path(r) for r in evals]),
         "",
