@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import sim  # noqa: F401  (headless GL defaults)
+from enerverse.core.fsutil import write_bytes_atomic
 from enerverse.core.outputs import write_json_atomic
 from policies.runtime import load_for_eval
 from sim.evaluate import evaluate
@@ -55,8 +56,20 @@ def eval_table(evals: list[Path]) -> list[str]:
     return rows
 
 
-def card(folder: Path, quality: dict, recipe: str | None, evals: list[Path]) -> str:
-    """The README.md text of a shipped policy."""
+def data_line(train: dict) -> str:
+    """What the policy was trained on, from the training config recorded in the checkpoint."""
+    stores = train.get("stores") or [train.get("store")]
+    episodes = train.get("episodes")
+    count = "all" if episodes is None else episodes
+    line = f"Data: {count} episodes of " + ", ".join(f"`{s}`" for s in stores)
+    if train.get("generator"):
+        line += f"; generator `{train['generator']}` (inside the checkpoint)"
+    steps = (train.get("train") or {}).get("steps")
+    return line + (f"; the last training stage ran {steps} steps." if steps else ".")
+
+
+def card(folder: Path, quality: dict, recipe: str | None, evals: list[Path], notes: str = "") -> str:
+    """The README.md text of a shipped policy; ``notes``: hand-written paragraphs placed after the recipe."""
     cfg = json.loads((folder / "config.json").read_text())
     enc, meta = cfg["policy"]["encoder"], cfg["meta"]
     lines = [
@@ -71,6 +84,10 @@ def card(folder: Path, quality: dict, recipe: str | None, evals: list[Path]) -> 
     if recipe:
         export = f"python -m policies.io <run>/checkpoint {folder}"
         lines += [f"Made by `python scripts/experiment.py {recipe}`, then `{export}` (float16).", ""]
+    if cfg.get("train"):
+        lines += [data_line(cfg["train"]), ""]
+    if notes.strip():
+        lines += [notes.strip(), ""]
     if evals:
         lines += ["## Held-out evaluation", "", *eval_table(evals), ""]
     lines += ["## CI quality reference (`quality.json`)", ""]
@@ -92,10 +109,12 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=6, help="CI reference episodes per task")
     ap.add_argument("--recipe", help="experiment file that made the checkpoint")
     ap.add_argument("--evals", nargs="*", type=Path, default=[], help="ev-eval output folders to tabulate")
+    ap.add_argument("--notes", type=Path, help="a text file of hand-written paragraphs for the card")
     a = ap.parse_args()
+    notes = a.notes.read_text() if a.notes else ""
     quality = rollout_quality(a.folder, a.episodes)
     write_json_atomic(a.folder / "quality.json", quality)
-    (a.folder / "README.md").write_text(card(a.folder, quality, a.recipe, a.evals))
+    write_bytes_atomic(a.folder / "README.md", card(a.folder, quality, a.recipe, a.evals, notes).encode())
     print(json.dumps({t: q["successes"] for t, q in quality["tasks"].items()}))
 
 

@@ -66,3 +66,15 @@ def test_shipped_policy_keeps_its_recorded_success(folder: Path) -> None:
             f"{folder.name} on {task}: {got} of {recorded['episodes']} reference episodes succeed, "
             f"the card records {q['successes']} ({now['tasks'][task]['per_episode']})"
         )
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
+def test_the_model_card_names_data_recipe_and_notes(folder: Path) -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    from policy_card import card
+
+    quality = json.loads((folder / "quality.json").read_text())
+    text = card(folder, quality, "configs/experiment/x.yaml", [], notes="Hand-written note.\n")
+    train = json.loads((folder / "config.json").read_text())["train"]
+    assert f"`{train['store']}`" in text and "configs/experiment/x.yaml" in text
+    assert text.index("Made by") < text.index("Hand-written note.") < text.index("## CI quality")
