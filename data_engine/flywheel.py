@@ -24,6 +24,7 @@ import torch
 
 from data_engine.fit import Clip, FitSettings, fit_4dgs, render_clip
 from data_engine.gaussians import init_from_rgbd
+from enerverse.core.config import ConfigError
 from enerverse.core.frames import to_model, to_uint8
 from enerverse.metrics import depth_warp_error, psnr, ssim
 
@@ -49,9 +50,12 @@ class FlywheelSettings:
 
     def validate(self) -> None:
         if self.rounds < 0 or not self.strengths or not all(0 < s <= 1 for s in self.strengths):
-            raise ValueError(f"rounds must be >= 0, strengths in (0, 1]; got {self.rounds}, {self.strengths}")
+            raise ConfigError(
+                f"flywheel.rounds must be >= 0 and flywheel.strengths in (0, 1]; got {self.rounds}, "
+                f"{self.strengths}"
+            )
         if not self.observed:
-            raise ValueError("observed must name at least one view")
+            raise ConfigError("flywheel.observed must name at least one view")
 
     def check_views(self, views: list[str]) -> None:
         """ValueError unless ``observed`` is a proper subset of ``views``."""

@@ -60,9 +60,11 @@ class DataEngineConfig:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if not (Path(self.store) / "zarr.json").is_file():
             raise ConfigError(f"store={self.store} is not an episode store (no zarr.json)")
-        if not (Path(self.generator) / "config.json").is_file():
+        found = [f for f in ("config.json", "model.safetensors") if (Path(self.generator) / f).is_file()]
+        if len(found) < 2:
             raise ConfigError(
-                f"generator={self.generator} is not a generator checkpoint folder (no config.json)"
+                f"generator={self.generator} is not a generator checkpoint folder: expected config.json and "
+                f"model.safetensors, found {found or 'neither'}"
             )
         if Path(self.out).resolve() == Path(self.store).resolve():
             raise ConfigError("out must be a new store, not the input store (real data is never overwritten)")
@@ -114,10 +116,12 @@ def process_episode(cfg_dict: dict, index: int) -> dict:
     t0 = time.time()
     try:
         from enerverse.core.store import EpisodeStore
+        from enerverse.core.store.format import check_finite
 
         cfg = config_from_dict(DataEngineConfig, cfg_dict)
-        gen = _generator(cfg.generator)
         src = EpisodeStore.open(cfg.store).episode(index)
+        check_finite(f"{cfg.store} episode {index}", {k: src.load(k) for k in ("state", "action")})
+        gen = _generator(cfg.generator)
         ep = EpisodeData.load(src, gen.cfg.frame_stride, cfg.flywheel.max_frames)
         res = Flywheel(gen, cfg.flywheel).run(ep)
         out = EpisodeStore.open(cfg.out)
@@ -211,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     if cmd == "flywheel" and not any(a.startswith("episodes=") for a in args):
         args.append("episodes=[0]")
     cfg = parse_cli(DataEngineConfig, args, prog=f"ev-data-engine {cmd}")
-    with user_errors(ValueError):
+    with user_errors():
         summary = run_job(cfg)
     print(json.dumps({k: v for k, v in summary.items() if k != "per_episode"}))
 

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from enerverse.core.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 CODEC_KINDS = ("conv", "diffusers_kl")
@@ -115,9 +117,9 @@ class ConvAutoencoder(LatentCodec):
     ) -> None:
         super().__init__()
         if factor < 2 or factor & (factor - 1):
-            raise ValueError(f"factor must be a power of 2 (e.g. 4, 8, 16), got {factor}")
+            raise ConfigError(f"codec factor must be a power of 2 (e.g. 4, 8, 16), got {factor}")
         if channels < 1 or latent_channels < 1 or num_res_blocks < 1:
-            raise ValueError("channels, latent_channels and num_res_blocks must be >= 1")
+            raise ConfigError("codec channels, latent_channels and num_res_blocks must be >= 1")
         self.latent_channels = latent_channels
         self.factor = factor
         self.latent_penalty = float(latent_penalty)
@@ -237,9 +239,7 @@ class DiffusersKLCodec(LatentCodec):
         folder = Path(path).expanduser()
         config_dir = folder / subfolder if subfolder else folder
         if not (config_dir / "config.json").is_file():
-            raise FileNotFoundError(
-                f"no diffusers AutoencoderKL folder (config.json + weights) at {config_dir}"
-            )
+            raise ConfigError(f"no diffusers AutoencoderKL folder (config.json + weights) at {config_dir}")
         from diffusers import AutoencoderKL
 
         extra = {} if importlib.util.find_spec("accelerate") else {"low_cpu_mem_usage": False}
@@ -303,10 +303,10 @@ def psnr(x: Tensor, y: Tensor) -> Tensor:
 def build_codec(kind: str, **kwargs: Any) -> LatentCodec:
     """Make a codec: ``"conv"`` -> :class:`ConvAutoencoder`, ``"diffusers_kl"`` -> :class:`DiffusersKLCodec`.
 
-    Unknown kinds raise ValueError listing the valid ones.
+    Unknown kinds raise ConfigError listing the valid ones.
     """
     if kind == "conv":
         return ConvAutoencoder(**kwargs)
     if kind == "diffusers_kl":
         return DiffusersKLCodec(**kwargs)
-    raise ValueError(f"unknown codec kind {kind!r}; valid kinds: {', '.join(CODEC_KINDS)}")
+    raise ConfigError(f"unknown codec kind {kind!r}; valid kinds: {', '.join(CODEC_KINDS)}")

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from enerverse.core.config import ConfigError, parse_cli, save_config
+from enerverse.core.device import pick_device
 from enerverse.core.errors import user_errors
 from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
 from enerverse.core.progress import progress
@@ -260,8 +261,9 @@ def run(cfg: EvalGeneratorConfig, out_dir: Path) -> dict:
     from enerverse.samples import write_rollout_grid
 
     torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
     store = EpisodeStore.open(cfg.store)
-    model = load_generator(cfg.checkpoint, cfg.device)
+    model = load_generator(cfg.checkpoint, device)
     check_store_matches(model, store, f"checkpoint={cfg.checkpoint}")
     eps = pick_episodes(cfg, model, store)
     main, rolls = evaluate_model(model, store, eps, cfg)
@@ -277,7 +279,7 @@ def run(cfg: EvalGeneratorConfig, out_dir: Path) -> dict:
     if cfg.memory_ablation:
         results[f"{other_mode}_memory"], _ = evaluate_model(model, store, eps, cfg, other_mode)
     if cfg.compare:
-        other = load_generator(cfg.compare, cfg.device)
+        other = load_generator(cfg.compare, device)
         check_store_matches(other, store, f"compare={cfg.compare}")
         results["compare"], _ = evaluate_model(other, store, eps, cfg)
         results["compare_checkpoint"] = cfg.compare
@@ -311,7 +313,7 @@ def run(cfg: EvalGeneratorConfig, out_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``ev-eval-generator``."""
     cfg = parse_cli(EvalGeneratorConfig, argv, prog="ev-eval-generator")
-    with user_errors(ValueError):
+    with user_errors():
         if not Path(cfg.checkpoint).is_dir():
             raise ConfigError(f"checkpoint={cfg.checkpoint} is not a folder")
         out_dir = make_output_dir("eval_generator", cfg.out)

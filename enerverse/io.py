@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from enerverse.core.checkpoint import CheckpointError, check_format, load_checkpoint, save_checkpoint
-from enerverse.core.config import config_to_dict
+from enerverse.core.config import ConfigError, config_to_dict
+from enerverse.core.errors import user_errors
 from enerverse.core.store import (
     EpisodeStore,
     StoreFormatError,
@@ -21,8 +22,8 @@ FORMAT = "enerverse-generator"
 VERSION = 1
 
 
-def generator_config_from_dict(d: dict) -> GeneratorConfig:
-    """Rebuild a GeneratorConfig from its JSON form (unknown keys are an error)."""
+def generator_config_from_dict(d: dict | None) -> GeneratorConfig:
+    """Rebuild a GeneratorConfig from its JSON form; CheckpointError for unknown or missing keys."""
     try:
         return GeneratorConfig(
             **{
@@ -34,7 +35,7 @@ def generator_config_from_dict(d: dict) -> GeneratorConfig:
             }
         )
     except (TypeError, KeyError) as e:
-        raise ValueError(f"not a generator config this version understands: {e}") from None
+        raise CheckpointError(f"not a generator config this version understands: {e}") from None
 
 
 def save_generator(
@@ -76,10 +77,10 @@ def load_codec(folder: str | Path, device: str = "cpu"):
 
     ck = load_checkpoint(folder, map_location=device)
     if ck.config.get("format") not in (FORMAT, "enerverse-codec"):
-        raise ValueError(
+        raise CheckpointError(
             f"{folder} is not an EnerVerse-G or codec checkpoint (format {ck.config.get('format')!r})"
         )
-    cfg = generator_config_from_dict(ck.config["generator"])
+    cfg = generator_config_from_dict(ck.config.get("generator"))
     codec = make_codec(cfg.codec)
     codec.load_state_dict({k[len("codec.") :]: v for k, v in ck.state_dict.items() if k.startswith("codec.")})
     codec.data_meta = {k: ck.config[k] for k in ("rig_version", "data_fps") if k in ck.config}
@@ -110,10 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("dst")
     ap.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16)")
     args = ap.parse_args(argv)
-    try:
+    with user_errors():
         out = export_generator(args.src, args.dst, half=not args.float32)
-    except (CheckpointError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
     size = sum(f.stat().st_size for f in Path(out).iterdir()) / 2**20
     print(json.dumps({"checkpoint": str(out), "mib": round(size, 2)}))
 
@@ -124,11 +123,11 @@ def load_generator(folder: str | Path, device: str = "cpu"):
 
     ck = load_checkpoint(folder, map_location=device)
     check_format(ck.config, FORMAT, VERSION, folder, "an EnerVerse-G")
-    cfg = generator_config_from_dict(ck.config["generator"])
+    cfg = generator_config_from_dict(ck.config.get("generator"))
     model = EnerVerseGenerator(cfg)
     missing, unexpected = model.load_state_dict(ck.state_dict, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{folder} does not match its own config: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     model.train_config = ck.config.get("train")  # the run's settings (split, seed), if saved
@@ -171,7 +170,7 @@ def split_episodes(
     """Deterministic split of the (task's) episodes into training and held-out indices."""
     eps = [i for i in store.indices() if task is None or store.episode(i).attrs.get("task") == task]
     if not eps:
-        raise ValueError(f"the store {store.path} has no episodes" + (f" of task {task!r}" if task else ""))
+        raise ConfigError(f"the store {store.path} has no episodes" + (f" of task {task!r}" if task else ""))
     order = np.random.default_rng(seed).permutation(eps).tolist()
     n_held = int(round(holdout * len(eps)))
     if holdout > 0 and len(eps) > 1:

@@ -106,6 +106,9 @@ class GeneratorConfig:
 
     def validate(self) -> None:
         """Check values that would otherwise fail deep inside the model."""
+        f = self.codec.factor
+        if f < 2 or f & (f - 1):
+            raise ConfigError(f"codec.factor must be a power of 2 (e.g. 4, 8, 16), got {f}")
         if self.resolution % self.codec.factor:
             raise ConfigError(
                 f"resolution {self.resolution} must be divisible by codec.factor {self.codec.factor}"
@@ -118,6 +121,11 @@ class GeneratorConfig:
             )
         if self.memory.mode not in ("sparse", "consecutive"):
             raise ConfigError(f"memory.mode must be 'sparse' or 'consecutive', got {self.memory.mode!r}")
+        if self.memory.chunk < 1 or self.memory.n_memory < 1:
+            raise ConfigError(
+                f"memory.chunk and memory.n_memory must be >= 1, got {self.memory.chunk} and "
+                f"{self.memory.n_memory}"
+            )
         d = self.denoiser
         if d.width % d.head_channels:
             raise ConfigError(

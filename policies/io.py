@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from enerverse.core.checkpoint import check_format, load_checkpoint, resolve_folder, save_checkpoint
-from enerverse.core.config import config_to_dict
+from enerverse.core.checkpoint import (
+    CheckpointError,
+    check_format,
+    load_checkpoint,
+    resolve_folder,
+    save_checkpoint,
+)
+from enerverse.core.config import ConfigError, config_to_dict
 from enerverse.core.store import recorded_rig_version
 from policies.config import EncoderConfig, HeadConfig, PolicyConfig
 
@@ -17,14 +23,14 @@ FORMAT = "enerverse-policy"
 VERSION = 1
 
 
-def policy_config_from_dict(d: dict) -> PolicyConfig:
-    """Rebuild a PolicyConfig from its JSON form (unknown keys are an error)."""
+def policy_config_from_dict(d: dict | None) -> PolicyConfig:
+    """Rebuild a PolicyConfig from its JSON form; CheckpointError for unknown or missing keys."""
     try:
         # checkpoints written before ``encoder.block`` existed read the middle block
         enc = {"block": "mid", **d["encoder"]}
         return PolicyConfig(**{**d, "encoder": EncoderConfig(**enc), "head": HeadConfig(**d["head"])})
     except (TypeError, KeyError) as e:
-        raise ValueError(f"not a policy config this version understands: {e}") from None
+        raise CheckpointError(f"not a policy config this version understands: {e}") from None
 
 
 def save_policy(policy, folder: str | Path, extra: dict | None = None, half: bool = False) -> Path:
@@ -53,21 +59,40 @@ def load_policy(folder: str | Path, device: str = "cpu"):
 
     folder = resolve_folder(folder)
     if not (folder / "config.json").is_file():
-        raise ValueError(f"{folder} is not a policy checkpoint folder (no config.json)")
+        raise CheckpointError(f"{folder} is not a policy checkpoint folder (no config.json)")
     ck = load_checkpoint(folder, map_location=device)
     check_format(ck.config, FORMAT, VERSION, folder, "an EnerVerse policy")
-    cfg = policy_config_from_dict(ck.config["policy"])
+    cfg = policy_config_from_dict(ck.config.get("policy"))
+    spec = _data_spec(ck.config.get("meta"), folder, cfg.encoder.kind)
     gen = None
     if ck.config.get("generator") is not None:
         gen = EnerVerseGenerator(generator_config_from_dict(ck.config["generator"]))
-    policy = DiffusionPolicy(cfg, ck.config["meta"], gen)
+    policy = DiffusionPolicy(cfg, spec, gen)
     missing, unexpected = policy.load_state_dict(ck.state_dict, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{folder} does not match its own config: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     policy.train_config = ck.config.get("train")
     return policy.to(device).eval()
+
+
+def _data_spec(meta: dict | None, folder: Path, kind: str):
+    """The DataSpec of a checkpoint's ``meta``; CheckpointError naming the folder when it is unreadable
+    or its encoder ``kind`` is not registered here (e.g. a plugin's encoder, not installed)."""
+    from policies.encoder_api import DataSpec, encoder_kinds
+
+    if kind not in encoder_kinds():
+        raise CheckpointError(
+            f"{folder} was trained with encoder kind {kind!r}; expected one registered here: "
+            f"{', '.join(encoder_kinds())}"
+        )
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{folder} is not a policy checkpoint this version reads: no 'meta' settings")
+    try:
+        return DataSpec.from_dict(meta)
+    except (TypeError, ValueError) as e:  # the contract's own checks of foreign content
+        raise CheckpointError(f"{folder} is not a policy checkpoint this version reads: {e}") from None
 
 
 NORMALISATION_BUFFERS = (
@@ -87,7 +112,7 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
     The generator and the normalisation statistics stay ``policy``'s own (its generator and its
     training data's). The two must share their policy settings, views and resolution (the DDIM step
     count, the auxiliary loss weight and the shift augmentations may differ: the auxiliary head is
-    loaded when both have one of the same size); otherwise ValueError listing the differences.
+    loaded when both have one of the same size); otherwise ConfigError listing the differences.
     Returns the loaded tensor names."""
     src = load_policy(folder, policy.device)
 
@@ -105,7 +130,7 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
     a, b = settings(src), settings(policy)
     diff = {k: (a[k], b[k]) for k in b if a.get(k) != b[k]}
     if diff:
-        raise ValueError(
+        raise ConfigError(
             f"init_from={folder} was trained with other policy settings; (checkpoint, this run): {diff}"
         )
     # the auxiliary head carries over only between runs that regress the same object state layout
@@ -125,7 +150,7 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
         k for k in missing if keep(k) and not (k.startswith("aux_proj.") and not src.cfg.aux_condition)
     ]
     if missing or extra:
-        raise ValueError(f"init_from={folder}: missing {missing[:3]}, unexpected {extra[:3]}")
+        raise CheckpointError(f"init_from={folder}: missing {missing[:3]}, unexpected {extra[:3]}")
     return sorted(theirs)
 
 
@@ -156,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     from enerverse.core.errors import user_errors
 
-    with user_errors(ValueError, FileNotFoundError):
+    with user_errors():
         out = export(args.src, args.dst, half=not args.float32)
     size = sum(f.stat().st_size for f in Path(out).iterdir()) / 2**20
     print(f"{out}: {size:.1f} MiB")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from enerverse.core.config import ConfigError
 from enerverse.text import shared_text_encoder
 from policies.config import PolicyConfig
 from policies.encoder_api import DataSpec, InputFeature, encoder_class
@@ -54,7 +55,7 @@ class DiffusionPolicy(nn.Module):
         if cfg.aux_weight > 0:
             P = self.spec.privileged_dim
             if P <= 0:
-                raise ValueError("aux_weight > 0 needs the data's privileged_dim > 0 (the object-state size)")
+                raise ConfigError("aux_weight > 0 needs the data's privileged_dim > 0 (an object state)")
             self.aux_head = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, D), nn.GELU(), nn.Linear(D, P))
             if cfg.aux_condition:
                 self.aux_proj = nn.Linear(P, D)  # the object-state estimate as a condition token

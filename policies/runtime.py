@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from enerverse.core.checkpoint import CheckpointError
+from enerverse.core.config import ConfigError
 from enerverse.core.errors import EnerVerseError
 from enerverse.core.frames import to_uint8
 from enerverse.core.store.sampler import grid_memory_indices
@@ -76,15 +78,20 @@ class PolicyRuntime:
         self.horizon = policy.cfg.head.horizon
         self.action_steps = self.horizon if action_steps is None else int(action_steps)
         if not 1 <= self.action_steps <= self.horizon:
-            raise ValueError(
+            raise ConfigError(
                 f"action_steps must be in 1..{self.horizon} (the chunk length), got {action_steps}"
             )
         if background and prefetch_at >= self.action_steps:
-            raise ValueError(
+            raise ConfigError(
                 f"background inference starts the next chunk when prefetch_at={prefetch_at} actions are "
                 f"left; it must be below action_steps={self.action_steps} or every chunk is replaced at once"
             )
         self.action_dim = policy.cfg.head.action_dim
+        if steps is not None and not 1 <= steps <= policy.cfg.head.train_timesteps:
+            raise ConfigError(
+                f"the action head's sampling steps must be in 1..{policy.cfg.head.train_timesteps} "
+                f"(its training timesteps), got {steps}"
+            )
         self.steps, self.background, self.prefetch_at = steps, background, prefetch_at
         self.max_history, self.seed = max(max_history, 2 * policy.cfg.n_memory), seed
         self.view_idx = None
@@ -311,5 +318,5 @@ class EvalPolicy:
 def load_for_eval(spec: str, **kw) -> EvalPolicy:
     """Entry point for ``sim.evaluate``: a checkpoint folder -> an :class:`EvalPolicy`."""
     if not (Path(spec) / "config.json").is_file():
-        raise ValueError(f"policy={spec} is not a checkpoint folder (no config.json)")
+        raise CheckpointError(f"policy={spec} is not a checkpoint folder (no config.json)")
     return EvalPolicy(spec, **kw)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from enerverse.core.checkpoint import CheckpointError
 from enerverse.core.config import config_from_dict
 
 
@@ -26,7 +27,7 @@ def _run_config(run_dir: Path):
 
 def policy_at_step(step_dir: str | Path):
     """The policy (EMA weights when the run kept an EMA) of trainer checkpoint ``step_dir``
-    (``<run>/policy/step_<N>``); ValueError when it is not one."""
+    (``<run>/policy/step_<N>``); CheckpointError when it is not one."""
     from policies.data import PolicyData
     from policies.encoder_api import encoder_class
     from policies.train import build_policy, load_reader_generator, open_episodes
@@ -34,7 +35,7 @@ def policy_at_step(step_dir: str | Path):
     step_dir = Path(step_dir)
     run_dir = step_dir.parent.parent
     if step_dir.parent.name != "policy" or not (run_dir / "config.json").is_file():
-        raise ValueError(
+        raise CheckpointError(
             f"{step_dir} is not a training step of an ev-train-policy run (<run>/policy/step_<N>)"
         )
     cfg = _run_config(run_dir)
@@ -53,7 +54,7 @@ def policy_at_step(step_dir: str | Path):
     ema = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
     missing, unexpected = policy.load_state_dict(ema or state, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{step_dir} does not match its run's policy: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
     policy.train_config = json.loads((run_dir / "config.json").read_text())

@@ -93,3 +93,19 @@ def random_observation(rt, B: int | None = None, seed: int = 0) -> dict:
         "K": np.broadcast_to(K, (*lead, V, 3, 3)).copy(),
         "T_cam_world": np.broadcast_to(T, (*lead, V, 4, 4)).copy(),
     }
+
+
+def nan_store(src: Path, dst: Path, key: str = "action", episode: int = -1, frame: int = 0) -> Path:
+    """A copy of store ``src`` whose episode (position ``episode`` in its index list) has a NaN ``key``
+    value at ``frame``: the store writer refuses NaN, so the copy is edited in place."""
+    import shutil
+
+    import numpy as np
+    import zarr
+
+    from enerverse.core.store import EpisodeStore
+
+    shutil.copytree(src, dst)
+    index = EpisodeStore.open(dst).indices()[episode]
+    zarr.open_array(str(dst / "episodes" / f"episode_{index:06d}" / key), mode="r+")[frame, 0] = np.nan
+    return dst

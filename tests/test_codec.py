@@ -16,6 +16,7 @@ from enerverse.codec import (
     build_codec,
     psnr,
 )
+from enerverse.core.config import ConfigError
 
 
 def coloured_squares(n: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -203,7 +204,7 @@ def test_diffusers_kl_adapter_round_trip_and_frozen(tmp_path: Path) -> None:
 
 def test_diffusers_kl_missing_folder(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(ConfigError, match="nowhere"):  # a setting (codec.path): one line, exit 2
         DiffusersKLCodec(missing)
 
 

@@ -82,7 +82,34 @@ def test_conversion_errors_name_what_was_expected(policy_workdir: Path, tmp_path
     arr[0, 0] = np.nan
     with pytest.raises(SystemExit) as e:
         convert_main([f"src={bad}", f"dst={tmp_path / 'y'}"])
-    assert e.value.code == 2 and "non-finite actions: expected finite" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and f"episode {store.indices()[-1]}: action has NaN or inf values in 1 of" in err
+    assert err.endswith("expected finite action values")
     with pytest.raises(SystemExit) as e:
         convert_main([f"src={policy_workdir / 'store'}", f"dst={tmp_path / 'old'}"])  # not empty
     assert e.value.code == 2 and "not empty" in capsys.readouterr().err
+
+
+def test_a_lerobot_folder_with_nan_actions_is_refused_before_a_store_is_written(
+    policy_workdir: Path, tmp_path: Path, capsys
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    out = tmp_path / "lerobot"
+    _convert(capsys, f"src={policy_workdir / 'store'}", f"dst={out}")
+    data = pq.read_table(out / "data/chunk-000/file-000.parquet")
+    eps = pq.read_table(out / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    action = np.array(data.column("action").combine_chunks().flatten(), np.float32).reshape(data.num_rows, -1)
+    action[eps[1]["dataset_from_index"] + 2, 3] = np.nan  # episode 1, its frame 2
+    column = pa.FixedSizeListArray.from_arrays(pa.array(action.reshape(-1)), action.shape[1])
+    data = data.set_column(data.column_names.index("action"), "action", column)
+    pq.write_table(data, out / "data/chunk-000/file-000.parquet")
+    with pytest.raises(SystemExit) as e:
+        convert_main([f"src={out}", f"dst={tmp_path / 'back'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and not any("Traceback" in line for line in err), err
+    assert (
+        f"{out}: episode 1: action has NaN or inf values in 1 of {eps[1]['length']} frames (first: frame 2)"
+        in err[-1]
+    )
+    assert err[-1].startswith("error: ") and err[-1].endswith("expected finite action values")
+    assert not (tmp_path / "back").exists()  # refused before the store was created

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import random_observation, run_module, run_torchrun, train_tiny_policy
+from conftest import nan_store, random_observation, run_module, run_torchrun, train_tiny_policy
 
 from policies.config import HeadConfig, get_policy_preset
 from policies.head import ActionHead
@@ -157,6 +157,22 @@ def test_terminal_frame_is_not_a_decision_point(workdir: Path) -> None:
     demonstrated = data.action[k][c]
     assert np.abs(demonstrated[:3]).max() > 0  # the expert was still moving on its last step
     np.testing.assert_array_equal(chunk, np.repeat(demonstrated[None], 8, axis=0))
+
+
+def test_training_data_with_nan_actions_or_states_is_refused_naming_the_episode(
+    workdir: Path, tmp_path: Path
+) -> None:
+    """A store with NaN (edited, or written by other tools) is one clear error naming the episode and
+    frame before any training, not NaN normalisation statistics."""
+    from enerverse.core.store import EpisodeStore, StoreFormatError
+    from policies.data import PolicyData
+
+    for key in ("action", "state"):
+        store = EpisodeStore.open(nan_store(workdir / "store", tmp_path / key, key, episode=1, frame=3))
+        e = store.indices()[1]
+        expected = rf"episode {e}: {key} has NaN or inf values in 1 of \d+ frames \(first: frame 3\)"
+        with pytest.raises(StoreFormatError, match=expected + f"; expected finite {key} values"):
+            PolicyData(store, store.indices(), None, 32, 2, 8)
 
 
 _obs = random_observation

@@ -229,6 +229,22 @@ def test_stats_match_numpy(store: EpisodeStore) -> None:
     assert EpisodeStore.open(store.path).indices() == [0, 1, 2]  # stats.json does not disturb zarr
 
 
+def test_stats_refuse_non_finite_values_naming_the_episode(store: EpisodeStore) -> None:
+    """The writer refuses NaN, but a store edited (or written) elsewhere can hold it: statistics name
+    the episode and frame instead of silently becoming NaN."""
+    from enerverse.core.store.stats import summarize
+
+    for i in range(2):
+        write(store, i, make_episode(30 + i, T=5, with_depth=False))
+    zarr.open_array(str(store.episodes_dir / "episode_000001" / "state"), mode="r+")[3, 1] = np.inf
+    expected = r"episode 1: state has NaN or inf values in 1 of 5 frames \(first: frame 3\); expected finite"
+    with pytest.raises(StoreFormatError, match=expected):
+        compute_stats(store)
+    assert compute_stats(store, keys=("action",))["action"]["count"] == 10
+    with pytest.raises(ValueError, match="NaN or inf"):  # the helper itself: a caller's bug
+        summarize(np.array([[0.0], [np.nan]]))
+
+
 @pytest.mark.parametrize(
     "payload, msg",
     [

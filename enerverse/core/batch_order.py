@@ -37,7 +37,12 @@ def batch_order(n_items: int, batch_size: int, seed: int, start: dict) -> Iterat
     item of it; incomplete last batches are dropped."""
     rank, _, world = distributed_info()
     if n_items < batch_size * world:
-        raise ValueError(f"{n_items} training items cannot fill one batch of {batch_size} x {world} ranks")
+        from enerverse.core.config import ConfigError
+
+        raise ConfigError(
+            f"{n_items} training items cannot fill one batch of {batch_size} x {world} ranks: expected at "
+            f"least {batch_size * world} (lower batch_size or add episodes)"
+        )
     epoch, index = int(start["epoch"]), int(start["index"])
     while True:
         order = torch.randperm(n_items, generator=torch.Generator().manual_seed(seed + epoch)).tolist()

@@ -268,9 +268,9 @@ def restore_rng_state(state: dict) -> None:
 
 
 def check_format(config: dict, fmt: str, version: int, folder: str | Path, what: str) -> None:
-    """ValueError unless a checkpoint's config.json declares ``format`` ``fmt`` at ``version``."""
+    """CheckpointError unless a checkpoint's config.json declares ``format`` ``fmt`` at ``version``."""
     if config.get("format") != fmt or config.get("version") != version:
-        raise ValueError(
+        raise CheckpointError(
             f"{folder} is not {what} checkpoint of version {version} "
             f"(found format={config.get('format')!r}, version={config.get('version')!r})"
         )

@@ -14,6 +14,8 @@ import sys
 import warnings
 from typing import Any
 
+from .config import ConfigError
+
 _TINY_MJCF = """
 <mujoco>
   <worldbody>
@@ -42,7 +44,8 @@ def pick_device(pref: str = "auto") -> str:
     """Resolve a device preference to a torch device string.
 
     ``auto`` gives ``cuda`` when CUDA is available and ``cpu`` otherwise (also when torch is missing);
-    ``cpu``, ``cuda`` and ``cuda:N`` are checked and returned, an unavailable one is a ValueError.
+    ``cpu``, ``cuda`` and ``cuda:N`` are checked and returned; an unavailable or unknown one is a
+    ConfigError (a ValueError) naming the valid choices.
     """
     pref = (pref or "auto").strip().lower()
     if pref == "cpu":
@@ -52,20 +55,20 @@ def pick_device(pref: str = "auto") -> str:
     except ImportError:
         if pref == "auto":
             return "cpu"
-        raise ValueError(f"device {pref!r} requested but torch is not installed") from None
+        raise ConfigError(f"device {pref!r} requested but torch is not installed") from None
     if pref == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if pref == "cuda" or pref.startswith("cuda:"):
+    if pref == "cuda" or (pref.startswith("cuda:") and pref[5:].isdigit()):
         if not torch.cuda.is_available():
-            raise ValueError(f"device {pref!r} requested but CUDA is not available (use device=cpu or auto)")
+            raise ConfigError(f"device {pref!r} requested but CUDA is not available (use device=cpu or auto)")
         if ":" in pref:
             index = int(pref.split(":", 1)[1])
             if index >= torch.cuda.device_count():
-                raise ValueError(
+                raise ConfigError(
                     f"device {pref!r} requested but only {torch.cuda.device_count()} GPU(s) exist"
                 )
         return pref
-    raise ValueError(f"unknown device {pref!r}; use auto, cpu, cuda or cuda:N")
+    raise ConfigError(f"unknown device {pref!r}; use auto, cpu, cuda or cuda:N")
 
 
 def _short(e: BaseException) -> str:

@@ -20,9 +20,12 @@ class EnerVerseError(Exception):
 
 @contextmanager
 def user_errors(*also: type[BaseException]) -> Iterator[None]:
-    """Turn project errors (and the exception types in ``also``) into one line on stderr + exit 2."""
+    """Turn project errors (and the exception types in ``also``) into one line on stderr + exit 2.
+
+    ``also`` is for foreign exception types that always mean a user's mistake; never a builtin such as
+    ValueError, which bugs raise too (raise a project error where the input is checked instead)."""
     try:
         yield
     except (EnerVerseError, *also) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        print(f"error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr, flush=True)
         raise SystemExit(USER_ERROR_EXIT) from None

@@ -66,8 +66,13 @@ def load_experiment(ref: str) -> dict:
         raise ConfigError(f"{path} needs a 'name' and a list of 'steps'")
     _check_keys(spec, FILE_KEYS, str(path))
     for step in spec["steps"]:
+        if not isinstance(step, dict):
+            raise ConfigError(f"{path}: expected each step to be a mapping (name, run, args), got {step!r}")
         where = f"{path} step {step.get('name', step.get('run'))!r}"
         _check_keys(step, STEP_KEYS, where)
+        for key in ("args", "foreach"):
+            if not isinstance(step.get(key) or {}, dict):
+                raise ConfigError(f"{where}: expected {key} to be a mapping (key: value), got {step[key]!r}")
         if step.get("run") not in MODULES:
             raise ConfigError(f"{where}: run must be one of {', '.join(MODULES)}, got {step.get('run')!r}")
     return {**spec, "path": str(path)}

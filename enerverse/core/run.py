@@ -16,28 +16,26 @@ def run_training_main(cfg: Any, entry: str, train_fn: Callable[[Any, Path], dict
     """Check ``cfg``, make the run folder (``outputs/<entry>/...`` or ``cfg.out``), save the resolved
     config, train, write summary.json and print the summary line.
 
-    Configuration, store and checkpoint errors print ``error: ...`` and exit with code 2. A run that
+    Project errors (configuration, store, checkpoint) print ``error: ...`` and exit with code 2. A run that
     SIGTERM/SIGINT stopped (with a checkpoint) says how to resume and exits 128 + the signal; so does
     a signal outside the training loop (e.g. while latents are encoded, which keeps what it finished)."""
     from enerverse.core.config import ConfigError, save_config
-    from enerverse.core.errors import USER_ERROR_EXIT, EnerVerseError
+    from enerverse.core.errors import user_errors
     from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
 
     rank, _, world = distributed_info()
     run_dir = None
     previous = signal.signal(signal.SIGTERM, _terminate)  # outside fit(): end with a line, not silently
     try:
-        if hasattr(cfg, "validate"):
-            cfg.validate()
-        if world > 1 and not cfg.out:
-            raise ConfigError("under torchrun every rank must share one run folder: pass out=<dir>")
-        run_dir = make_output_dir(entry, cfg.out)
-        if rank == 0:
-            save_config(cfg, run_dir / "config.json")
-        summary = train_fn(cfg, run_dir)
-    except (EnerVerseError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(USER_ERROR_EXIT) from None
+        with user_errors():  # a user's mistake: one line and exit 2; anything else keeps its traceback
+            if hasattr(cfg, "validate"):
+                cfg.validate()
+            if world > 1 and not cfg.out:
+                raise ConfigError("under torchrun every rank must share one run folder: pass out=<dir>")
+            run_dir = make_output_dir(entry, cfg.out)
+            if rank == 0:
+                save_config(cfg, run_dir / "config.json")
+            summary = train_fn(cfg, run_dir)
     except KeyboardInterrupt:
         _resume_hint("SIGINT", None, run_dir)
         raise SystemExit(128 + signal.SIGINT) from None

@@ -6,6 +6,8 @@ import random
 
 import numpy as np
 
+from .config import ConfigError
+
 _UINT32 = 2**32
 _EPISODE_STRIDE = 100_003  # a prime, so nearby base seeds give unrelated-looking episode seeds
 
@@ -18,7 +20,7 @@ def seed_everything(seed: int) -> np.random.Generator:
     """
     seed = int(seed)
     if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+        raise ConfigError(f"seed must be >= 0, got {seed}")
     random.seed(seed)
     np.random.seed(seed % _UINT32)
     try:

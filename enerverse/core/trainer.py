@@ -228,7 +228,9 @@ class Trainer:
             return False  # a checkpoint of another stage: start this one fresh
         diff = config_differences(ck.config, self.config, self.defaults)
         if diff:
-            raise ValueError(
+            from enerverse.core.config import ConfigError
+
+            raise ConfigError(
                 f"checkpoint {path} was written with another config (differs in {', '.join(diff)}); "
                 "use a new run directory or the same settings"
             )

@@ -68,7 +68,8 @@ REQUIRED_ATTRS = (
 
 
 class StoreFormatError(EnerVerseError):
-    """The path is not an episode store this code can read (wrong format, version or layout)."""
+    """The path is not an episode store this code can read (wrong format, version or layout), or an
+    episode breaks the format's rules (e.g. NaN or inf actions)."""
 
 
 class WriterConflictError(EnerVerseError, RuntimeError):
@@ -92,6 +93,23 @@ def check_index(index: Any) -> int:
     if isinstance(index, bool) or not isinstance(index, int | np.integer) or index < 0:
         raise ValueError(f"episode index must be a non-negative int, got {index!r}")
     return int(index)
+
+
+def check_finite(
+    where: str, arrays: Mapping[str, Any], error: type[EnerVerseError] = StoreFormatError
+) -> None:
+    """Raise ``error`` unless every array in ``arrays`` holds finite values, as the format requires of
+    ``state``, ``action``, ``T_cam_world``, ``privileged`` and ``K``; the message names ``where`` (the
+    episode), the array and its first non-finite frame (per-frame arrays [T, ...])."""
+    for key, value in arrays.items():
+        a = np.asarray(value)
+        if np.isfinite(a).all():
+            continue
+        at = ""
+        if key in FRAME_KEYS and a.ndim >= 1:
+            frames = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))
+            at = f" in {len(frames)} of {len(a)} frames (first: frame {frames[0]})"
+        raise error(f"{where}: {key} has NaN or inf values{at}; expected finite {key} values")
 
 
 def _is_json(value: Any) -> bool:

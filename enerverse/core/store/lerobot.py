@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from enerverse.core.errors import EnerVerseError
+from enerverse.core.store.format import check_finite, validate_episode_attrs, validate_K
 
 CODEBASE_VERSION = "v3.0"
 DATA_FILE = "data/chunk-000/file-000.parquet"
@@ -34,6 +35,13 @@ VIDEO_TEMPLATE = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03
 ATTRS_COLUMN = "enerverse/attrs"
 IMAGE_PREFIX = "observation.images."
 VECTOR_FEATURES = ("observation.state", "action", "observation.cameras.K", "observation.cameras.T_cam_world")
+STORE_KEYS = {
+    "state": "observation.state",
+    "action": "action",
+    "T_cam_world": "observation.cameras.T_cam_world",
+    "privileged": "observation.privileged",
+}
+"""The LeRobot feature of each per-frame store array."""
 
 
 class LeRobotFormatError(EnerVerseError):
@@ -124,9 +132,8 @@ def store_to_lerobot(store: Any, out: Path, progress: Callable | None = None) ->
                                  f"a LeRobot dataset needs {views} at {(H, W)} in every episode")  # fmt: skip
         rgb = ep.load("rgb")  # [T, V, H, W, 3]
         T = len(rgb)
-        action = ep.load("action")
-        if not np.isfinite(action).all():
-            raise EnerVerseError(f"episode {i} has non-finite actions: expected finite float actions")
+        action, state = ep.load("action"), ep.load("state")
+        check_finite(f"{store.path} episode {i}", {"action": action, "state": state})
         dropped |= {k for k in ("depth", "seg") if ep.has(k)}
         for v, name in enumerate(views):
             sinks[name].append(rgb[:, v])
@@ -134,7 +141,7 @@ def store_to_lerobot(store: Any, out: Path, progress: Callable | None = None) ->
         instruction = ep.attrs["instruction"]
         if instruction not in tasks:
             tasks.append(instruction)
-        cols["state"].append(ep.load("state"))
+        cols["state"].append(state)
         cols["action"].append(action)
         cols["K"].append(np.broadcast_to(ep.load("K").reshape(1, -1), (T, len(views) * 9)))
         cols["T"].append(ep.load("T_cam_world").reshape(T, -1))
@@ -235,14 +242,20 @@ def read_info(folder: Path) -> dict:
         raise LeRobotFormatError(
             f"{folder}: expected a LeRobotDataset {CODEBASE_VERSION} folder, found no meta/info.json"
         )
-    info = json.loads(path.read_text())
-    version = info.get("codebase_version")
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise LeRobotFormatError(f"{path}: expected JSON, found unreadable text ({e})") from None
+    version = info.get("codebase_version") if isinstance(info, dict) else None
     if version != CODEBASE_VERSION:
         raise LeRobotFormatError(
             f"{folder}: expected a LeRobotDataset {CODEBASE_VERSION} folder, "
             f"found codebase_version {version!r} "
             "(convert it with LeRobot's own converter first)"
         )
+    missing = [k for k in ("features", "fps", "video_path") if k not in info]
+    if missing:
+        raise LeRobotFormatError(f"{path}: expected the keys features, fps and video_path; {missing} missing")
     return info
 
 
@@ -302,6 +315,7 @@ def lerobot_to_store(folder: Path, dst: Path, progress: Callable | None = None) 
         _read_tables(folder, "meta/episodes/*/*.parquet").to_pylist(), key=lambda r: r["episode_index"]
     )
     H, W = feats[IMAGE_PREFIX + views[0]]["shape"][:2]
+    _check_episodes(folder, episodes, cols, views, fps)  # before the store exists: nothing half-written
     if Path(dst).exists() and any(Path(dst).iterdir()):
         raise EnerVerseError(f"{dst} exists and is not empty: pass a new folder for the episode store")
     store = EpisodeStore.create(dst, attrs=info.get("enerverse", {}).get("store_attrs", {}))
@@ -321,6 +335,23 @@ def lerobot_to_store(folder: Path, dst: Path, progress: Callable | None = None) 
                             privileged=cols["observation.privileged"][a + t] if priv else None)  # fmt: skip
         frames += T
     return {"episodes": len(episodes), "frames": frames, "views": views, "store": str(store.path)}
+
+
+def _check_episodes(folder: Path, episodes: list[dict], cols: dict, views: list[str], fps: float) -> None:
+    """Refuse what the store would: an episode with NaN or inf values, bad intrinsics or attributes, or
+    rows outside the data table (LeRobotFormatError naming the episode and what was expected)."""
+    n, V = len(cols["action"]), len(views)
+    for row in episodes:
+        a, b = int(row["dataset_from_index"]), int(row["dataset_to_index"])
+        where = f"{folder}: episode {row['episode_index']}"
+        if not 0 <= a < b <= n:
+            raise LeRobotFormatError(f"{where} spans rows {a}..{b}; expected a non-empty range in 0..{n}")
+        check_finite(where, {k: cols[c][a:b] for k, c in STORE_KEYS.items() if c in cols}, LeRobotFormatError)
+        try:
+            validate_K(cols["observation.cameras.K"][a].reshape(V, 3, 3), V)
+            validate_episode_attrs(_attrs_of(row, views, fps))
+        except ValueError as e:  # the format's own checks of this content (and unreadable JSON attributes)
+            raise LeRobotFormatError(f"{where}: {e}") from None
 
 
 class _VideoCursor:

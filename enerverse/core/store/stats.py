@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..fsutil import write_json_atomic
-from .format import FORMAT_NAME, FORMAT_VERSION, STATS_FILE, StoreFormatError
+from .format import FORMAT_NAME, FORMAT_VERSION, STATS_FILE, StoreFormatError, check_finite
 from .reader import EpisodeStore
 
 STD_FLOOR = 1e-6
@@ -25,10 +25,15 @@ def _root(store: EpisodeStore | str | os.PathLike) -> Path:
 def summarize(x: np.ndarray, std_floor: float = STD_FLOOR) -> dict[str, Any]:
     """Statistics of values [N, D] per dimension: mean, std (population, floored at ``std_floor``), min,
     max, q01, q99 (numpy arrays [D]) and count N. The one place the project computes them: store
-    stats, policy normalisation and LeRobot export all use it."""
+    stats, policy normalisation and LeRobot export all use it. ``x`` must be finite (callers check
+    data where they read it, with :func:`~enerverse.core.store.format.check_finite`, naming the episode);
+    NaN or inf here is a ValueError, not silently NaN statistics."""
     x = np.asarray(x, np.float64).reshape(len(x), -1)
     if not len(x):
         raise ValueError("cannot compute statistics of no values")
+    if not np.isfinite(x).all():
+        n_bad = int((~np.isfinite(x)).sum())
+        raise ValueError(f"statistics need finite values; got {n_bad} NaN or inf of {x.size}")
     q01, q99 = np.quantile(x, [0.01, 0.99], axis=0)
     return {"mean": x.mean(0), "std": np.maximum(x.std(0), std_floor), "min": x.min(0), "max": x.max(0),
             "q01": q01, "q99": q99, "count": int(len(x))}  # fmt: skip
@@ -41,7 +46,8 @@ def compute_stats(
 
     Each key's array [T, ...] is flattened to [T, D]; returns ``{key: {"mean", "std", "min",
     "max", "q01", "q99": list[float] of length D, "count": number of frames}}``. ``std`` is the
-    population std floored at 1e-6. ValueError if no episode qualifies.
+    population std floored at 1e-6. ValueError if no episode qualifies; StoreFormatError naming the
+    episode when one holds NaN or inf values.
     """
     data: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     n_episodes = 0
@@ -51,6 +57,7 @@ def compute_stats(
         n_episodes += 1
         for k in keys:
             arr = view.load(k)
+            check_finite(f"{store.path} episode {view.index}", {k: arr})
             data[k].append(arr.reshape(arr.shape[0], -1).astype(np.float64))  # [T, D]
     if n_episodes == 0:
         what = "successful episodes" if only_success else "episodes"
