@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from data_engine.plane import plane_fill
 from enerverse.core.camera import unproject_depth
 
 SH_C0 = 0.28209479177387814  # 1 / (2 sqrt(pi)): the constant band
@@ -124,10 +125,12 @@ def init_from_rgbd(
     max_depth: float = 10.0,
     seed: int = 0,
     sh_degree: int = 0,
+    fill_plane: bool = False,
 ) -> Gaussians:
     """Gaussians from V RGB-D views: ``rgb`` [V, H, W, 3] uint8, ``depth`` [V, H, W] metres, ``K``
     [V, 3, 3], ``T_cam_world`` [V, 4, 4]; ``n`` pixels drawn at random among the valid ones (finite
-    depth in (0, max_depth)). ValueError when the inputs disagree or no pixel is valid."""
+    depth in (0, max_depth)). ``fill_plane``: also Gaussians on the support plane where no view saw it
+    (:func:`data_engine.plane.plane_fill`). ValueError when the inputs disagree or no pixel is valid."""
     V, H, W = depth.shape
     if rgb.shape != (V, H, W, 3) or K.shape != (V, 3, 3) or T_cam_world.shape != (V, 4, 4):
         raise ValueError(
@@ -143,10 +146,14 @@ def init_from_rgbd(
         raise ValueError(f"no pixel has a valid depth in (0, {max_depth}) m: cannot initialise Gaussians")
     idx = np.flatnonzero(ok)
     idx = np.random.default_rng(seed).choice(idx, size=min(n, len(idx)), replace=False)
-    means = torch.from_numpy(pts[idx]).float()
+    means, colours = pts[idx], cols[idx]
+    if fill_plane:
+        extra, extra_cols = plane_fill(pts[ok], cols[ok], seed=seed)
+        means, colours = np.concatenate([means, extra]), np.concatenate([colours, extra_cols])
+    means = torch.from_numpy(means).float()
     return Gaussians(
         means,
-        torch.from_numpy(cols[idx]).float() / 255.0,
+        torch.from_numpy(colours).float() / 255.0,
         nearest_neighbour_scale(means),
         sh_degree=sh_degree,
     )

@@ -273,3 +273,27 @@ def test_covisible_mask_sees_shared_surface_and_not_occluded_or_outside_points()
     assert not blocked.any()
     holes = covisible_mask(np.full((32, 32), np.inf), K, A, plane[None], K[None], A[None])
     assert not holes.any()
+
+
+def test_plane_fill_covers_the_unseen_table_and_only_it() -> None:
+    from data_engine.plane import fit_plane, plane_fill
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(-0.3, 0.3, (6000, 2))
+    hole = (xy[:, 0] > 0.1) & (xy[:, 0] < 0.2) & (np.abs(xy[:, 1]) < 0.1)  # table no camera saw
+    table = np.column_stack([xy[~hole], np.full((~hole).sum(), 0.75)])
+    block = rng.uniform([-0.05, -0.05, 0.75], [0.05, 0.05, 0.85], (300, 3))  # an object on it
+    points = np.concatenate([table, block])
+    colors = np.concatenate([np.full((len(table), 3), 200), np.full((300, 3), 30)]).astype(np.uint8)
+    n, d, inliers = fit_plane(points)
+    assert abs(abs(n[2]) - 1) < 1e-4 and abs(abs(d) - 0.75) < 1e-3 and inliers[: len(table)].all()
+    new, new_cols = plane_fill(points, colors, spacing=0.02, margin=0.0)
+    assert len(new) > 0 and np.allclose(new[:, 2], 0.75, atol=2e-3) and (new_cols == 200).all()
+    inside = (new[:, 0] > 0.1 - 0.02) & (new[:, 0] < 0.2 + 0.02) & (np.abs(new[:, 1]) < 0.1 + 0.02)
+    assert inside.all()  # only where nothing was seen ...
+    assert np.ptp(new[:, 0]) > 0.04 and np.ptp(new[:, 1]) > 0.12  # ... across the whole hole
+    wider, _ = plane_fill(points, colors, spacing=0.02, margin=0.25)
+    assert np.abs(wider[:, :2]).max() > 0.4  # the margin extends the table past what was seen
+    ball = rng.normal(size=(2000, 3))
+    ball = 0.1 * ball / np.linalg.norm(ball, axis=1, keepdims=True)  # no support plane in view
+    assert len(plane_fill(ball, np.zeros((2000, 3), dtype=np.uint8))[0]) == 0

@@ -1,0 +1,85 @@
+"""Support-plane completion: points on the dominant plane (the table) where no camera saw it.
+
+A held-out or generated view sees table the training views never did (the strip in front of the
+cameras, the corners). Gaussians initialised only from observed depth leave those pixels empty (black),
+and nothing in the fit can grow surface where no training pixel asks for it. Manipulation scenes stand
+on a plane, so the plane is a safe prior: fit it to the observed points (RANSAC), lay a grid on it over
+the observed extent widened by a margin, keep the grid points farther than one spacing from every
+observed plane point, and colour each with its nearest observed neighbour. The fit then refines them
+where any view sees them; elsewhere they hold a plausible table colour instead of a hole.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def fit_plane(
+    points: np.ndarray, threshold: float = 0.005, iters: int = 200, seed: int = 0
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """RANSAC plane of ``points`` [N, 3]: (unit normal [3], offset d with n·x + d = 0, inlier mask [N]).
+    ValueError with fewer than 3 points."""
+    if len(points) < 3:
+        raise ValueError(f"a plane needs at least 3 points, got {len(points)}")
+    rng = np.random.default_rng(seed)
+    best = (np.array([0.0, 0.0, 1.0]), 0.0, np.zeros(len(points), dtype=bool))
+    for _ in range(iters):
+        a, b, c = points[rng.choice(len(points), 3, replace=False)]
+        n = np.cross(b - a, c - a)
+        norm = np.linalg.norm(n)
+        if norm < 1e-9:
+            continue  # collinear sample
+        n = n / norm
+        inliers = np.abs(points @ n - n @ a) < threshold
+        if inliers.sum() > best[2].sum():
+            best = (n, float(-n @ a), inliers)
+    n, _, inliers = best
+    centre = points[inliers].mean(axis=0)  # refine on the inliers: least squares through their centre
+    n = np.linalg.svd(points[inliers] - centre, full_matrices=False)[2][-1]
+    inliers = np.abs((points - centre) @ n) < threshold
+    return n, float(-n @ centre), inliers
+
+
+def nearest(query: np.ndarray, ref: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Distance [Q] and index [Q] of each ``query`` point's nearest ``ref`` point (both [*, D])."""
+    r = torch.from_numpy(np.ascontiguousarray(ref, dtype=np.float32))
+    dist, idx = [], []
+    for s in range(0, len(query), chunk):
+        q = torch.from_numpy(np.ascontiguousarray(query[s : s + chunk], dtype=np.float32))
+        d, i = torch.cdist(q, r).min(dim=1)
+        dist.append(d.numpy())
+        idx.append(i.numpy())
+    return np.concatenate(dist or [np.zeros(0)]), np.concatenate(idx or [np.zeros(0, dtype=np.int64)])
+
+
+def plane_fill(
+    points: np.ndarray,
+    colors: np.ndarray,
+    spacing: float = 0.02,
+    margin: float = 0.25,
+    min_inlier_fraction: float = 0.2,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points [M, 3] and colours [M, 3] (dtype of ``colors``) on the dominant plane of ``points`` [N, 3]
+    where no observed point lies within ``spacing`` metres: a grid over the inliers' extent widened by
+    ``margin`` of its size on each side. Empty when the plane holds under ``min_inlier_fraction`` of the
+    points (no support plane in view)."""
+    sample = np.random.default_rng(seed).choice(len(points), size=min(len(points), 20000), replace=False)
+    n, d, _ = fit_plane(points[sample], seed=seed)
+    inliers = np.abs(points @ n + d) < 0.005
+    if inliers.mean() < min_inlier_fraction:
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=colors.dtype)
+    u = np.cross(n, [1.0, 0.0, 0.0] if abs(n[0]) < 0.9 else [0.0, 1.0, 0.0])
+    u /= np.linalg.norm(u)
+    v = np.cross(n, u)
+    origin = -d * n  # the plane's point nearest the world origin
+    seen = (points[inliers] - origin) @ np.stack([u, v], axis=1)  # [I, 2] plane coordinates
+    lo, hi = seen.min(axis=0), seen.max(axis=0)
+    lo, hi = lo - margin * (hi - lo), hi + margin * (hi - lo)
+    gu, gv = np.meshgrid(np.arange(lo[0], hi[0], spacing), np.arange(lo[1], hi[1], spacing), indexing="ij")
+    grid = np.stack([gu.ravel(), gv.ravel()], axis=1)  # [G, 2]
+    dist, near = nearest(grid, seen)
+    new = dist > spacing
+    out = origin + grid[new, :1] * u + grid[new, 1:] * v
+    return out, colors[inliers][near[new]]
