@@ -27,6 +27,8 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import Tensor, nn
 
+from enerverse.core.config import ConfigError
+
 
 @dataclass(frozen=True)
 class InputFeature:
@@ -101,7 +103,7 @@ class ObservationEncoder(nn.Module):
     def __init__(self, cfg, spec: DataSpec, dim: int, generator: nn.Module | None = None) -> None:
         super().__init__()
         if self.needs_generator and generator is None:
-            raise ValueError(f"encoder.kind={self.kind!r} needs a generator")
+            raise ConfigError(f"encoder.kind={self.kind!r} needs a generator (generator=<checkpoint folder>)")
         self.cfg, self.spec, self.dim = cfg, spec, dim
         self.__dict__["generator"] = generator  # not a submodule: the policy owns its weights
         self.frames = cfg.n_memory

@@ -141,7 +141,7 @@ class FutureSpaceEncoder(ObservationEncoder):
                 f"the generator keeps {g.memory.n_memory} memory frames, the policy n_memory={cfg.n_memory}"
             )
         if g.resolution != spec.resolution:
-            raise ValueError(f"the generator works at {g.resolution} px, the data at {spec.resolution} px")
+            raise ConfigError(f"the generator works at {g.resolution} px, the data at {spec.resolution} px")
         self.blocks = tuple(cfg.encoder.block.split("+"))
         self.frames = g.memory.n_memory + g.memory.chunk
         self.pools = nn.ModuleDict()  # one token set per block read; summed

@@ -351,6 +351,8 @@ def fit_policy(
         cfg.stop_at_step,
     )
     tr.resume()  # resumed at or past stop_at_step: fit() trains no step
+    if cfg.max_minutes is not None and tr.seconds >= 60 * cfg.max_minutes:
+        tr.stop()  # the time budget is spent: a rerun trains no further step
     t1 = time.perf_counter()
     losses = tr.fit(
         lambda st: epoch_batches(

@@ -56,16 +56,18 @@ def eval_table(evals: list[Path]) -> list[str]:
     return rows
 
 
-def data_line(train: dict) -> str:
-    """What the policy was trained on, from the training config recorded in the checkpoint."""
-    stores = train.get("stores") or [train.get("store")]
-    episodes = train.get("episodes")
-    count = "all" if episodes is None else episodes
+def data_line(train: dict, step: int | None) -> str:
+    """What the policy was trained on, from the training config recorded in the checkpoint; ``step``:
+    the training steps the last stage ran (the schedule's length may be longer)."""
+    tasks = train.get("tasks") or [train.get("task")]
+    stores = train.get("stores") or [train.get("store") or f"data/{tasks[0]}"]
+    count = "all" if train.get("episodes") is None else train["episodes"]
     line = f"Data: {count} episodes of " + ", ".join(f"`{s}`" for s in stores)
     if train.get("generator"):
-        line += f"; generator `{train['generator']}` (inside the checkpoint)"
-    steps = (train.get("train") or {}).get("steps")
-    return line + (f"; the last training stage ran {steps} steps." if steps else ".")
+        adapted = (train.get("adapt") or {}).get("steps", 0)
+        line += f"; generator `{train['generator']}`" + (f" adapted {adapted} steps" if adapted else "")
+        line += " (inside the checkpoint)"
+    return line + (f"; the last training stage ran {step} steps." if step else ".")
 
 
 def card(folder: Path, quality: dict, recipe: str | None, evals: list[Path], notes: str = "") -> str:
@@ -85,7 +87,7 @@ def card(folder: Path, quality: dict, recipe: str | None, evals: list[Path], not
         export = f"python -m policies.io <run>/checkpoint {folder}"
         lines += [f"Made by `python scripts/experiment.py {recipe}`, then `{export}` (float16).", ""]
     if cfg.get("train"):
-        lines += [data_line(cfg["train"]), ""]
+        lines += [data_line(cfg["train"], cfg.get("step")), ""]
     if notes.strip():
         lines += [notes.strip(), ""]
     if evals:

@@ -297,3 +297,5 @@ def test_plane_fill_covers_the_unseen_table_and_only_it() -> None:
     ball = rng.normal(size=(2000, 3))
     ball = 0.1 * ball / np.linalg.norm(ball, axis=1, keepdims=True)  # no support plane in view
     assert len(plane_fill(ball, np.zeros((2000, 3), dtype=np.uint8))[0]) == 0
+    line = np.outer(np.linspace(0, 1, 50), [1.0, 2.0, 3.0])  # degenerate: no plane, no error
+    assert len(plane_fill(line, np.zeros((50, 3), dtype=np.uint8))[0]) == 0

@@ -273,6 +273,14 @@ def test_stop_at_step_keeps_the_schedule_and_resume_matches_a_full_run(workdir: 
     assert "stop_at_step must be a positive step count" in capsys.readouterr().err
 
 
+def test_a_spent_time_budget_stays_spent_when_the_run_is_resumed(workdir: Path) -> None:
+    common = ("policy.encoder.kind=cnn", "train.steps=6", "train.ckpt_every=1", "max_minutes=1e-6")
+    first = _train(workdir, "budget", *common)
+    assert first["steps"] == 1  # the budget ran out during the first step
+    assert _train(workdir, "budget", *common)["steps"] == 1  # a rerun trains no further step
+    assert _train(workdir, "budget", *common[:3])["steps"] == 6  # without the budget it continues
+
+
 def test_train_policy_needs_a_generator_for_enerverse(workdir: Path) -> None:
     r = run_module(workdir, "policies.train", "task=reach", "preset=tiny", "store=store", check=False)
     assert r.returncode == 2 and "generator=" in r.stderr and "encoder.kind=cnn" in r.stderr
