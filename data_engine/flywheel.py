@@ -58,16 +58,16 @@ class FlywheelSettings:
             raise ConfigError("flywheel.observed must name at least one view")
 
     def check_views(self, views: list[str]) -> None:
-        """ValueError unless ``observed`` is a proper subset of ``views``."""
+        """ConfigError unless ``observed`` is a proper subset of ``views``."""
         unknown = [v for v in self.observed if v not in views]
         if unknown or not self.observed:
-            raise ValueError(
-                f"observed views must be a non-empty subset of the views {views}; got {self.observed}"
+            raise ConfigError(
+                f"flywheel.observed must be a non-empty subset of the views {views}; got {self.observed}"
             )
         if len(self.observed) == len(views):
-            raise ValueError(f"every view ({views}) is observed: nothing for the flywheel to make")
+            raise ConfigError(f"every view ({views}) is observed: nothing for the flywheel to make")
         if self.rounds < 0 or not self.strengths or not all(0 < s <= 1 for s in self.strengths):
-            raise ValueError(
+            raise ConfigError(
                 f"rounds must be >= 0 and strengths in (0, 1], got {self.rounds}, {self.strengths}"
             )
 

@@ -177,6 +177,13 @@ def run_job(cfg: DataEngineConfig) -> dict:
         raise ConfigError(f"episodes {missing[:5]} are not in {cfg.store} (it has {len(src)} episodes)")
     engine = {"source": str(cfg.store), "generator": generator_version(cfg.generator),
               "observed": cfg.flywheel.observed}  # fmt: skip
+    if wanted:  # settings every episode would fail on: one line now, not one warning per episode
+        first = src.episode(wanted[0])
+        cfg.flywheel.check_views(list(first.attrs["view_names"]))
+        if not first.has("depth"):
+            raise ConfigError(
+                f"{cfg.store} has no depth, which the flywheel's 4DGS needs: collect with depth=true"
+            )
     out = EpisodeStore.create(
         cfg.out, attrs={"collection": src.root_attrs.get("collection"), "data_engine": engine}
     )

@@ -81,6 +81,12 @@ CASES = [
         ["run", "store={store}", "generator={gen}", "flywheel.observed=[]", "out={out}"],
         "one view",
     ),
+    (
+        "ev-data-engine",
+        ["run", "store={store}", "generator={gen}", "flywheel.observed=[nope]", "out={out}"],
+        "flywheel.observed must be a non-empty subset of the views",
+    ),
+    ("ev-data-engine", ["run", "store={store}", "generator={gen}", "out={out}"], "has no depth"),
     ("ev-info", ["--gpu"], "ev-info takes no arguments"),
     ("export-policy", ["{gen}", "{out}"], "is not an EnerVerse policy checkpoint"),
 ]

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_module
+from conftest import nan_store, run_module
 
 pytestmark = pytest.mark.integration
 TINY_FLYWHEEL = [
@@ -103,8 +103,14 @@ def test_bad_input_is_one_line_and_a_failing_episode_is_skipped(engine_dir: Path
     assert (
         r.returncode != 0 and "backend must be 'local' or 'ray'" in r.stderr and "Traceback" not in r.stderr
     )
-    r = _job(engine_dir, "x", "flywheel.observed=[wrist]", check=False)  # every episode fails: reported
+    r = _job(engine_dir, "x", "flywheel.observed=[wrist]", check=False)  # every episode would fail
+    assert r.returncode == 2 and "flywheel.observed must be a non-empty subset" in r.stderr
+    assert not (engine_dir / "x").exists()  # refused before the output store is made
+    bad = nan_store(engine_dir / "store", engine_dir / "nan_store", episode=0)  # one bad episode
+    r = run_module(engine_dir, "data_engine.jobs", "run", f"store={bad}", f"out={engine_dir / 'y'}",
+                   f"generator={engine_dir / 'gen'}", "episodes=[0,2]", *TINY_FLYWHEEL)  # fmt: skip
     s = json.loads(r.stdout.strip().splitlines()[-1])
-    assert s["processed"] == 0 and len(s["failed"]) == 3 and "observed views" in s["failed"][0]["error"]
+    assert s["processed"] == 1 and [f["episode"] for f in s["failed"]] == [0]  # reported and skipped
+    assert "action has NaN or inf values" in s["failed"][0]["error"] and "episode 0 failed" in r.stderr
     r = run_module(engine_dir, "data_engine.jobs", "run", f"store={engine_dir}", check=False)
     assert r.returncode != 0 and "not an episode store" in r.stderr
