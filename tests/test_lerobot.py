@@ -85,6 +85,7 @@ def test_conversion_errors_name_what_was_expected(policy_workdir: Path, tmp_path
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert e.value.code == 2 and f"episode {store.indices()[-1]}: action has NaN or inf values in 1 of" in err
     assert err.endswith("expected finite action values")
+    assert not (tmp_path / "y").exists() or not any((tmp_path / "y").iterdir())  # nothing half-written
     with pytest.raises(SystemExit) as e:
         convert_main([f"src={policy_workdir / 'store'}", f"dst={tmp_path / 'old'}"])  # not empty
     assert e.value.code == 2 and "not empty" in capsys.readouterr().err

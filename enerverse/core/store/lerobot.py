@@ -103,6 +103,17 @@ def _tasks_table(tasks: list[str]) -> Any:
     return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
 
+def _check_source(store: Any, indices: list[int], views: list[str], size: tuple[int, int]) -> None:
+    """EnerVerseError unless every episode has ``views`` at ``size`` and finite per-frame arrays."""
+    for i in indices:
+        ep = store.episode(i)
+        if list(ep.attrs["view_names"]) != views or tuple(ep.rgb.shape[2:4]) != size:
+            raise EnerVerseError(f"episode {i} has views {ep.attrs['view_names']} at {ep.rgb.shape[2:4]}; "
+                                 f"a LeRobot dataset needs {views} at {size} in every episode")  # fmt: skip
+        keys = [k for k in ("action", "state", "T_cam_world", "K", "privileged") if ep.has(k)]
+        check_finite(f"{store.path} episode {i}", {k: ep.load(k) for k in keys})
+
+
 def store_to_lerobot(store: Any, out: Path, progress: Callable | None = None) -> dict:
     """Write episode store ``store`` (an :class:`EpisodeStore`) as a LeRobotDataset v3.0 folder at ``out``
     (absent or empty). Returns a summary; ``progress`` wraps the episode iterator (a tqdm-like)."""
@@ -118,6 +129,7 @@ def store_to_lerobot(store: Any, out: Path, progress: Callable | None = None) ->
     first = store.episode(indices[0])
     views, fps = list(first.attrs["view_names"]), float(first.attrs["fps"])
     H, W = first.rgb.shape[2:4]
+    _check_source(store, indices, views, (H, W))  # before any file is written: nothing half-written
     video = {v: VIDEO_TEMPLATE.format(video_key=IMAGE_PREFIX + v, chunk_index=0, file_index=0) for v in views}
     sinks = {v: VideoSink(out / video[v], fps, crf=16) for v in views}
     cols: dict[str, list] = {
@@ -127,13 +139,9 @@ def store_to_lerobot(store: Any, out: Path, progress: Callable | None = None) ->
     start = 0
     for i in progress(indices) if progress else indices:
         ep = store.episode(i)
-        if list(ep.attrs["view_names"]) != views or ep.rgb.shape[2:4] != (H, W):
-            raise EnerVerseError(f"episode {i} has views {ep.attrs['view_names']} at {ep.rgb.shape[2:4]}; "
-                                 f"a LeRobot dataset needs {views} at {(H, W)} in every episode")  # fmt: skip
         rgb = ep.load("rgb")  # [T, V, H, W, 3]
         T = len(rgb)
         action, state = ep.load("action"), ep.load("state")
-        check_finite(f"{store.path} episode {i}", {"action": action, "state": state})
         dropped |= {k for k in ("depth", "seg") if ep.has(k)}
         for v, name in enumerate(views):
             sinks[name].append(rgb[:, v])
