@@ -45,6 +45,11 @@ class EncoderConfig:
     """enerverse: the same augmentation in feature space (the frozen generator's features are computed
     once, so the images cannot be shifted): each cached feature map is translated in training by a
     random real offset of up to this many input pixels (bilinear, edge padding); 0 = off"""
+    token_stride: int = 1
+    """enerverse / fused: read every n-th frame of the generator's window (memory + future frames),
+    counted back from the last future frame, so the current frame stays in; the pooling of the
+    feature maps is most of an EnerVerse-A training step and scales with the frames read. The chunk
+    length must be a multiple of it"""
 
 
 @dataclass
@@ -124,6 +129,8 @@ class PolicyConfig:
             raise ConfigError(f"encoder.shift must be >= 0, got {self.encoder.shift}")
         if not self.encoder.feature_shift >= 0:
             raise ConfigError(f"encoder.feature_shift must be >= 0 pixels, got {self.encoder.feature_shift}")
+        if self.encoder.token_stride < 1:
+            raise ConfigError(f"encoder.token_stride must be >= 1, got {self.encoder.token_stride}")
         if not self.aux_weight >= 0:
             raise ConfigError(f"aux_weight must be >= 0, got {self.aux_weight}")
         if self.aux_condition and not self.aux_weight > 0:

@@ -3,7 +3,7 @@
 - ``enerverse`` (:class:`FutureSpaceEncoder`, EnerVerse-A): the generator's features (the first down
   level, the middle block, or both) from one forward over [memory frames + noise frames] (at the
   noisiest timestep unless ``noise_level`` says otherwise), pooled over views and space to one token
-  per frame (T = n_memory + chunk), then an MLP. ``pool="keypoints"`` (default) runs a small conv
+  per frame (T = n_memory + chunk, or every ``token_stride``-th of them), then an MLP. ``pool="keypoints"`` (default) runs a small conv
   and a spatial softmax per view, so the token says where things are; ``"attention"`` is a learned
   query per frame over (view, position) tokens; ``"mean"`` is the paper's mean over views and space.
   History items: codec latents + cameras.
@@ -143,7 +143,14 @@ class FutureSpaceEncoder(ObservationEncoder):
         if g.resolution != spec.resolution:
             raise ConfigError(f"the generator works at {g.resolution} px, the data at {spec.resolution} px")
         self.blocks = tuple(cfg.encoder.block.split("+"))
-        self.frames = g.memory.n_memory + g.memory.chunk
+        stride, window = cfg.encoder.token_stride, g.memory.n_memory + g.memory.chunk
+        if g.memory.chunk % stride:
+            raise ConfigError(
+                f"encoder.token_stride={stride} must divide the generator's chunk ({g.memory.chunk} frames) "
+                "so that the current frame is read"
+            )
+        self.token_frames = list(range(window - 1, -1, -stride))[::-1]  # of the window [m + M]
+        self.frames = len(self.token_frames)
         self.pools = nn.ModuleDict()  # one token set per block read; summed
         for block in self.blocks:
             lat = g.resolution // g.codec.factor // generator.denoiser.feature_downsampling(block)
@@ -151,6 +158,15 @@ class FutureSpaceEncoder(ObservationEncoder):
             self.pools[block] = FutureSpaceTokens(
                 cfg.encoder, C, len(spec.views), lat * lat, self.frames, dim, g.resolution / lat
             )
+
+    @property
+    def decision_tokens(self) -> list[int]:
+        """The token of the current frame (the newest memory frame of the window)."""
+        return [self.token_frames.index(self.cfg.n_memory - 1)]
+
+    def _read(self, feats: Tensor) -> Tensor:
+        """Features [B, V, window, ...] -> the frames the tokens read [B, V, T, ...] (no copy at stride 1)."""
+        return feats if feats.shape[2] == self.frames else feats[:, :, self.token_frames]
 
     def input_features(self) -> list[InputFeature]:
         V = len(self.spec.views)
@@ -275,7 +291,7 @@ class FutureSpaceEncoder(ObservationEncoder):
             return self._inputs(data, items, video)
         if "features" not in data.cache:
             raise RuntimeError("call prepare_data(data) before drawing EnerVerse-A batches")
-        return {"features": {b: f[items].float() for b, f in data.cache["features"].items()}}
+        return {"features": {b: self._read(f[items]).float() for b, f in data.cache["features"].items()}}
 
     def features(self, batch: dict, finetune: bool = False, seed: int | None = None) -> dict[str, Tensor]:
         """Generator features {block: [B, V, T, C, h, w]} of a generator-input batch (with autograd
@@ -295,7 +311,7 @@ class FutureSpaceEncoder(ObservationEncoder):
     def forward(self, batch: dict, finetune: bool = False, seed: int | None = None) -> Tensor:
         feats = batch["features"] if "features" in batch else self.features(batch, finetune, seed)
         device = next(iter(self.pools.values())).frame_pos.device
-        return sum(self.pools[b](feats[b].to(device)) for b in self.blocks)
+        return sum(self.pools[b](self._read(feats[b]).to(device)) for b in self.blocks)
 
 
 @register_encoder("cnn")

@@ -132,6 +132,19 @@ def test_fused_encoder_reads_future_and_image_tokens(policy_workdir: Path) -> No
     assert rt.imagine() is not None  # it has a generator to imagine with
 
 
+def test_token_stride_reads_fewer_frames_and_keeps_the_current_one(policy_workdir: Path) -> None:
+    gen = f"generator={policy_workdir / 'gen' / 'checkpoint'}"
+    args = ("policy.encoder.kind=fused", gen, "train.steps=2", "decision_stride=4")
+    s = train_tiny_policy(policy_workdir, "pol_stride", *args, "policy.encoder.token_stride=2")
+    rt = PolicyRuntime(s["checkpoint"])
+    fut = rt.policy.encoder.future  # tiny generator: 2 memory + 4 future frames
+    assert fut.token_frames == [1, 3, 5] and fut.decision_tokens == [0]  # frame 1: the current one
+    rt.reset("reach the red sphere")
+    assert rt.act(random_observation(rt)).shape == (1, rt.horizon, 7)
+    with pytest.raises(ConfigError, match="token_stride=3 must divide"):
+        train_tiny_policy(policy_workdir, "pol_stride3", *args, "policy.encoder.token_stride=3")
+
+
 def test_runtime_data_and_training_never_branch_on_the_encoder_kind() -> None:
     for name in ("runtime.py", "data.py", "model.py", "train.py"):
         text = (REPO / "policies" / name).read_text()
