@@ -3,8 +3,9 @@
 - ``enerverse`` (:class:`FutureSpaceEncoder`, EnerVerse-A): the generator's features (the first down
   level, the middle block, or both) from one forward over [memory frames + noise frames] (at the
   noisiest timestep unless ``noise_level`` says otherwise), pooled over views and space to one token
-  per frame (T = n_memory + chunk, or every ``token_stride``-th of them), then an MLP. ``pool="keypoints"`` (default) runs a small conv
-  and a spatial softmax per view, so the token says where things are; ``"attention"`` is a learned
+  per frame (T = n_memory + chunk, or every ``token_stride``-th of them), then an MLP.
+  ``pool="keypoints"`` (default) runs a small conv and a spatial softmax per view, so the token says
+  where things are; ``"attention"`` is a learned
   query per frame over (view, position) tokens; ``"mean"`` is the paper's mean over views and space.
   History items: codec latents + cameras.
 - ``cnn`` (:class:`ImageEncoder`, the baseline): a small CNN with GroupNorm and spatial-softmax
