@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from data_engine.neighbours import knn
 from data_engine.plane import plane_fill
 from enerverse.core.camera import unproject_depth
 
@@ -108,12 +109,8 @@ class Gaussians(nn.Module):
 
 def nearest_neighbour_scale(points: Tensor, k: int = 3, chunk: int = 2048) -> Tensor:
     """Mean distance [N] of each point to its ``k`` nearest neighbours (the initial Gaussian scale)."""
-    out = []
-    for s in range(0, len(points), chunk):
-        d = torch.cdist(points[s : s + chunk], points)  # [n, N]
-        k_eff = min(k + 1, len(points))
-        out.append(d.topk(k_eff, largest=False).values[:, 1:].mean(-1))
-    return torch.cat(out).clamp_min(1e-4)
+    dist, _ = knn(points, points, k + 1, chunk)  # the nearest is the point itself
+    return dist[:, 1:].mean(-1).clamp_min(1e-4)
 
 
 def init_from_rgbd(

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from data_engine.neighbours import knn
+
 
 def fit_plane(
     points: np.ndarray, threshold: float = 0.005, iters: int = 1000, seed: int = 0
@@ -42,18 +44,6 @@ def fit_plane(
     n = np.linalg.svd(points[inliers] - centre, full_matrices=False)[2][-1]
     inliers = np.abs((points - centre) @ n) < threshold
     return n, float(-n @ centre), inliers
-
-
-def nearest(query: np.ndarray, ref: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Distance [Q] and index [Q] of each ``query`` point's nearest ``ref`` point (both [*, D])."""
-    r = torch.from_numpy(np.ascontiguousarray(ref, dtype=np.float32))
-    dist, idx = [], []
-    for s in range(0, len(query), chunk):
-        q = torch.from_numpy(np.ascontiguousarray(query[s : s + chunk], dtype=np.float32))
-        d, i = torch.cdist(q, r).min(dim=1)
-        dist.append(d.numpy())
-        idx.append(i.numpy())
-    return np.concatenate(dist or [np.zeros(0)]), np.concatenate(idx or [np.zeros(0, dtype=np.int64)])
 
 
 def plane_fill(
@@ -89,7 +79,9 @@ def plane_fill(
     spacing = max(spacing, float(np.sqrt(np.prod(hi - lo) / max_points)))
     gu, gv = np.meshgrid(np.arange(lo[0], hi[0], spacing), np.arange(lo[1], hi[1], spacing), indexing="ij")
     grid = np.stack([gu.ravel(), gv.ravel()], axis=1)  # [G, 2]
-    dist, near = nearest(grid, seen)
+    dist, near = (
+        t[:, 0].numpy() for t in knn(torch.from_numpy(grid).float(), torch.from_numpy(seen).float())
+    )
     new = dist > spacing
     out = origin + grid[new, :1] * u + grid[new, 1:] * v
     return out, colors[inliers][near[new]]
