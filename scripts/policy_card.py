@@ -111,9 +111,12 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=6, help="CI reference episodes per task")
     ap.add_argument("--recipe", help="experiment file that made the checkpoint")
     ap.add_argument("--evals", nargs="*", type=Path, default=[], help="ev-eval output folders to tabulate")
-    ap.add_argument("--notes", type=Path, help="a text file of hand-written paragraphs for the card")
+    ap.add_argument(
+        "--notes", type=Path, help="hand-written paragraphs for the card (default: <folder>/notes.md)"
+    )
     a = ap.parse_args()
-    notes = a.notes.read_text() if a.notes else ""
+    notes_file = a.notes or a.folder / "notes.md"
+    notes = notes_file.read_text() if notes_file.is_file() else ""
     quality = rollout_quality(a.folder, a.episodes)
     write_json_atomic(a.folder / "quality.json", quality)
     write_bytes_atomic(a.folder / "README.md", card(a.folder, quality, a.recipe, a.evals, notes).encode())
