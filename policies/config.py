@@ -94,6 +94,14 @@ class PolicyConfig:
     """give the action head the auxiliary head's object-state estimate (made from the observation
     tokens, never the simulator's state) as one more condition token, so it need not learn to decode
     where the objects are itself (needs aux_weight > 0; our addition, not the paper's)"""
+    aux_teacher: float = 0.0
+    """training only, with aux_condition: the fraction of training samples whose estimate token reads
+    the simulator's object state (standardised, + Gaussian noise of ``aux_teacher_noise``) in place of
+    the auxiliary head's estimate, so the head learns to act on the token from the first step instead
+    of waiting for the estimate to become good. Inference always reads the estimate. 0 = off"""
+    aux_teacher_noise: float = 0.1
+    """standard deviation of the noise on the teacher's object state, in standardised units (about the
+    auxiliary head's held-out error, so the head learns to tolerate it)"""
 
     def validate(self) -> None:
         from policies.encoder_api import encoder_kinds
@@ -135,6 +143,12 @@ class PolicyConfig:
             raise ConfigError(f"aux_weight must be >= 0, got {self.aux_weight}")
         if self.aux_condition and not self.aux_weight > 0:
             raise ConfigError("aux_condition=true reads the auxiliary head: it needs aux_weight > 0")
+        if not 0.0 <= self.aux_teacher <= 1.0:
+            raise ConfigError(f"aux_teacher must be in [0, 1], got {self.aux_teacher}")
+        if self.aux_teacher > 0 and not self.aux_condition:
+            raise ConfigError("aux_teacher > 0 replaces the estimate token: it needs aux_condition=true")
+        if not self.aux_teacher_noise >= 0:
+            raise ConfigError(f"aux_teacher_noise must be >= 0, got {self.aux_teacher_noise}")
         f = self.encoder.image_frames
         if f is not None and not 1 <= f <= self.n_memory:
             raise ConfigError(

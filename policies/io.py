@@ -122,6 +122,8 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
         d.pop("preset", None)
         d.pop("aux_weight", None)
         d.pop("aux_condition", None)  # a run may add the estimate token to a policy trained without it
+        for k in ("aux_teacher", "aux_teacher_noise"):  # training-time only
+            d.pop(k, None)
         for k in ("shift", "feature_shift"):  # training-time augmentation
             d["encoder"].pop(k, None)
         rig = recorded_rig_version(p.meta)

@@ -109,16 +109,24 @@ class DiffusionPolicy(nn.Module):
         return self.encoder(batch, finetune, seed)
 
     def condition(
-        self, batch: dict, finetune: bool = False, seed: int | None = None, obs: Tensor | None = None
+        self,
+        batch: dict,
+        finetune: bool = False,
+        seed: int | None = None,
+        obs: Tensor | None = None,
+        teacher: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Condition tokens [B, L, D] and their padding mask [B, L] (True = ignore); ``obs`` [B, T, D]:
-        observation tokens already computed."""
+        observation tokens already computed; ``teacher``: training, where ``aux_teacher`` applies."""
         raw = self.observation_tokens(batch, finetune, seed) if obs is None else obs
         obs = raw + self.type_emb[0]
         B = obs.shape[0]
         parts, pads = [obs], [torch.zeros(B, obs.shape[1], dtype=torch.bool, device=obs.device)]
         if self.cfg.aux_condition:  # the estimate is trained by the auxiliary loss only
-            parts.append(self.aux_proj(self.object_state(raw, standardised=True).detach())[:, None])
+            est = self.object_state(raw, standardised=True).detach()
+            if teacher and self.cfg.aux_teacher > 0:
+                est = self.teacher_estimate(est, batch)
+            parts.append(self.aux_proj(est)[:, None])
             pads.append(torch.zeros(B, 1, dtype=torch.bool, device=obs.device))
         if self.cfg.use_state:
             state = batch["state"].to(self.device).float()
@@ -133,12 +141,22 @@ class DiffusionPolicy(nn.Module):
             pads.append(~mask.to(self.device))
         return torch.cat(parts, dim=1), torch.cat(pads, dim=1)
 
+    def teacher_estimate(self, est: Tensor, batch: dict) -> Tensor:
+        """``est`` [B, P] (standardised) with an ``aux_teacher`` fraction of its rows replaced by the
+        simulator's object state + noise (entries the task lacks, NaN, keep the estimate)."""
+        if "privileged" not in batch:
+            raise ValueError("aux_teacher > 0: the training batch has no 'privileged' object state")
+        true = (batch["privileged"].to(self.device).float() - self.privileged_mean) / self.privileged_std
+        noisy = true + self.cfg.aux_teacher_noise * torch.randn_like(true)
+        rows = torch.rand(est.shape[0], 1, device=est.device) < self.cfg.aux_teacher
+        return torch.where(rows & torch.isfinite(true), noisy, est)
+
     # --- training and inference ------------------------------------------------------------------
     def loss(self, batch: dict, finetune: bool = False) -> tuple[Tensor, dict]:
         """Denoising loss of the normalised action chunk (+ ``aux_weight`` x the object-state loss, +
         ``video_weight`` x the generator's video loss on the window's ``latents``)."""
         obs = self.observation_tokens(batch, finetune)
-        cond, pad = self.condition(batch, obs=obs)
+        cond, pad = self.condition(batch, obs=obs, teacher=True)
         actions = self.normalize_actions(batch["actions"].to(self.device).float())
         loss = self.head.loss(actions, cond, pad)
         logs = {"loss": float(loss.detach())}

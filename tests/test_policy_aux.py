@@ -190,3 +190,30 @@ def test_a_policy_trained_without_the_estimate_token_warm_starts_one_with_it(
     )
     torch.testing.assert_close(cond.aux_proj.weight, before)  # new, left as initialised
     torch.testing.assert_close(cond.head.state_dict(), plain.head.state_dict())
+
+
+def test_aux_teacher_feeds_the_true_object_state_in_training_only(policy_workdir: Path) -> None:
+    data = _data(policy_workdir / "store")
+    torch.manual_seed(0)
+    plain = _cnn_policy(data)
+    cfg = copy.deepcopy(plain.cfg)
+    cfg.aux_condition, cfg.aux_teacher, cfg.aux_teacher_noise = True, 1.0, 0.0
+    policy = DiffusionPolicy(cfg, plain.spec)
+    policy.set_stats(data.stats())
+    batch = data.batch(list(range(8)), policy)
+    true = (batch["privileged"] - policy.privileged_mean) / policy.privileged_std
+    est = policy.object_state(policy.observation_tokens(batch), standardised=True).detach()
+    torch.testing.assert_close(policy.teacher_estimate(est, batch), true)
+    T = policy.observation_tokens(batch).shape[1]  # the estimate token follows the observation tokens
+    with torch.no_grad():
+        cond_train = policy.condition(batch, teacher=True)[0][:, T]
+        cond_infer = policy.condition(batch)[0][:, T]  # inference (predict) reads the estimate only
+        torch.testing.assert_close(cond_train, policy.aux_proj(true))
+        torch.testing.assert_close(cond_infer, policy.aux_proj(est))
+    cfg.aux_teacher = 0.5  # about half the rows
+    many = {"privileged": batch["privileged"].repeat(200, 1)}
+    picked = (policy.teacher_estimate(est.repeat(200, 1), many) == true.repeat(200, 1)).all(1)
+    assert 0.4 < float(picked.float().mean()) < 0.6
+    cfg.aux_condition = False
+    with pytest.raises(ConfigError, match="aux_teacher > 0 replaces the estimate token"):
+        cfg.validate()
