@@ -31,7 +31,7 @@ from enerverse.core.frames import resize_frames, to_model
 from enerverse.core.progress import progress
 from enerverse.core.store import EpisodeStore, store_rig_version
 from enerverse.core.store.format import check_finite
-from enerverse.core.store.sampler import grid_memory_indices
+from enerverse.core.store.sampler import action_indices, grid_memory_indices
 from enerverse.core.store.stats import summarize
 
 STATE_STD_FLOOR = 1e-2
@@ -51,11 +51,7 @@ def select_views(store_views: list[str], wanted: list[str] | None) -> list[int]:
 
 def edge_padded(actions: np.ndarray, start: int, horizon: int) -> np.ndarray:
     """actions[start : start + horizon] [H, A], padded past the end by repeating the last action."""
-    T = actions.shape[0]
-    if not 0 <= start < T:
-        raise IndexError(f"chunk start {start} outside the {T} demonstrated actions")
-    idx = np.minimum(np.arange(start, start + horizon), T - 1)
-    return actions[idx].astype(np.float32)
+    return actions[action_indices(start, horizon, actions.shape[0])[0]].astype(np.float32)
 
 
 class PolicyData:

@@ -28,6 +28,7 @@ from enerverse.core.camera import ray_maps
 from enerverse.core.config import ConfigError
 from enerverse.core.frames import to_model
 from enerverse.core.progress import progress
+from enerverse.core.store.sampler import chunk_indices
 from enerverse.data import encode_frames
 from policies.config import EncoderConfig
 from policies.encoder_api import DataSpec, InputFeature, ObservationEncoder, register_encoder
@@ -262,8 +263,9 @@ class FutureSpaceEncoder(ObservationEncoder):
     def _inputs(self, data, items: list[int], video: bool = False) -> dict:
         """Generator inputs (memory latents, rays, pos, instruction) for decision points ``items``; with
         ``video`` also ``latents`` [B, C, V, m+M, h, w]: the memory frames, then the chunk's frames
-        every ``frame_stride`` recorded frames after the decision (the terminal frame repeats past the
-        episode's end)."""
+        every ``frame_stride`` recorded frames after the decision (the generator's window rule,
+        :func:`~enerverse.core.store.sampler.chunk_indices`: the last frame on the decision's grid
+        repeats past the episode's end)."""
         latents = data.cache["latents"]
         g = self.generator.cfg
         mem, Ks, cams, pos, windows = [], [], [], [], []
@@ -275,7 +277,7 @@ class FutureSpaceEncoder(ObservationEncoder):
             cams.append(np.transpose(data.cams[k][idx], (1, 0, 2, 3)))  # [V, m, 4, 4]
             pos.append(idx - c)
             if video:
-                future = np.minimum(c + g.frame_stride * np.arange(1, g.memory.chunk + 1), data.length(k) - 1)
+                future = chunk_indices(c, g.memory.chunk, g.frame_stride, data.length(k))[0]
                 windows.append(latents[k][:, :, np.concatenate([idx, future])].float())
         out = self.generator_inputs(torch.stack(mem), np.stack(Ks), np.stack(cams), np.stack(pos))
         out["instruction"] = [data.instruction[data.items[i][0]] for i in items]

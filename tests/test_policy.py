@@ -135,7 +135,7 @@ def test_edge_padding_repeats_the_last_demonstrated_action() -> None:
     a = np.arange(12, dtype=np.float32).reshape(4, 3)
     np.testing.assert_array_equal(edge_padded(a, 1, 2), a[1:3])
     np.testing.assert_array_equal(edge_padded(a, 2, 4), a[[2, 3, 3, 3]])
-    with pytest.raises(IndexError, match="outside the 4 demonstrated actions"):
+    with pytest.raises(IndexError, match="outside the 4 actions"):
         edge_padded(a, 4, 2)
 
 

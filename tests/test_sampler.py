@@ -208,3 +208,21 @@ def test_aligned_stride_windows_read_only_multiples_of_k(store: EpisodeStore) ->
     for w in all_windows(s):
         frames = np.concatenate([w["memory_idx"], w["chunk_idx"]])
         assert w["c"] % 2 == 0 and (frames % 2 == 0).all(), w  # past-end frames clip to the grid too
+
+
+def test_chunk_and_action_rules_are_the_ones_the_policy_reads() -> None:
+    """One rule for the future chunk and the action chunk: the generator's windows (WindowSampler),
+    EnerVerse-A's video co-training and the policy's action targets all call these two."""
+    from enerverse.core.store.sampler import action_indices, chunk_indices
+    from policies.data import edge_padded
+
+    idx, mask = chunk_indices(5, 4, 2, 12)  # frames 7, 9, 11, then past the end: the last on 5's grid
+    assert idx.tolist() == [7, 9, 11, 11] and mask.tolist() == [True, True, True, False]
+    idx, mask = chunk_indices(4, 3, 2, 9)  # 6, 8 on the grid; 10 > 8
+    assert idx.tolist() == [6, 8, 8] and mask.tolist() == [True, True, False]
+    idx, mask = action_indices(3, 4, 5)
+    assert idx.tolist() == [3, 4, 4, 4] and mask.tolist() == [True, True, False, False]
+    with pytest.raises(IndexError, match="chunk start 5 outside the 5 actions"):
+        action_indices(5, 4, 5)
+    actions = np.arange(10, dtype=np.float32).reshape(5, 2)
+    np.testing.assert_array_equal(edge_padded(actions, 3, 4), actions[[3, 4, 4, 4]])

@@ -70,6 +70,25 @@ def grid_memory_indices(
     return c % k + k * grid_idx, mask
 
 
+def chunk_indices(c: int, chunk: int, stride: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The future chunk after frame ``c`` of an episode of ``length`` frames: indices [chunk] at
+    c + stride, ..., c + chunk * stride, clipped to the last frame on c's grid, and the mask [chunk]
+    (False past the end). The one rule for generator windows and EnerVerse-A's video co-training."""
+    raw = c + stride * (1 + np.arange(chunk, dtype=np.int64))
+    last = c % stride + stride * ((length - 1 - c % stride) // stride)
+    return np.minimum(raw, last), raw <= length - 1
+
+
+def action_indices(c: int, horizon: int, n_actions: int) -> tuple[np.ndarray, np.ndarray]:
+    """The action chunk from frame ``c``: indices [horizon] c .. c + horizon - 1 clipped to the last of
+    ``n_actions`` (its action repeats past the end), and the mask [horizon]. IndexError when c is
+    not an action of the episode."""
+    if not 0 <= c < n_actions:
+        raise IndexError(f"chunk start {c} outside the {n_actions} actions")
+    raw = c + np.arange(horizon, dtype=np.int64)
+    return np.minimum(raw, n_actions - 1), raw <= n_actions - 1
+
+
 class WindowSampler:
     """Enumerates windows over the committed episodes of ``store`` (snapshot taken at construction)."""
 
@@ -141,8 +160,8 @@ class WindowSampler:
             rng = np.random.default_rng([self.seed, self.epoch, int(i) % len(self)])
         k = self.stride  # memory on c's grid of every k-th frame
         memory_idx, memory_mask = grid_memory_indices(c, self.n_memory, self.mode, k, rng)
-        raw_chunk = c + k * (1 + np.arange(self.chunk, dtype=np.int64))
-        raw_action = c + np.arange(self.action_horizon, dtype=np.int64)
+        chunk_idx, chunk_mask = chunk_indices(c, self.chunk, k, T)
+        action_idx, action_mask = action_indices(c, self.action_horizon, T)
         return {
             "episode": episode,
             "c": c,
@@ -150,10 +169,10 @@ class WindowSampler:
             "stride": k,
             "memory_idx": memory_idx,
             "memory_mask": memory_mask,  # [n_memory]
-            "chunk_idx": np.minimum(raw_chunk, c % k + k * ((T - 1 - c % k) // k)),  # on c's grid
-            "chunk_mask": raw_chunk <= T - 1,  # [chunk]
-            "action_idx": np.minimum(raw_action, T - 1),
-            "action_mask": raw_action <= T - 1,  # [H]
+            "chunk_idx": chunk_idx,  # [chunk], on c's grid
+            "chunk_mask": chunk_mask,  # [chunk]
+            "action_idx": action_idx,  # [H]
+            "action_mask": action_mask,  # [H]
         }
 
     def get(self, i: int, keys: Sequence[str] = ("rgb", "state", "action", "T_cam_world")) -> dict[str, Any]:
