@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from enerverse.core.batch_order import distributed_info
-from enerverse.core.config import ConfigError, config_to_dict, parse_cli_with_preset
+from enerverse.core.config import ConfigError, config_to_dict, describe_differences, parse_cli_with_preset
 from enerverse.core.device import pick_device
 from enerverse.core.plots import line_plot
 from enerverse.core.run import run_training_main
@@ -159,10 +159,9 @@ def load_codec_from(gen, folder: str, gcfg: GeneratorConfig, store_rig: int | No
 
     ck = load_checkpoint(folder)
     note_other_rig(recorded_rig_version(ck.config), store_rig, f"codec_from={folder}")
-    theirs = ck.config.get("generator", {}).get("codec")
-    ours = config_to_dict(gcfg.codec)
-    if theirs != ours:
-        raise ConfigError(f"codec_from={folder} has codec settings {theirs}, this run uses {ours}")
+    diff = describe_differences(ck.config.get("generator", {}).get("codec") or {}, config_to_dict(gcfg.codec))
+    if diff:
+        raise ConfigError(f"codec_from={folder} has other codec settings (checkpoint -> this run: {diff})")
     prefix = "codec."
     gen.codec.load_state_dict({k[len(prefix) :]: v for k, v in ck.state_dict.items() if k.startswith(prefix)})
 
@@ -173,10 +172,9 @@ def load_generator_weights(gen, folder: str, gcfg: GeneratorConfig, store_rig: i
 
     ck = load_checkpoint(folder)
     note_other_rig(recorded_rig_version(ck.config), store_rig, f"init_from={folder}")
-    theirs, ours = ck.config.get("generator"), config_to_dict(gcfg)
-    if theirs != ours:
-        diff = sorted(k for k in set(theirs or {}) | set(ours) if (theirs or {}).get(k) != ours.get(k))
-        raise ConfigError(f"init_from={folder} has other generator settings (differing: {diff})")
+    diff = describe_differences(ck.config.get("generator") or {}, config_to_dict(gcfg))
+    if diff:
+        raise ConfigError(f"init_from={folder} has other generator settings (checkpoint -> this run: {diff})")
     gen.load_state_dict(ck.state_dict)
 
 

@@ -15,7 +15,7 @@ from enerverse.core.checkpoint import (
     resolve_folder,
     save_checkpoint,
 )
-from enerverse.core.config import ConfigError, config_to_dict
+from enerverse.core.config import ConfigError, config_to_dict, describe_differences
 from enerverse.core.store import recorded_rig_version
 from policies.config import EncoderConfig, HeadConfig, PolicyConfig
 
@@ -129,11 +129,10 @@ def init_policy_from(policy, folder: str | Path) -> list[str]:
         rig = recorded_rig_version(p.meta)
         return {**d, "views": list(p.meta["views"]), "resolution": p.meta["resolution"], "rig_version": rig}
 
-    a, b = settings(src), settings(policy)
-    diff = {k: (a[k], b[k]) for k in b if a.get(k) != b[k]}
+    diff = describe_differences(settings(src), settings(policy))
     if diff:
         raise ConfigError(
-            f"init_from={folder} was trained with other policy settings; (checkpoint, this run): {diff}"
+            f"init_from={folder} was trained with other policy settings (checkpoint -> this run: {diff})"
         )
     # the auxiliary head carries over only between runs that regress the same object state layout
     both_aux = (

@@ -254,7 +254,7 @@ def test_stop_ends_fit_with_a_checkpoint_and_keeps_the_schedule(tmp_path: Path) 
 
 
 def test_config_differences_name_nested_paths_and_accept_settings_added_later() -> None:
-    from enerverse.core.trainer import config_differences
+    from enerverse.core.config import config_differences, describe_differences
 
     stored = {"policy": {"encoder": {"shift": 4}, "n_memory": 2}, "task": "reach"}  # before feature_shift
     now = {"policy": {"encoder": {"shift": 4, "feature_shift": 0.0}, "n_memory": 2}, "task": "reach"}
@@ -263,6 +263,9 @@ def test_config_differences_name_nested_paths_and_accept_settings_added_later() 
     assert config_differences(stored, now) == ["policy.encoder.feature_shift"]  # no defaults given
     now["policy"]["encoder"]["feature_shift"], now["task"] = 4.0, "pick_place"
     assert config_differences(stored, now, defaults) == ["policy.encoder.feature_shift", "task"]
+    assert describe_differences(stored, now, defaults) == (
+        "policy.encoder.feature_shift: 0.0 -> 4.0; task: 'reach' -> 'pick_place'"
+    )
 
 
 def test_resume_refuses_a_checkpoint_from_another_config(tmp_path: Path) -> None:

@@ -327,3 +327,41 @@ def parse_cli_with_preset(
     name = f"_{prog.replace('-', '_')}_{preset}"
     register_config(name, schema(preset=preset, **{group: defaults}))
     return parse_cli(schema, args, prog=prog, name=name)
+
+
+def config_differences(
+    stored: dict, current: dict, defaults: dict | None = None, prefix: str = ""
+) -> list[str]:
+    """Dotted paths where ``current`` differs from a checkpoint's ``stored`` config. A key missing from
+    ``stored`` (a setting added after the checkpoint was written) counts as its value in ``defaults``,
+    so an older run resumes as long as the new setting keeps its default."""
+    defaults = defaults or {}
+    out = []
+    for k in sorted(set(stored) | set(current)):
+        path, d = f"{prefix}{k}", defaults.get(k)
+        a = stored.get(k, d)
+        b = current.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, d if isinstance(d, dict) else {}, path + ".")
+        elif a != b:
+            out.append(path)
+    return out
+
+
+def config_value(cfg: dict, path: str, defaults: dict | None = None) -> Any:
+    """The value at dotted ``path`` of a config dict (``defaults``' where ``cfg`` lacks it; None when
+    neither has it)."""
+    node: Any = cfg
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return config_value(defaults, path) if defaults else None
+        node = node[part]
+    return node
+
+
+def describe_differences(stored: dict, current: dict, defaults: dict | None = None) -> str:
+    """The differing settings as ``path: stored -> current``, joined by ``; `` (for one error line)."""
+    diff = config_differences(stored, current, defaults)
+    return "; ".join(
+        f"{p}: {config_value(stored, p, defaults)!r} -> {config_value(current, p)!r}" for p in diff
+    )

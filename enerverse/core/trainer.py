@@ -38,6 +38,7 @@ from enerverse.core.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from enerverse.core.config import ConfigError, describe_differences
 from enerverse.core.outputs import to_jsonable
 from enerverse.core.progress import progress
 from enerverse.core.signals import stop_on_signals
@@ -135,7 +136,7 @@ class Trainer:
         """``params``: parameters or AdamW parameter groups (a group's ``lr`` follows the same schedule);
         default: every trainable parameter of ``model``. ``defaults``: ``config`` at default settings;
         a checkpoint written before a setting existed resumes when the run uses that setting's default
-        (see :func:`config_differences`).
+        (see :func:`enerverse.core.config.config_differences`).
         ``stop_at``: end :meth:`fit` at this step, with a checkpoint, while the learning-rate schedule
         (and the recorded config) still spans ``settings.steps``; resuming continues toward it."""
         self.s, self.device, self.name = settings, device, name
@@ -226,12 +227,10 @@ class Trainer:
         ts = ck.train_state or {}
         if ts.get("stage") not in (None, self.name):
             return False  # a checkpoint of another stage: start this one fresh
-        diff = config_differences(ck.config, self.config, self.defaults)
+        diff = describe_differences(ck.config, self.config, self.defaults)
         if diff:
-            from enerverse.core.config import ConfigError
-
             raise ConfigError(
-                f"checkpoint {path} was written with another config (differs in {', '.join(diff)}); "
+                f"checkpoint {path} was written with another config ({diff}); "
                 "use a new run directory or the same settings"
             )
         model_sd = {k: v for k, v in ck.state_dict.items() if not k.startswith("ema.")}
@@ -350,22 +349,3 @@ class Trainer:
                 self.stop()  # SIGTERM/SIGINT arrived during this step (on any rank): save it and end
             if self.step % self.s.ckpt_every == 0 or self.step >= min(self.s.steps, self.stop_at):
                 self.save()
-
-
-def config_differences(
-    stored: dict, current: dict, defaults: dict | None = None, prefix: str = ""
-) -> list[str]:
-    """Dotted paths where ``current`` differs from a checkpoint's ``stored`` config. A key missing from
-    ``stored`` (a setting added after the checkpoint was written) counts as its value in ``defaults``,
-    so an older run resumes as long as the new setting keeps its default."""
-    defaults = defaults or {}
-    out = []
-    for k in sorted(set(stored) | set(current)):
-        path, d = f"{prefix}{k}", defaults.get(k)
-        a = stored.get(k, d)
-        b = current.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, d if isinstance(d, dict) else {}, path + ".")
-        elif a != b:
-            out.append(path)
-    return out
