@@ -16,7 +16,6 @@ from .format import (
 from .reader import EpisodeStore, EpisodeView
 from .rig import check_rig_version, legacy_rig_version, recorded_rig_version, store_rig_version
 from .sampler import WindowSampler
-from .stats import compute_stats, load_stats, save_stats
 from .writer import EpisodeWriter
 
 __all__ = [
@@ -31,10 +30,7 @@ __all__ = [
     "WindowSampler",
     "WriterConflictError",
     "check_rig_version",
-    "compute_stats",
     "legacy_rig_version",
-    "load_stats",
     "recorded_rig_version",
-    "save_stats",
     "store_rig_version",
 ]

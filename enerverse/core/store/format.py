@@ -3,7 +3,6 @@
 Layout (zarr v3 on a local directory)::
 
     <root>/zarr.json                 group, attrs {"format": "enerverse-episodes", "version": 1}
-    <root>/stats.json                optional normalisation statistics (see ``stats.py``)
     <root>/episodes/zarr.json        group
     <root>/episodes/episode_000000/  one committed episode (group)
     <root>/episodes/.tmp-episode_000003-<hex>/   an episode being written (ignored by readers);
@@ -36,7 +35,6 @@ SYNTHETIC_PROVENANCES = ("generated", "gs4d")
 VIEW_KINDS = ("real", "anchor")
 
 EPISODES_DIR = "episodes"
-STATS_FILE = "stats.json"
 TMP_PREFIX = ".tmp-"
 EPISODE_RE = re.compile(r"^episode_(\d{6,})$")
 
