@@ -6,6 +6,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -252,6 +253,34 @@ def test_videos_are_h264_that_browsers_play_and_round_trip(tmp_path: Path) -> No
     with pytest.raises(ValueError, match=r"uint8 frames \[T>0, H, W, 3\]"):
         write_video(tmp_path / "bad.mp4", frames.astype(np.float32), fps=10)
     assert not (tmp_path / "bad.mp4").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(
+    not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
+    reason="needs a headless Chromium (apt-get install chromium)",
+)
+def test_a_browser_plays_our_videos_and_refuses_mp4v(tmp_path: Path) -> None:
+    import imageio.v2 as imageio
+
+    from enerverse.core.media import write_video
+
+    frames = np.repeat(np.arange(0, 250, 25, dtype=np.uint8)[:, None, None, None], 3, axis=3)
+    frames = np.ascontiguousarray(np.broadcast_to(frames, (10, 48, 64, 3)))
+    ours = write_video(tmp_path / "ours.mp4", frames, fps=10)
+    w = imageio.get_writer(tmp_path / "mp4v.mp4", fps=10, codec="mpeg4")  # what OpenCV used to write
+    for f in frames:
+        w.append_data(f)
+    w.close()
+    script = REPO / "scripts" / "check_video_browser.py"
+    run = subprocess.run(
+        [sys.executable, str(script), str(ours), str(tmp_path / "mp4v.mp4")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    good, bad = (json.loads(line) for line in run.stdout.splitlines())
+    assert run.returncode == 1
+    assert good["plays"] and (good["width"], good["height"]) == (64, 48) and good["seconds"] == 1.0
+    assert not bad["plays"] and bad["error"] == "format not supported"
 
 
 def test_frame_conversions_live_in_one_place() -> None:
