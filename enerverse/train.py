@@ -77,8 +77,9 @@ class TrainGeneratorConfig:
     codec_only: bool = False
     """end after the codec stage (its finished codec is ``<out>/codec/final``, for ``codec_from=``)"""
     max_minutes: float | None = None
-    """stop the generator stage (with a checkpoint) once this much wall time has passed since the start
-    of the run (codec stage included)"""
+    """stop the generator stage (with a checkpoint) once the run's training time reaches this many
+    minutes: the codec stage's and the generator stage's loop time, each counted over resumes (a run
+    stopped at 30 of 45 minutes and resumed trains 15 more; encoding the latent cache is not counted)"""
 
     def validate(self) -> None:
         self.codec.check("codec")
@@ -211,6 +212,7 @@ def prepare_codec(gen, cfg, sources, run_dir, identity, defaults, summary) -> st
         summary["codec_from"] = cfg.codec_from
     elif cfg.generator.codec.kind == "conv" and cfg.codec.steps > 0:
         ct = train_codec_stage(gen, cfg, sources, run_dir, identity, defaults)
+        summary["codec_minutes"] = ct.seconds / 60  # counts against max_minutes
         losses = getattr(ct, "losses", None)
         if losses:
             summary["codec_final_loss"] = float(np.mean(losses[-10:]))
@@ -265,13 +267,16 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
     batches, held = generator_batches(
         sources, gen, cfg.generator, run_dir / "latents", cfg.batch_size, cfg.seed, cfg.workers
     )
-    deadline = None if cfg.max_minutes is None else t_start + 60 * cfg.max_minutes
+    budget = None if cfg.max_minutes is None else 60 * (cfg.max_minutes - summary.get("codec_minutes", 0.0))
 
     def on_step(tr: Trainer) -> None:
         if cfg.sample_every and tr.step % cfg.sample_every == 0 and tr.rank == 0:
             write_sample_grid(tr.ema or gen, held, run_dir / "samples" / f"step_{tr.step:08d}", seed=cfg.seed)
-        if deadline is not None and time.perf_counter() > deadline:
+        if budget is not None and tr.seconds > budget:
             tr.stop()  # checkpoint and end here; resuming continues toward train.steps
+
+    if budget is not None and gt.seconds >= budget:
+        gt.stop()  # the time budget is spent: a rerun trains no further step
 
     losses = gt.fit(batches, on_step)
     if gt.stopped_by:

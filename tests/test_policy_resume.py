@@ -47,3 +47,24 @@ def test_a_spent_time_budget_stays_spent_when_the_run_is_resumed(workdir: Path) 
     assert first["steps"] == 1  # the budget ran out during the first step
     assert _train(workdir, "budget", *common)["steps"] == 1  # a rerun trains no further step
     assert _train(workdir, "budget", *common[:3])["steps"] == 6  # without the budget it continues
+
+
+def _train_generator(workdir: Path, out: str, *extra: str) -> dict:
+    from enerverse.train import parse_args, train
+
+    args = ["task=reach", "preset=tiny", f"store={workdir / 'store'}", "sample_every=0", "device=cpu"]
+    cfg = parse_args([*args, f"out={workdir / out}", "train.ckpt_every=1", *extra])
+    cfg.validate()
+    return train(cfg, workdir / out)
+
+
+def test_the_generator_time_budget_counts_the_codec_stage_and_spans_resumes(workdir: Path) -> None:
+    codec = f"codec_from={workdir / 'gen' / 'codec' / 'final'}"
+    first = _train_generator(workdir, "gen_budget", codec, "train.steps=4", "max_minutes=1e-6")
+    assert first["steps"] == 1  # the budget ran out during the first step
+    again = _train_generator(workdir, "gen_budget", codec, "train.steps=4", "max_minutes=1e-6")
+    assert again["steps"] == 1  # a rerun trains no further step
+    assert _train_generator(workdir, "gen_budget", codec, "train.steps=4")["steps"] == 4
+    # with its own codec stage, the codec's training time counts: nothing is left for the denoiser
+    both = _train_generator(workdir, "gen_budget_codec", "codec.steps=2", "train.steps=4", "max_minutes=1e-6")
+    assert both["codec_minutes"] > 1e-6 and both["steps"] == 0
