@@ -73,6 +73,7 @@ def test_collect_cli_uses_the_profile(tmp_path) -> None:
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=tmp_path,  # its run folder (outputs/collect/<time>) goes here, not into the checkout
     )
     assert r.returncode == 0, r.stderr[-2000:]
     meta = EpisodeStore.open(out).root_attrs["collection"]
@@ -83,7 +84,7 @@ def test_collect_cli_uses_the_profile(tmp_path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "sim.collect", "task=reach", "episodes=2", "resolution=32", f"out={out}",
          "resume=true"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(EpisodeStore.open(out)) == 2
