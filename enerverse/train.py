@@ -57,6 +57,9 @@ class TrainGeneratorConfig:
     codec_batch_size: int = 32
     holdout: float = 0.1
     """fraction of episodes held out for evaluation (never trained on)"""
+    episodes: int | None = None
+    """train on at most this many episodes per store (the first of its training split; encoding the
+    latent cache costs time per episode); None: all"""
     codec: TrainSettings = field(
         default_factory=lambda: TrainSettings(
             steps=300, lr=1e-3, warmup_steps=20, ema_decay=0.0, ckpt_every=100
@@ -90,6 +93,8 @@ class TrainGeneratorConfig:
             raise ConfigError("batch sizes must be positive")
         if not 0.0 <= self.holdout < 1.0:
             raise ConfigError(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.episodes is not None and self.episodes <= 0:
+            raise ConfigError(f"episodes must be a positive count or null (all), got {self.episodes}")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
 
@@ -229,7 +234,9 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
 
     device = pick_device(cfg.device)
     seed_everything(cfg.seed + distributed_info()[0])
-    sources = open_sources(cfg.store_paths, cfg.task_filter, cfg.holdout, cfg.seed, cfg.generator.resolution)
+    sources = open_sources(
+        cfg.store_paths, cfg.task_filter, cfg.holdout, cfg.seed, cfg.generator.resolution, cfg.episodes
+    )
     gen = EnerVerseGenerator(cfg.generator).to(device)
     identity = {**run_identity(cfg), "data": data_identity(sources)}
     # a checkpoint written before a setting existed resumes when the run keeps the setting's old value

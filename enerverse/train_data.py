@@ -36,10 +36,16 @@ class Source:
 
 
 def open_sources(
-    paths: list[Path], task: str | None, holdout: float, seed: int, resolution: int
+    paths: list[Path],
+    task: str | None,
+    holdout: float,
+    seed: int,
+    resolution: int,
+    episodes: int | None = None,
 ) -> list[Source]:
-    """Open and split the stores (``task``: only that task's episodes; None: all). All stores must
-    share one camera rig and recording rate: a generator learns one of each."""
+    """Open and split the stores (``task``: only that task's episodes; None: all; ``episodes``: at most
+    this many training episodes per store). All stores must share one camera rig and recording rate:
+    a generator learns one of each."""
     sources = []
     for path in paths:
         if not path.exists():
@@ -49,7 +55,7 @@ def open_sources(
             )
         store = EpisodeStore.open(path)
         train, held = split_episodes(store, holdout, seed, task=task)
-        sources.append(Source(store, train, held))
+        sources.append(Source(store, train[:episodes] if episodes else train, held))
     for key, value in (("camera rig", store_rig_version), ("fps", _fps)):
         seen = {str(s.store.path): value(s.store) for s in sources}
         if len(set(seen.values())) > 1:

@@ -80,6 +80,9 @@ class TrainPolicyConfig:
     batch_size: int = 64
     episodes: int | None = None
     """use at most this many episodes per task (the first ones); None: all"""
+    adapt_episodes: int | None = None
+    """video adaptation reads at most this many of the store's episodes (its cost is mostly encoding
+    them); None: all"""
     decision_stride: int = 1
     """train on every n-th frame as a decision point (the frozen-generator feature cache costs one
     generator forward per decision point)"""
@@ -107,6 +110,10 @@ class TrainPolicyConfig:
             raise ConfigError(f"adapt.steps must be >= 0 (0: no video adaptation), got {self.adapt.steps}")
         if self.adapt.steps:
             self.adapt.check("adapt")
+        if self.adapt_episodes is not None and self.adapt_episodes <= 0:
+            raise ConfigError(
+                f"adapt_episodes must be a positive count or null (all), got {self.adapt_episodes}"
+            )
         if self.batch_size <= 0:
             raise ConfigError("batch_size must be positive")
         if self.stop_at_step is not None and self.stop_at_step <= 0:
@@ -175,6 +182,7 @@ def adapt_generator(cfg: TrainPolicyConfig, run_dir: Path) -> str:
         train=cfg.adapt,
         sample_every=0,
         init_from=cfg.generator,
+        episodes=cfg.adapt_episodes,
     )
     summary = train_generator(gcfg, run_dir / "adapt")
     return summary["checkpoint"]
@@ -310,6 +318,7 @@ def run_identity(cfg: TrainPolicyConfig) -> dict:
         "finetune": config_to_dict(cfg.finetune),
         "init_from": cfg.init_from,
         "adapt_steps": cfg.adapt.steps,
+        "adapt_episodes": cfg.adapt_episodes,
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "episodes": cfg.episodes,
@@ -338,6 +347,7 @@ def fit_policy(
         "finetune": config_to_dict(FinetuneSettings()),
         "tasks": None,
         "stores": None,
+        "adapt_episodes": None,
     }
     tr = Trainer(
         policy,

@@ -126,3 +126,22 @@ def test_generator_fine_tuning_runs_under_torchrun_with_two_cpu_processes(policy
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["steps"] == 2 and summary["generator_trainable"] > 0
+
+
+def test_video_adaptation_runs_first_on_at_most_adapt_episodes(policy_workdir: Path) -> None:
+    """Stage 1 of ev-train-policy: the generator keeps training on the store (here on 2 of its 4
+    episodes), and the policy reads the adapted generator."""
+    import json
+
+    gen = f"generator={policy_workdir / 'gen' / 'checkpoint'}"
+    s = train_tiny_policy(
+        policy_workdir, "pol_adapt", gen, "adapt.steps=2", "adapt.ckpt_every=1", "adapt_episodes=2",
+        "train.steps=1",
+    )  # fmt: skip
+    adapted = Path(s["adapted_generator"])
+    cfg = json.loads((adapted / "config.json").read_text())
+    assert cfg["step"] == 2 and cfg["train"]["episodes"] == 2
+    assert cfg["train"]["init_from"].endswith("checkpoint")
+    assert s["steps"] == 1 and s["adapt_minutes"] > 0
+    encoded = sorted(p.name for p in (adapted.parent / "latents").glob("*/episode_*.safetensors"))
+    assert encoded == ["episode_000000.safetensors", "episode_000001.safetensors"]  # 2 of the 4 episodes
