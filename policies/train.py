@@ -111,9 +111,7 @@ class TrainPolicyConfig:
         if self.adapt.steps:
             self.adapt.check("adapt")
         if self.adapt_episodes is not None and self.adapt_episodes <= 0:
-            raise ConfigError(
-                f"adapt_episodes must be a positive count or null (all), got {self.adapt_episodes}"
-            )
+            raise ConfigError(f"adapt_episodes must be a positive count or null, got {self.adapt_episodes}")
         if self.batch_size <= 0:
             raise ConfigError("batch_size must be positive")
         if self.stop_at_step is not None and self.stop_at_step <= 0:
@@ -385,17 +383,10 @@ def fit_policy(
                     {"loss": losses}, run_dir / "loss.png", title=f"{cfg.policy.encoder.kind} policy loss"
                 )
             )
-    summary.update(
-        {
-            "steps": tr.step,
-            "final_loss": float(np.mean(losses[-20:])) if losses else None,
-            "policy_minutes": (time.perf_counter() - t1) / 60,
-            "checkpoint": str(run_dir / "checkpoint"),
-        }
-    )
-    if tr.stopped_by:
-        summary["stopped_by"] = tr.stopped_by
-    return summary
+    summary["steps"], summary["checkpoint"] = tr.step, str(run_dir / "checkpoint")
+    summary["final_loss"] = float(np.mean(losses[-20:])) if losses else None
+    summary["policy_minutes"] = (time.perf_counter() - t1) / 60
+    return summary | ({"stopped_by": tr.stopped_by} if tr.stopped_by else {})
 
 
 def main(argv: list[str] | None = None) -> None:
