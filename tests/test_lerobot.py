@@ -78,22 +78,23 @@ def test_conversion_errors_name_what_was_expected(policy_workdir: Path, tmp_path
     bad = tmp_path / "nan_store"
     shutil.copytree(policy_workdir / "store", bad)
     store = EpisodeStore.open(bad)
-    arr = zarr.open_array(str(bad / "episodes" / f"episode_{store.indices()[-1]:06d}" / "action"), mode="r+")
+
+    def refused(episode: int, key: str) -> str:  # convert the bad store: exit 2, one line naming it
+        with pytest.raises(SystemExit) as e:
+            convert_main([f"src={bad}", f"dst={tmp_path / 'y'}"])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert e.value.code == 2 and f"episode {episode}: {key} has NaN or inf values in 1 of" in err
+        return err
+
+    last, first = store.indices()[-1], store.indices()[0]
+    arr = zarr.open_array(str(bad / "episodes" / f"episode_{last:06d}" / "action"), mode="r+")
     arr[0, 0] = np.nan
-    with pytest.raises(SystemExit) as e:
-        convert_main([f"src={bad}", f"dst={tmp_path / 'y'}"])
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert e.value.code == 2 and f"episode {store.indices()[-1]}: action has NaN or inf values in 1 of" in err
-    assert err.endswith("expected finite action values")
+    assert refused(last, "action").endswith("expected finite action values")
     # the privileged object state is checked too, before the first episode's videos are written
     arr[0, 0] = 0.0
-    first = store.indices()[0]
     priv = zarr.open_array(str(bad / "episodes" / f"episode_{first:06d}" / "privileged"), mode="r+")
     priv[1, 0] = np.inf
-    with pytest.raises(SystemExit) as e:
-        convert_main([f"src={bad}", f"dst={tmp_path / 'y'}"])
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert e.value.code == 2 and f"episode {first}: privileged has NaN or inf values in 1 of" in err
+    refused(first, "privileged")
     assert not (tmp_path / "y").exists() or not any((tmp_path / "y").iterdir())  # nothing half-written
     with pytest.raises(SystemExit) as e:
         convert_main([f"src={policy_workdir / 'store'}", f"dst={tmp_path / 'old'}"])  # not empty
