@@ -144,12 +144,16 @@ class DiffusionPolicy(nn.Module):
     def teacher_estimate(self, est: Tensor, batch: dict) -> Tensor:
         """``est`` [B, P] (standardised) with an ``aux_teacher`` fraction of its rows replaced by the
         simulator's object state + noise (entries the task lacks, NaN, keep the estimate)."""
-        if "privileged" not in batch:
-            raise ValueError("aux_teacher > 0: the training batch has no 'privileged' object state")
-        true = (batch["privileged"].to(self.device).float() - self.privileged_mean) / self.privileged_std
+        true = self.standardised_privileged(batch, "aux_teacher > 0")
         noisy = true + self.cfg.aux_teacher_noise * torch.randn_like(true)
         rows = torch.rand(est.shape[0], 1, device=est.device) < self.cfg.aux_teacher
         return torch.where(rows & torch.isfinite(true), noisy, est)
+
+    def standardised_privileged(self, batch: dict, who: str) -> Tensor:
+        """The batch's simulator object state [B, P], standardised (NaN where the task lacks it)."""
+        if "privileged" not in batch:
+            raise ValueError(f"{who}: the training batch has no 'privileged' object state")
+        return (batch["privileged"].to(self.device).float() - self.privileged_mean) / self.privileged_std
 
     # --- training and inference ------------------------------------------------------------------
     def loss(self, batch: dict, finetune: bool = False) -> tuple[Tensor, dict]:
@@ -180,9 +184,7 @@ class DiffusionPolicy(nn.Module):
     def aux_loss(self, obs: Tensor, batch: dict) -> Tensor:
         """Mean squared error (over the known entries) of the standardised object state [B, P] predicted
         from the decision frame's tokens (``obs`` [B, T, D]; the encoder's ``decision_tokens``)."""
-        if "privileged" not in batch:
-            raise ValueError("aux_weight > 0: the training batch has no 'privileged' object state")
-        target = (batch["privileged"].to(self.device).float() - self.privileged_mean) / self.privileged_std
+        target = self.standardised_privileged(batch, "aux_weight > 0")
         known = torch.isfinite(target)  # NaN: the task has no such object (multi-task padding)
         err = (self.object_state(obs, standardised=True) - target.nan_to_num()).square() * known
         return err.sum() / known.sum().clamp_min(1)
