@@ -11,10 +11,12 @@ again: a malformed image, silent cameras, a non-finite joint,
 out-of-order (old) stamps, the e-stop (then its reset service), and a restart of the camera driver.
 
 Per fault: the hold latency (from the fault to the first hold after the last moving command while
-the fault lasted; ordinary holds between chunks do not count) against its bound (input faults:
-``max_input_age`` + one control period, when the last good input has aged out; the e-stop: one
-control period), moving commands past that bound, and the time to move again. Targets (issue 15):
-0 node crashes; the arm held within the bound of every fault. JSON under outputs/bench/ros_soak/.
+the fault lasted; ordinary holds between chunks do not count) against its bound, moving commands
+past that bound, and the time to move again. Bounds (:func:`bounds`): a bad message (malformed
+image, non-finite joint, old stamps) is seen when the driver next publishes and held at the next
+tick: one driver period + one control period; silent cameras: ``max_input_age`` (the node holds
+before the last image ages out); the e-stop: one control period. Targets (issue 15): 0 node
+crashes; the arm held within the bound of every fault. JSON under outputs/bench/ros_soak/.
 """
 
 from __future__ import annotations
@@ -32,6 +34,17 @@ from ros_loop import checkpoint_rig, ros_env, start  # noqa: E402
 
 CYCLE = ("bad_image", "cameras_silent", "nan_joints", "old_stamps", "estop", "restart_cameras")
 SLACK_S = 0.1  # delivery and executor jitter on top of the bound
+
+
+DRIVER_RATE = 20.0  # Hz, the stand-in driver's publishing rate
+
+
+def bounds(control_rate: float, max_input_age: float) -> dict[str, float]:
+    """Seconds from each fault to the hold it must cause (module docstring)."""
+    period = 1.0 / control_rate
+    seen = 1.0 / DRIVER_RATE + period
+    return {"bad_image": seen, "nan_joints": seen, "old_stamps": seen, "cameras_silent": max_input_age,
+            "estop": period}  # fmt: skip
 
 
 def first_after(obs, t0: float, want_moving: bool) -> float | None:
@@ -58,7 +71,7 @@ def inject(obs, robot, fault: str, bound: dict, fault_s: float) -> dict:
     t_fault = time.monotonic()
     row: dict = {"fault": fault}
     if fault != "restart_cameras":  # a restart need not hold: the next images arrive within a period
-        limit = bound["estop"] if fault == "estop" else bound["input"]
+        limit = bound[fault]
         obs.spin_until(lambda: False, timeout=max(fault_s, limit + SLACK_S + 0.5))
         during = [(t, moving(m)) for t, m in obs.twists if t > t_fault]
         last_move = max((t for t, mv in during if mv), default=t_fault)
@@ -115,7 +128,6 @@ def main() -> None:
     views, size = checkpoint_rig(args.checkpoint)
     domain, logs = 100 + (os.getpid() + 37) % 100, Path("outputs/bench/ros_soak/logs")
     env = ros_env(domain, logs)
-    period = 1.0 / args.control_rate
     params = {"checkpoint": args.checkpoint, "views": views, "autostart": True,
               "control_rate": args.control_rate, "max_input_age": args.max_input_age,
               "max_linear_speed": 5.0, "max_angular_speed": 50.0,
@@ -126,8 +138,8 @@ def main() -> None:
 
     os.environ["ROS_DOMAIN_ID"] = str(domain)
     obs = CommandObserver(domain)
-    robot = FakeRobot(obs, views, size=size)
-    bound = {"input": args.max_input_age + period, "estop": period}
+    robot = FakeRobot(obs, views, size=size, rate=DRIVER_RATE)
+    bound = bounds(args.control_rate, args.max_input_age)
     try:
         if not obs.spin_until(lambda: first_after(obs, 0.0, True) is not None, timeout=120):
             raise SystemExit(f"error: the policy node never moved the arm; see {logs / 'policy.log'}")

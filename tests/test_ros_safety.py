@@ -23,6 +23,40 @@ def test_watchdog_holds_on_missing_and_stale_inputs() -> None:
     assert w.stale(1.6) == ["main"]
 
 
+def test_watchdog_expires_bad_inputs_and_looks_one_period_ahead() -> None:
+    w = Watchdog(["main", "state"], limit_s=0.3)
+    w.feed("main", 1.0)
+    w.feed("state", 1.0)
+    assert w.stale(1.25) == []
+    assert w.stale(1.25, horizon=0.1) == ["main", "state"]  # would age out before the next tick
+    w.expire("state")  # a malformed message: stale at once, not 0.3 s later
+    assert w.stale(1.05) == ["state"]
+    w.feed("state", 1.1)
+    assert w.stale(1.15) == []
+
+
+def test_observation_buffer_holds_on_late_stamps_and_invalidated_inputs() -> None:
+    from ros_nodes.observation import ObservationBuffer
+
+    eye = {v: np.eye(4) for v in ("main", "left")}
+    buf = ObservationBuffer(["main", "left"], eye, max_age=0.3, sync_tolerance=0.05)
+    img = np.zeros((8, 8, 3), np.uint8)
+    for v in ("main", "left"):
+        buf.add_camera_info(v, np.eye(3))
+        buf.add_image(v, 10.0, img, now=10.01)
+    buf.add_state(np.zeros(15, np.float32), now=10.01)
+    assert buf.observation(10.05)[0] is not None
+    buf.add_image("left", 5.0, img, now=10.06)  # stamped 5 s ago: the camera is late
+    obs, why = buf.observation(10.07)
+    assert obs is None and "left" in why
+    for v in ("main", "left"):  # fresh images clear it
+        buf.add_image(v, 10.08, img, now=10.09)
+    assert buf.observation(10.1)[0] is not None
+    buf.invalidate("state")  # e.g. a non-finite joint state
+    obs, why = buf.observation(10.1)
+    assert obs is None and "state" in why
+
+
 def test_estop_latches_until_reset() -> None:
     e = EStop()
     e.trigger("operator")

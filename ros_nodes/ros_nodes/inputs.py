@@ -66,14 +66,17 @@ class RobotInputs:
     def now(self) -> float:
         return self.node.get_clock().now().nanoseconds * 1e-9
 
-    def reject(self, what: str, e: Exception) -> None:
+    def reject(self, what: str, e: Exception, stale: str | None = None) -> None:
+        """Log a dropped message; ``stale``: the input (a view or "state") that now holds the arm."""
         self.node.get_logger().warning(f"dropped a {what} message: {e}", throttle_duration_sec=2.0)
+        if stale is not None:
+            self.buffer.invalidate(stale)
 
     def _on_image(self, view: str, msg: Image) -> None:
         try:
             rgb = image_to_rgb(msg, self.resolution)
         except MessageError as e:
-            return self.reject(f"{view} image", e)
+            return self.reject(f"{view} image", e, stale=view)
         self.buffer.add_image(view, stamp_seconds(msg.header.stamp), rgb, self.now())
 
     def _on_info(self, view: str, msg: CameraInfo) -> None:
@@ -86,9 +89,10 @@ class RobotInputs:
         try:
             q = joint_positions(msg, self.arm_joints)
             fingers = joint_positions(msg, self.gripper_joints)
+            self._check_stamp(msg)
         except MessageError as e:
             self.joints_q = None  # the state is stale until valid joint states arrive again
-            return self.reject("joint_states", e)
+            return self.reject("joint_states", e, stale="state")
         self.joints_q, self.gripper_width = q, float(fingers.sum())
         self.arrived["joints"] = self.now()
         self._update_state()
@@ -99,10 +103,17 @@ class RobotInputs:
         if not np.isfinite(pose).all() or abs(np.linalg.norm(pose[3:]) - 1.0) > 0.05:
             self.pose = None  # the state is stale until a valid pose arrives again
             why = f"pose {pose.tolist()}: expected finite numbers and a unit quaternion"
-            return self.reject("ee_pose", MessageError(why))
+            return self.reject("ee_pose", MessageError(why), stale="state")
         self.pose = pose
         self.arrived["pose"] = self.now()
         self._update_state()
+
+    def _check_stamp(self, msg) -> None:
+        """Refuse a stamped message older than the input limit (an unstamped one, 0, is accepted)."""
+        t = stamp_seconds(msg.header.stamp)
+        age = self.now() - t
+        if t > 0 and age > self.buffer.watchdog.limit:
+            raise MessageError(f"stamped {age:.2f} s ago; expected under {self.buffer.watchdog.limit} s")
 
     def _update_state(self) -> None:
         """A new state only from fresh joint states and a fresh pose (one silent source makes it stale)."""

@@ -45,11 +45,19 @@ class ObservationBuffer:
         self.state: np.ndarray | None = None
 
     def add_image(self, view: str, t: float, rgb: np.ndarray, now: float) -> None:
-        """A view's image stamped ``t`` (an older stamp than the one held is ignored: out of order)."""
+        """A view's image stamped ``t``, arrived at ``now``. An older stamp than the one held is ignored
+        (out of order); a stamp older than the input limit expires the view (the camera is late)."""
+        if now - t > self.watchdog.limit:
+            self.watchdog.expire(view)
+            return
         if view in self.images and t < self.images[view][0]:
             return
         self.images[view] = (t, rgb)
         self.watchdog.feed(view, now)
+
+    def invalidate(self, name: str) -> None:
+        """A view or ``"state"`` sent something unusable: it holds the arm until it is fed again."""
+        self.watchdog.expire(name)
 
     def add_camera_info(self, view: str, K: np.ndarray) -> None:
         self.K[view] = K
@@ -58,9 +66,10 @@ class ObservationBuffer:
         self.state = np.asarray(state, np.float32)
         self.watchdog.feed("state", now)
 
-    def observation(self, now: float) -> tuple[dict | None, str]:
-        """(observation, "") when complete, fresh and time-matched, else (None, why the arm holds)."""
-        stale = self.watchdog.stale(now)
+    def observation(self, now: float, horizon: float = 0.0) -> tuple[dict | None, str]:
+        """(observation, "") when complete, fresh until ``now + horizon`` and time-matched, else
+        (None, why the arm holds)."""
+        stale = self.watchdog.stale(now, horizon)
         if stale:
             return None, f"stale or missing inputs {stale}"
         no_info = [v for v in self.views if v not in self.K]

@@ -132,6 +132,9 @@ class PolicyNode(LifecycleNode):
         self.limits = SafetyLimits(**{k: self.p(k) for k in vars(SafetyLimits())})
         self.limits.validate()
         period = 1.0 / float(self.p("control_rate"))
+        if self.limits.max_input_age <= period:  # inputs must stay fresh for a whole command
+            raise ValueError(f"max_input_age ({self.limits.max_input_age} s) must exceed one control "
+                             f"period ({period:.3f} s at control_rate {self.p('control_rate')})")  # fmt: skip
         self.shaper = CommandShaper(self.limits, period)
         self.per_tick = max(1, round(float(self.p("action_rate")) * period))
         extrinsics = camera_extrinsics(list(self.p("camera_extrinsics")), self.views)
@@ -254,7 +257,7 @@ class PolicyNode(LifecycleNode):
     def _command(self) -> Command:
         if self.estop.latched:
             return self._hold(self.estop.reason)
-        obs, why = self.buffer.observation(self._now())
+        obs, why = self.buffer.observation(self._now(), horizon=self.shaper.period)
         if obs is None:
             return self._hold(why)
         try:

@@ -51,7 +51,10 @@ class SafetyLimits:
 
 
 class Watchdog:
-    """When each input last arrived; the stale ones (never seen, or older than the limit)."""
+    """When each input last arrived; the stale ones (never seen, expired, or older than the limit).
+
+    An input found bad (malformed, non-finite, stamped too long ago) is expired at once rather than
+    left to age out, so the arm holds at the next control tick, not ``limit`` seconds later."""
 
     def __init__(self, names: list[str], limit_s: float) -> None:
         self.limit = float(limit_s)
@@ -62,9 +65,16 @@ class Watchdog:
         prev = self.last.get(name)
         self.last[name] = t if prev is None else max(prev, t)
 
-    def stale(self, now: float) -> list[str]:
-        """Inputs that hold the arm at time ``now``."""
-        return [n for n, t in self.last.items() if t is None or now - t > self.limit]
+    def expire(self, name: str) -> None:
+        """``name`` is stale from now until it is fed again."""
+        self.last[name] = None
+
+    def stale(self, now: float, horizon: float = 0.0) -> list[str]:
+        """Inputs that hold the arm at time ``now``: those older than the limit by ``now + horizon``.
+
+        The policy node passes one control period as ``horizon``: a command runs until the next tick,
+        so it must not rest on an input that ages past the limit before then."""
+        return [n for n, t in self.last.items() if t is None or now + horizon - t > self.limit]
 
 
 class EStop:
