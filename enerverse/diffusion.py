@@ -76,3 +76,16 @@ def memory_corruption_levels(
     div = torch.randint(cfg.min_corruption_div, cfg.max_corruption_div + 1, (batch, 1), generator=generator)
     levels = ((1 - torch.cos(u)) * T / div).long().clamp(0, T - 1)
     return levels.sort(dim=1).values
+
+
+def sparse_view_mask(batch: int, views: int, prob: float, generator: torch.Generator | None = None) -> Tensor:
+    """[B, V] bool: the views given clean in each sample (sparse-view mode). A share ``prob`` of the
+    samples gets a random subset of 1..V-1 views; the rest get none (every view is denoised)."""
+    known = torch.zeros(batch, views, dtype=torch.bool)
+    if views < 2 or prob <= 0:
+        return known
+    use = torch.rand(batch, generator=generator) < prob
+    count = torch.randint(1, views, (batch,), generator=generator)  # how many views are given
+    order = torch.rand(batch, views, generator=generator).argsort(dim=1)
+    rank = order.argsort(dim=1)  # a random permutation's rank of each view
+    return use[:, None] & (rank < count[:, None])

@@ -24,7 +24,7 @@ from enerverse.codec import build_codec
 from enerverse.core.camera import ray_maps
 from enerverse.core.store.sampler import memory_indices
 from enerverse.denoiser import Denoiser
-from enerverse.diffusion import Diffusion, memory_corruption_levels
+from enerverse.diffusion import Diffusion, memory_corruption_levels, sparse_view_mask
 from enerverse.presets import GeneratorConfig
 from enerverse.text import shared_text_encoder
 
@@ -142,11 +142,16 @@ class EnerVerseGenerator(nn.Module):
         x_t = self.diffusion.add_noise(z0, noise, t)
         t_in = t.clone()
         t_in[:, :, :m] = 0  # memory frames enter with the timestep-0 embedding
+        known = sparse_view_mask(B, V, self.cfg.diffusion.sparse_view_prob, generator).to(self.device)
+        x_t = torch.where(known[:, None, :, None, None, None], z0, x_t)  # given views: clean, t = 0
+        t_in = torch.where(known[:, :, None], 0, t_in)
         drop = torch.rand(B, generator=generator).to(self.device) < self.cfg.diffusion.uncond_prob
         tok, mask = self.text_tokens(batch["instruction"], drop)
         v = self.denoiser(x_t, batch["rays"].to(self.device), t_in, batch["pos"].to(self.device), tok, mask)
         target = self.diffusion.velocity(z0, noise, t)
-        loss = F.mse_loss(v[:, :, :, m:], target[:, :, :, m:])
+        err = (v[:, :, :, m:] - target[:, :, :, m:]).square()  # [B, C, V, M, h, w]
+        weight = (~known).float()[:, None, :, None, None, None].expand_as(err)
+        loss = (err * weight).sum() / weight.sum()  # every sample keeps at least one view to denoise
         return loss, {"loss": float(loss.detach())}
 
     # --- inference --------------------------------------------------------------------------------

@@ -66,6 +66,9 @@ class DiffusionConfig:
     """classifier-free guidance on the instruction (1.0: off)"""
     uncond_prob: float = 0.1
     """instruction dropout in training, enabling guidance"""
+    sparse_view_prob: float = 0.2
+    """share of training samples in sparse-view mode: a random proper subset of the views is given
+    clean (t = 0) and left out of the loss, as the data engine's view filling asks at inference"""
 
 
 @dataclass

@@ -144,6 +144,44 @@ def test_loss_falls_on_a_tiny_overfit_set() -> None:
     assert losses[-1] < 0.5 * losses[0], losses[::10]
 
 
+def test_sparse_view_training_gives_some_views_clean_and_scores_only_the_others() -> None:
+    from enerverse.diffusion import sparse_view_mask
+
+    gen = torch.Generator().manual_seed(0)
+    assert not sparse_view_mask(64, 3, 0.0, gen).any()
+    known = sparse_view_mask(400, 3, 1.0, gen)
+    counts = known.sum(dim=1)
+    assert counts.min() >= 1 and counts.max() <= 2  # a proper, non-empty subset in every sample
+    assert known.float().mean(dim=0).min() > 0.35  # every view is given about as often
+    share = sparse_view_mask(2000, 3, 0.25, gen).any(dim=1).float().mean()
+    assert 0.2 < share < 0.3
+
+    torch.manual_seed(0)
+    cfg = get_preset("tiny")
+    cfg.diffusion.sparse_view_prob = 1.0
+    g = EnerVerseGenerator(cfg)
+    seen: dict = {}
+
+    def spy(x, rays, t, pos, tok, mask):
+        seen.update(x=x, t=t)
+        return torch.zeros_like(x)  # v = 0: the loss is the mean squared target of the scored views
+
+    g.denoiser.forward = spy
+    b = _batch(g, B=2)
+    loss, _ = g.training_loss(b, generator=torch.Generator().manual_seed(1))
+    z0 = g.encode(b["frames"])
+    given = (seen["t"] == 0).all(dim=2)  # [B, V]: views at t = 0 on every frame
+    assert given.any(dim=1).all() and not given.all(dim=1).any()
+    for i in range(2):
+        for v in range(cfg.num_views):
+            if given[i, v]:  # a given view enters exactly clean
+                torch.testing.assert_close(seen["x"][i, :, v], z0[i, :, v])
+    # the same noise and timesteps, every view scored: the loss differs (the given views are left out)
+    cfg.diffusion.sparse_view_prob = 0.0
+    full, _ = g.training_loss(b, generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(loss) and not torch.isclose(loss, full)
+
+
 def test_eos_stops_generation_where_the_eos_frame_appears(tiny: EnerVerseGenerator, monkeypatch) -> None:
     cfg = tiny.cfg
     V, M, C, h = cfg.num_views, cfg.memory.chunk, cfg.codec.latent_channels, tiny.latent_size
