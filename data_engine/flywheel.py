@@ -204,3 +204,26 @@ class Flywheel:
             made = _view_metrics(frames[:, missing], truth)
             rounds.append({"round": r + 1, "strength": strength, "generated": made})
         return {"frames": frames, "rounds": rounds, "observed": obs, "missing": missing, "sheets": sheets}
+
+
+def summarise_rounds(per_episode: list[dict]) -> dict:
+    """Means over episodes of the made views' PSNR against the truth: the generator alone (round 0),
+    the flywheel's final views (each episode's last round) and their difference, plus the per-round
+    render PSNR and render-vs-generated agreement. ``per_episode``: items with a ``rounds`` list."""
+    eps = [e["rounds"] for e in per_episode if e.get("rounds")]
+    if not eps:
+        return {}
+    alone = float(np.mean([r[0]["generated"]["psnr"] for r in eps]))
+    final = float(np.mean([r[-1]["generated"]["psnr"] for r in eps]))
+    by_round = []
+    for k in range(max(len(r) for r in eps)):
+        rows = [r[k] for r in eps if len(r) > k]
+        row = {"round": k, "episodes": len(rows),
+               "generated_psnr": float(np.mean([x["generated"]["psnr"] for x in rows]))}  # fmt: skip
+        fitted = [x for x in rows if "render" in x]
+        if fitted:
+            row["render_psnr"] = float(np.mean([x["render"]["psnr"] for x in fitted]))
+            row["render_vs_generated_psnr"] = float(np.mean([x["render_vs_generated_psnr"] for x in fitted]))
+        by_round.append(row)
+    return {"episodes": len(eps), "generator_alone_psnr": alone, "final_psnr": final,
+            "gain_db": final - alone, "by_round": by_round}  # fmt: skip

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_engine.flywheel import EpisodeData, Flywheel, FlywheelSettings
+from data_engine.flywheel import EpisodeData, Flywheel, FlywheelSettings, summarise_rounds
 from enerverse.core.config import ConfigError, config_from_dict, parse_cli
 from enerverse.core.errors import user_errors
 from enerverse.core.media import write_png
@@ -202,7 +202,7 @@ def run_job(cfg: DataEngineConfig) -> dict:
     summary = {
         "store": cfg.store, "out": cfg.out, "episodes": len(wanted), "skipped_done": len(wanted) - len(todo),
         "processed": len(done), "failed": [{"episode": r["episode"], "error": r["error"]} for r in failed],
-        "seconds": round(time.time() - t0, 1), "per_episode": done,
+        "seconds": round(time.time() - t0, 1), "flywheel": summarise_rounds(done), "per_episode": done,
     }  # fmt: skip
     write_json_atomic(Path(cfg.out) / "job.json", summary)
     return summary

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import nan_store, run_module
 
@@ -61,6 +62,11 @@ def test_a_job_writes_a_generated_store_keeps_real_views_and_resumes(engine_dir:
     job = json.loads((engine_dir / "out" / "job.json").read_text())
     rounds = job["per_episode"][0]["rounds"]
     assert {"generated", "render", "render_vs_generated_psnr", "depth_warp_error"} <= set(rounds[0])
+    fw = s["flywheel"]  # the job's means: the generator alone against the flywheel's final views
+    alone = np.mean([e["rounds"][0]["generated"]["psnr"] for e in job["per_episode"]])
+    final = np.mean([e["rounds"][-1]["generated"]["psnr"] for e in job["per_episode"]])
+    assert fw["episodes"] == 3 and np.isclose(fw["gain_db"], final - alone)
+    assert fw["by_round"][0]["episodes"] == 3 and "render_psnr" in fw["by_round"][0]
     again = json.loads(_job(engine_dir, "out").stdout.strip().splitlines()[-1])
     assert again["processed"] == 0 and again["skipped_done"] == 3
 

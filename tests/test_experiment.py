@@ -43,6 +43,11 @@ def test_shipped_experiment_files_expand_into_commands_with_known_keys(path: Pat
             from enerverse.evaluate import EvalGeneratorConfig
 
             parse_cli(EvalGeneratorConfig, argv, prog="ev-eval-generator")
+        elif module == "data_engine.jobs":
+            from data_engine.jobs import DataEngineConfig
+
+            assert argv[0] == "run"
+            parse_cli(DataEngineConfig, argv[1:], prog="ev-data-engine run").validate()
     assert TrainGeneratorConfig  # imported for the check above
 
 

@@ -37,6 +37,7 @@ MODULES = {
     "ev-convert": "enerverse.convert",
     "export-generator": "enerverse.io",
     "export-policy": "policies.io",
+    "ev-data-engine": "data_engine.jobs",  # its batch job: ev-data-engine run key=value ...
 }
 FILE_KEYS, STEP_KEYS = ("name", "description", "steps"), ("name", "run", "args", "foreach")
 
@@ -111,7 +112,8 @@ def step_argv(step: dict, env: dict) -> list[str]:
     if step["run"] in ("export-generator", "export-policy"):  # positional src dst (+ --float32)
         flags = ["--float32"] if args.get("float32") else []
         return [str(args["src"]).format(**env), str(args["dst"]).format(**env), *flags]
-    return [f"{k}={_value(v).format(**env)}" for k, v in args.items()]
+    kv = [f"{k}={_value(v).format(**env)}" for k, v in args.items()]
+    return ["run", *kv] if step["run"] == "ev-data-engine" else kv
 
 
 def entry_args(ref: str, prog: str, given: list[str]) -> list[str]:
