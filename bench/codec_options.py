@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,18 +27,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_summary, run_metadata, save_results  # noqa: E402
 
-from enerverse.codec import ConvAutoencoder, train_codec  # noqa: E402
+from enerverse.codec import ConvAutoencoder  # noqa: E402
+from enerverse.core.config import ConfigError  # noqa: E402
+from enerverse.core.errors import user_errors  # noqa: E402
+from enerverse.core.frames import to_model  # noqa: E402
 from enerverse.core.store import EpisodeStore  # noqa: E402
+from enerverse.core.trainer import LossModule, Trainer, TrainSettings  # noqa: E402
 from enerverse.metrics import masked_psnr, masked_ssim, psnr, ssim  # noqa: E402
-from enerverse.train_data import Source, frame_batches  # noqa: E402
+from enerverse.train_data import Source, frame_batches, images_of  # noqa: E402
 
 
 def parse_variant(name: str) -> dict:
     m = re.fullmatch(r"f(\d+)c(\d+)(?:w([\d.]+))?", name)
     if not m:
-        raise SystemExit(
-            f"error: variant {name!r} is not f<factor>c<channels>[w<object weight>], e.g. f8c8w4"
-        )
+        raise ConfigError(f"variant {name!r} is not f<factor>c<channels>[w<object weight>], e.g. f8c8w4")
     return {"factor": int(m[1]), "latent_channels": int(m[2]), "object_weight": float(m[3] or 0.0)}
 
 
@@ -55,7 +58,7 @@ def heldout_frames(paths: list[str], per_store: int) -> tuple[torch.Tensor, torc
             )
             imgs.append(ep.load("rgb", t))
             masks.append(ep.load("seg", t) > 0)
-    x = torch.from_numpy(np.concatenate(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    x = to_model(np.concatenate(imgs))
     return x, torch.from_numpy(np.concatenate(masks))
 
 
@@ -74,10 +77,15 @@ def run_variant(name: str, args, sources: list[Source], x: torch.Tensor, m: torc
     v = parse_variant(name)
     torch.manual_seed(0)
     codec = ConvAutoencoder(channels=args.width, **v)
-    state = {"epoch": 0, "index": 0}
-    batches = frame_batches(sources, x.shape[-1], args.frames_per_batch, 0, state)
-    t0 = time.perf_counter()
-    losses = train_codec(codec, batches, args.steps, lr=args.lr, log_every=0, calibrate_batches=2)
+    R, per = x.shape[-1], args.frames_per_batch
+    s = TrainSettings(steps=args.steps, lr=args.lr, warmup_steps=0, ema_decay=0.0, ckpt_every=10**9,
+                      weight_decay=1e-4)  # fmt: skip
+    with tempfile.TemporaryDirectory() as run_dir:  # the one loop, as the codec stage uses
+        trainer = Trainer(LossModule(codec, "loss"), s, Path(run_dir), {}, name=f"codec {name}")
+        t0 = time.perf_counter()
+        losses = trainer.fit(lambda st: frame_batches(sources, R, per, 0, st))
+    calib = frame_batches(sources, R, per, 0, {"epoch": 10_000, "index": 0})
+    codec.eval().calibrate(images_of(next(calib)) for _ in range(2))
     row = {"variant": name, **v, "width": args.width, "steps": args.steps}
     row["seconds_per_step"] = (time.perf_counter() - t0) / args.steps
     row["params_M"] = sum(p.numel() for p in codec.parameters()) / 1e6
@@ -120,4 +128,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors():
+        main()

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_summary, run_metadata, save_results  # noqa: E402
 
 from enerverse.core.camera import ray_maps  # noqa: E402
+from enerverse.core.frames import to_model  # noqa: E402
 from enerverse.io import load_generator  # noqa: E402
 from policies.config import EncoderConfig  # noqa: E402
 from policies.encoders import ImageTokens, KeypointPool  # noqa: E402
@@ -60,7 +61,7 @@ def render_scenes(task: str, n: int, R: int) -> tuple[np.ndarray, np.ndarray, di
 @torch.no_grad()
 def encode(gen, rgb: np.ndarray, source: str, cams: dict) -> Tensor:
     """Inputs [n, V, C, h, w] of ``source`` for the probe."""
-    frames = torch.from_numpy(rgb).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0  # [n, V, 3, R, R]
+    frames = to_model(rgb)  # [n, V, 3, R, R]
     if source == "pixels":
         return frames
     out = []

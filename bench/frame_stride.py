@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_summary, run_metadata, save_results  # noqa: E402
 
+from enerverse.core.frames import to_model  # noqa: E402
 from enerverse.core.store import EpisodeStore  # noqa: E402
 from enerverse.metrics import masked_psnr, moved_object_mask, psnr  # noqa: E402
 
@@ -44,9 +45,8 @@ def copy_last_scores(store: EpisodeStore, k: int, starts: int) -> dict:
                 idx = raw[raw <= T - 1]
                 if not len(idx):
                     continue
-                real = torch.from_numpy(ep.load("rgb", idx)).flatten(0, 1).permute(0, 3, 1, 2).float()
-                real = real / 127.5 - 1.0  # [F*V, 3, H, W]
-                last = torch.from_numpy(ep.load("rgb", int(c))).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+                real = to_model(ep.load("rgb", idx)).flatten(0, 1)  # [F*V, 3, H, W]
+                last = to_model(ep.load("rgb", int(c)))  # [V, 3, H, W]
                 last = last.repeat(len(idx), 1, 1, 1)
                 frame[chunk].append(float(psnr(last, real).mean()))
                 if ep.has("seg"):

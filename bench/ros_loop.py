@@ -24,6 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_summary, run_metadata, save_results  # noqa: E402
 
+from enerverse.core.config import ConfigError  # noqa: E402
+from enerverse.core.errors import user_errors  # noqa: E402
+
 
 def start(module: str, params: dict, env: dict, log: Path) -> subprocess.Popen:
     args = [
@@ -38,7 +41,7 @@ def start(module: str, params: dict, env: dict, log: Path) -> subprocess.Popen:
 def checkpoint_rig(folder: str) -> tuple[list[str], int]:
     """(views, resolution) of a policy checkpoint; exits with one line when there is none."""
     if not (Path(folder) / "config.json").is_file():
-        raise SystemExit(f"error: no policy checkpoint at {folder} (--checkpoint <folder>)")
+        raise ConfigError(f"no policy checkpoint at {folder}; expected a folder with config.json")
     meta = json.loads((Path(folder) / "config.json").read_text())["meta"]
     return list(meta["views"]), int(meta["resolution"])
 
@@ -130,4 +133,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors():
+        main()

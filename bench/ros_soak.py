@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_summary, run_metadata, save_results  # noqa: E402
 from ros_loop import checkpoint_rig, ros_env, start  # noqa: E402
 
+from enerverse.core.errors import user_errors  # noqa: E402
+
 CYCLE = ("bad_image", "cameras_silent", "nan_joints", "old_stamps", "estop", "restart_cameras")
 SLACK_S = 0.1  # delivery and executor jitter on top of the bound
 
@@ -160,4 +162,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors():
+        main()

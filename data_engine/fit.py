@@ -23,6 +23,7 @@ from data_engine.deform import Deformation
 from data_engine.gaussians import Gaussians, init_from_rgbd
 from data_engine.raster import rasterize
 from data_engine.strategy import DensifySettings, GradientStats, densify_and_prune
+from enerverse.core.frames import to_model
 from enerverse.core.fsutil import write_json_atomic
 from enerverse.core.progress import progress
 from enerverse.metrics import masked_psnr, psnr, ssim
@@ -252,7 +253,7 @@ def render_psnr(
     idx = list(frames) if frames is not None else list(range(clip.shape[0]))
     rgb, _ = render_clip(scene, clip, idx, deform, background, backend)
     x = rgb.flatten(0, 1).permute(0, 3, 1, 2) * 2 - 1  # [F * V, 3, H, W]
-    y = torch.from_numpy(clip.rgb[idx]).flatten(0, 1).float().permute(0, 3, 1, 2) / 127.5 - 1
+    y = to_model(clip.rgb[idx]).flatten(0, 1)  # [F * V, 3, H, W]
     out = {"psnr": float(psnr(x, y).mean()), "ssim": float(ssim(x, y).mean())}  # per image, averaged
     if mask is not None:
         m = torch.from_numpy(np.asarray(mask, dtype=bool)).flatten(0, 1)  # [F * V, H, W]

@@ -37,6 +37,7 @@ from enerverse.core.errors import user_errors
 from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
 from enerverse.core.progress import progress
 from enerverse.core.store import EpisodeStore
+from enerverse.core.store.sampler import chunk_indices
 from enerverse.data import load_frames
 from enerverse.io import check_store_matches, load_generator, split_episodes
 from enerverse.metrics import depth_warp_error, masked_psnr, masked_ssim, moved_object_mask, psnr, ssim
@@ -109,13 +110,12 @@ def rollout(
     M, R, k = cfg.memory.chunk, cfg.resolution, cfg.frame_stride
     T = store.episode(e).length
     ctx_idx = np.arange(start % k, start + 1, k)
-    fut_raw = start + k * np.arange(1, chunks * M + 1)
-    fut_idx = np.minimum(fut_raw, T - 1)
+    fut_idx, in_episode = chunk_indices(start, chunks * M, k, T)  # past the end: the last grid frame
     frames, K = load_frames(store, e, np.concatenate([ctx_idx, fut_idx]), R)  # [V, Tc+F, 3, R, R]
     cams = store.episode(e).load("T_cam_world", int(start))  # [V, 4, 4] (static rig: reused for the future)
     instruction = str(store.episode(e).attrs["instruction"])
     ctx, real = frames[:, : len(ctx_idx)], frames[:, len(ctx_idx) :]
-    past_end = torch.from_numpy(fut_raw > T - 1)
+    past_end = torch.from_numpy(~in_episode)
     res = model.generate(
         ctx,
         K,

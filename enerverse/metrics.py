@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from enerverse.codec import psnr
-from enerverse.core.camera import invert_se3
+from enerverse.core.camera import unproject_depth
 
 __all__ = ["psnr", "ssim", "ssim_map", "masked_psnr", "masked_ssim", "moved_object_mask", "depth_warp_error"]
 
@@ -95,16 +95,15 @@ def depth_warp_error(frames: Tensor, depth: Tensor, K: np.ndarray, T_cam_world: 
     V, Fr, _, H, W = frames.shape
     if V < 2:
         raise ValueError("depth_warp_error needs at least two views")
-    v_, u_ = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    K0, T0 = np.asarray(K, np.float64)[0], np.asarray(T_cam_world, np.float64)[0]
     K = torch.as_tensor(np.asarray(K), dtype=torch.float32)
     T = torch.as_tensor(np.asarray(T_cam_world), dtype=torch.float32)
-    T_wc0 = torch.as_tensor(invert_se3(np.asarray(T_cam_world)[0]), dtype=torch.float32)
     errs = []
     for f in range(Fr):
         d0 = depth[f, 0]
         ok0 = torch.isfinite(d0)
-        pc = torch.stack([(u_ - K[0, 0, 2]) / K[0, 0, 0] * d0, (v_ - K[0, 1, 2]) / K[0, 1, 1] * d0, d0], -1)
-        pw = pc @ T_wc0[:3, :3].T + T_wc0[:3, 3]
+        with np.errstate(invalid="ignore"):  # world points [H, W, 3]; inf depth: masked by ok0
+            pw = torch.from_numpy(unproject_depth(K0, T0, d0.double().numpy()).astype(np.float32))
         for v in range(1, V):
             pv = pw @ T[v, :3, :3].T + T[v, :3, 3]
             z = pv[..., 2]

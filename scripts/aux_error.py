@@ -17,6 +17,8 @@ import json
 import numpy as np
 import torch
 
+from enerverse.core.config import ConfigError
+from enerverse.core.errors import user_errors
 from enerverse.core.store import EpisodeStore
 from policies.data import PolicyData
 from policies.io import load_policy
@@ -43,7 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     policy = load_policy(args.checkpoint)
     if policy.aux_head is None:
-        raise SystemExit(f"{args.checkpoint} was trained without the auxiliary loss (policy.aux_weight=0)")
+        raise ConfigError(f"{args.checkpoint} was trained without the auxiliary loss (policy.aux_weight=0)")
     store = EpisodeStore.open(args.store)
     eps = store.indices()[: args.episodes]
     task = store.episode(eps[0]).attrs["task"]
@@ -78,4 +80,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors():
+        main()

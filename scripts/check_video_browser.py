@@ -22,6 +22,9 @@ import tempfile
 import threading
 from pathlib import Path
 
+from enerverse.core.config import ConfigError
+from enerverse.core.errors import user_errors
+
 PAGE = """<html><body><video id="v" src="{name}" muted preload="auto"></video><div id="r">pending</div>
 <script>
 const v = document.getElementById("v"), r = document.getElementById("r");
@@ -35,11 +38,11 @@ MEDIA_ERRORS = {"1": "aborted", "2": "network", "3": "decode", "4": "format not 
 
 
 def browser() -> str:
-    """The Chromium executable, or SystemExit naming what to install."""
+    """The Chromium executable, or a ConfigError naming what to install."""
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if path := shutil.which(name):
             return path
-    raise SystemExit("check_video_browser: no chromium on PATH; expected one (apt-get install chromium)")
+    raise ConfigError("no chromium on PATH; expected one (apt-get install chromium)")
 
 
 def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, int]:
@@ -83,7 +86,7 @@ def main() -> None:
     a = ap.parse_args()
     missing = [str(v) for v in a.videos if not v.is_file()]
     if missing:
-        raise SystemExit(f"check_video_browser: no such file {missing[0]}; expected mp4 files")
+        raise ConfigError(f"no such file {missing[0]}; expected mp4 files")
     exe = browser()
     results = [check(v, exe) for v in a.videos]
     for r in results:
@@ -92,4 +95,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors():
+        main()

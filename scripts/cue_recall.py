@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from enerverse.core.config import ConfigError
+from enerverse.core.errors import user_errors
 from enerverse.core.outputs import write_json_atomic
 from enerverse.core.store import EpisodeStore
 from enerverse.cue_recall import evaluate_cue_recall
@@ -33,11 +35,12 @@ def main() -> None:
     check_store_matches(model, store, f"checkpoint={args.checkpoint}")
     eps = [e for e in store.indices() if store.episode(e).attrs.get("task") == "memory"][: args.episodes]
     if not eps or not store.episode(eps[0]).has("seg"):
-        raise SystemExit(f"error: {args.store} needs memory episodes recorded with seg=true")
+        raise ConfigError(f"{args.store} needs memory episodes recorded with seg=true")
     res = evaluate_cue_recall(model, store, eps, args.steps, args.seed)
     write_json_atomic(Path("outputs/cue_recall") / f"{Path(args.checkpoint).name}.json", res)
     print(json.dumps({k: v for k, v in res.items() if k != "episodes"}))
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors():
+        main()

@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+from enerverse.core.checkpoint import CheckpointError
 from enerverse.core.config import ConfigError
+from enerverse.core.errors import user_errors
 from enerverse.core.experiment import entry_args, load_experiment
 
 EXPERIMENT = "demo"  # configs/experiment/demo.yaml: the evaluation step and its settings
@@ -41,6 +43,9 @@ def evaluate(checkpoint: Path, tasks: list[str], args, log: Path) -> dict:
     print(f"[demo] {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
     with open(log, "w") as f:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True, check=False)
+    errors = [ln for ln in log.read_text().splitlines() if ln.startswith("error: ")]
+    if proc.returncode == 2 and errors:  # ev-eval refused a setting: the user's mistake, one line
+        raise ConfigError(errors[-1].removeprefix("error: "))
     if proc.returncode != 0:
         raise SystemExit(
             f"[demo] ev-eval failed (exit {proc.returncode}); log {log}:\n{log.read_text()[-2000:]}"
@@ -96,24 +101,27 @@ def report(out: Path, checkpoint: Path, config: dict, ev: dict, minutes: float) 
     return path
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--checkpoint", type=Path, default=None, help="default: the one demo.yaml names")
     ap.add_argument("--episodes", type=int, default=None, help="evaluation episodes per task (demo.yaml: 20)")
     ap.add_argument("--num-envs", type=int, default=None)
-    args = ap.parse_args()
-    try:
-        args.checkpoint = args.checkpoint or default_checkpoint()
-    except ConfigError as e:
-        raise SystemExit(f"error: {e}") from None
+    args = ap.parse_args(argv)
+    with user_errors():
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    """The demo with parsed arguments; a user's mistake raises a project error (one line, exit 2)."""
+    args.checkpoint = args.checkpoint or default_checkpoint()
     if not (args.checkpoint / "config.json").is_file():
-        raise SystemExit(
-            f"error: no policy checkpoint at {args.checkpoint}; train one with `make train` "
+        raise CheckpointError(
+            f"no policy checkpoint at {args.checkpoint}; train one with `make train` "
             "(configs/experiment/quick_pick_place.yaml) or pass --checkpoint <folder>"
         )
-    if (args.episodes or 1) < 1 or (args.num_envs or 1) < 1:
-        raise SystemExit("error: --episodes and --num-envs must be positive")
+    if any(n is not None and n < 1 for n in (args.episodes, args.num_envs)):
+        raise ConfigError("--episodes and --num-envs must be positive")
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tasks, config = checkpoint_tasks(args.checkpoint)

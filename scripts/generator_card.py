@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 import sim  # noqa: F401  (headless GL defaults)
+from enerverse.core.frames import to_model
 from enerverse.core.outputs import write_json_atomic
 from enerverse.io import load_codec, load_generator
 from enerverse.metrics import masked_psnr, psnr
@@ -43,7 +44,7 @@ def reference_frames(resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
                 masks.append(obs["seg"] > 0)
         finally:
             env.close()
-    x = torch.from_numpy(np.concatenate(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    x = to_model(np.concatenate(imgs))
     return x, torch.from_numpy(np.concatenate(masks))
 
 

@@ -35,6 +35,7 @@ from enerverse.core.outputs import make_output_dir, print_summary, write_json_at
 from enerverse.core.progress import progress
 from enerverse.core.seeding import episode_seed
 from enerverse.core.store import check_rig_version, recorded_rig_version
+from sim.plots import success_plot
 from sim.registration import make_vec_env
 from sim.settings import SimSettings, rig_version
 from sim.tasks import TASKS
@@ -284,34 +285,6 @@ def stages_reached(task: str, per_episode: list[dict]) -> dict:
     n = max(len(names), max(done))
     names += [f"stage {k + 1}" for k in range(len(names), n)]
     return {"stages": {names[k]: float(np.mean([d > k for d in done])) for k in range(n)}}
-
-
-def success_plot(rows: list[dict], path: Path) -> Path:
-    """Bar chart of success rate per task with 95% CI whiskers (png, drawn with OpenCV)."""
-    import cv2
-
-    from enerverse.core.media import write_png
-
-    W, H, pad = 120 * len(rows) + 80, 300, 40
-    img = np.full((H, W, 3), 255, np.uint8)
-    y = lambda v: int(H - pad - v * (H - 2 * pad))  # noqa: E731
-    for v in (0.0, 0.5, 1.0):
-        cv2.line(img, (50, y(v)), (W - 10, y(v)), (210, 210, 210), 1)
-        cv2.putText(img, f"{v:.1f}", (8, y(v) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (80, 80, 80), 1)
-    for i, r in enumerate(rows):
-        x = 70 + 120 * i
-        cv2.rectangle(img, (x, y(r["success_rate"])), (x + 60, y(0)), (70, 130, 200), -1)
-        lo, hi = r["ci95"]
-        cv2.line(img, (x + 30, y(lo)), (x + 30, y(hi)), (0, 0, 0), 2)
-        name, scale = r["task"], 0.4  # shrunk to its 120 px slot, so neighbouring names never touch
-        while cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > 112 and scale > 0.25:
-            scale -= 0.025
-        w = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
-        cv2.putText(img, name, (x + 30 - w // 2, H - 15), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1)
-        top = min(y(r["success_rate"]), y(hi)) - 6  # above the bar and its whisker
-        rate = f"{r['success_rate']:.2f}"
-        cv2.putText(img, rate, (x + 12, top), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
-    return write_png(path, img)
 
 
 def run(cfg: EvalConfig, run_dir: Path) -> dict:

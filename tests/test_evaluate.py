@@ -125,3 +125,16 @@ def test_wilson_interval_narrows_with_more_episodes() -> None:
     assert w100 < w10
     assert np.diff(wilson_interval(50, 100, z=2.576))[0] > w100  # 99% is wider than 95%
     assert math.isclose(sum(wilson_interval(3, 10)) / 2, (3 + 1.96**2 / 2) / (10 + 1.96**2), rel_tol=1e-9)
+
+
+def test_success_plot_labels_never_overlap_or_leave_the_image(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    from sim.plots import layout, success_plot
+
+    names = ["reach", "metaworld/button-press-topdown-wall-v3", "pick_place", "metaworld/pick-place-wall-v3"]
+    x0, slot, spans = layout(names)
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False))  # left to right, apart
+    rows = [{"task": n, "success_rate": 0.5, "ci95": (0.3, 0.7)} for n in names]
+    img = iio.imread(success_plot(rows, tmp_path / "success.png"))
+    assert spans[0][0] >= 0 and spans[-1][1] <= img.shape[1]

@@ -10,10 +10,12 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
+from enerverse.core.errors import EnerVerseError
+
 ENCODINGS = {"rgb8": False, "bgr8": True}  # encoding -> channels reversed
 
 
-class MessageError(ValueError):
+class MessageError(EnerVerseError, ValueError):
     """A message the node cannot use; the text says what was expected."""
 
 

@@ -38,6 +38,7 @@ from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from enerverse.core.errors import EnerVerseError
 from ros_nodes.convert import rgb_to_image
 from ros_nodes.inputs import INPUT_PARAMETERS, RobotInputs, camera_extrinsics
 from ros_nodes.observation import ObservationBuffer
@@ -109,7 +110,7 @@ class PolicyNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._configure()
-        except (OSError, ValueError, RuntimeError) as e:  # a wrong checkpoint or parameter: one line
+        except (EnerVerseError, OSError, ValueError, RuntimeError) as e:  # a wrong checkpoint or parameter
             self.get_logger().error(f"configure failed: {e}")
             return TransitionCallbackReturn.FAILURE
         except Exception:  # a bug: the whole traceback (lifecycle transitions swallow exceptions)
