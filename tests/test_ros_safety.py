@@ -46,6 +46,11 @@ def test_observation_buffer_holds_on_late_stamps_and_invalidated_inputs() -> Non
         buf.add_image(v, 10.0, img, now=10.01)
     buf.add_state(np.zeros(15, np.float32), now=10.01)
     assert buf.observation(10.05)[0] is not None
+    late = ObservationBuffer(["main"], eye, max_age=0.3, sync_tolerance=0.05)
+    late.add_camera_info("main", np.eye(3))
+    late.add_state(np.zeros(15, np.float32), now=10.25)
+    late.add_image("main", 10.0, img, now=10.25)  # captured 0.25 s before it arrived: its age counts
+    assert late.observation(10.26)[0] is not None and late.observation(10.26, horizon=0.1)[0] is None
     buf.add_image("left", 5.0, img, now=10.06)  # stamped 5 s ago: the camera is late
     obs, why = buf.observation(10.07)
     assert obs is None and "left" in why

@@ -46,14 +46,15 @@ class ObservationBuffer:
 
     def add_image(self, view: str, t: float, rgb: np.ndarray, now: float) -> None:
         """A view's image stamped ``t``, arrived at ``now``. An older stamp than the one held is ignored
-        (out of order); a stamp older than the input limit expires the view (the camera is late)."""
+        (out of order); a stamp older than the input limit expires the view (the camera is late). The
+        image's age counts from its stamp (capture), not its arrival: one delivered late is not fresh."""
         if now - t > self.watchdog.limit:
             self.watchdog.expire(view)
             return
         if view in self.images and t < self.images[view][0]:
             return
         self.images[view] = (t, rgb)
-        self.watchdog.feed(view, now)
+        self.watchdog.feed(view, min(t, now))  # a stamp ahead of this clock counts from its arrival
 
     def invalidate(self, name: str) -> None:
         """A view or ``"state"`` sent something unusable: it holds the arm until it is fed again."""

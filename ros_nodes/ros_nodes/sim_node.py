@@ -170,6 +170,8 @@ class SimNode(Node):
                     }
                     self.end_pub.publish(String(data=json.dumps(end)))
                     self.get_logger().info(f"episode end: {end}")
+            else:  # paused (waiting for the first command, or ended): the static scene is observed anew
+                self.obs_time = self._now()
             state, t = self.obs["state"], self.obs_time
         self._publish_robot(state, t)
         self.success_pub.publish(Bool(data=self.success))
