@@ -13,6 +13,7 @@ same episodes as a single uninterrupted one. Every episode is committed atomical
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -67,22 +68,25 @@ class CollectConfig(SimSettings):
 _WORKER: dict = {}
 
 
-def _die_with_parent() -> None:
-    """Pool workers must not outlive a killed parent (they would keep writing into the store)."""
+def _die_with_parent(parent_pid: int) -> None:
+    """Pool workers must not outlive a killed parent (they would keep writing into the store). A
+    worker whose parent died before this ran (a slow start under load) is already orphaned: it exits."""
     if sys.platform.startswith("linux"):
         import ctypes
         import signal
 
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
-def _init_worker(cfg: CollectConfig, store_path: str, in_pool: bool = True) -> None:
+def _init_worker(cfg: CollectConfig, store_path: str, parent_pid: int | None = None) -> None:
     from sim.experts import make_expert
     from sim.registration import make_env
 
-    if in_pool:
-        _die_with_parent()
+    if parent_pid is not None:  # in a pool
+        _die_with_parent(parent_pid)
     _WORKER["env"] = make_env(cfg.task, **cfg.env_kwargs())
     _WORKER["policy"] = make_expert(cfg.task)
     _WORKER["store"] = EpisodeStore.open(store_path)
@@ -175,7 +179,7 @@ def collect(cfg: CollectConfig, run_dir: Path, store_path: Path) -> dict:
             bar.set_postfix(success=f"{np.mean([r['success'] for r in results]):.2f}")
 
     if cfg.workers == 1 or len(jobs) <= 1:
-        _init_worker(cfg, str(store_path), in_pool=False)
+        _init_worker(cfg, str(store_path))
         try:
             for job in jobs:
                 record(_collect_one(job))
@@ -183,7 +187,8 @@ def collect(cfg: CollectConfig, run_dir: Path, store_path: Path) -> dict:
             _WORKER["env"].close()
     else:
         ctx = mp.get_context("spawn")
-        with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg, str(store_path))) as pool:
+        args = (cfg, str(store_path), os.getpid())
+        with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=args) as pool:
             for res in pool.imap_unordered(_collect_one, jobs):
                 record(res)
     bar.close()
