@@ -104,7 +104,10 @@ def quality_line(quality: dict, held: dict) -> str:
     return line
 
 
-def generator_card(folder: Path, config: dict, recipe: str, quality: dict, held: dict, evals: list) -> list:
+def generator_card(
+    folder: Path, config: dict, recipe: str, quality: dict, held: dict, evals: list, notes: str = ""
+) -> list:
+    """The README.md lines of a shipped generator; ``notes``: hand-written paragraphs after the intro."""
     model = load_generator(folder)
     size = sum(f.stat().st_size for f in folder.iterdir() if f.name.endswith(".safetensors")) / 2**20
     return [
@@ -115,6 +118,7 @@ def generator_card(folder: Path, config: dict, recipe: str, quality: dict, held:
         "the project's stand-in for the paper's pretrained video model. Adapt it to a task with "
         "`ev-train-generator init_from=<this folder>`.",
         "",
+        *([notes.strip(), ""] if notes.strip() else []),
         f"- Training: {config.get('step')} denoiser steps; the exact data and recipe: `{recipe}`.",
         f"- Weights: {config.get('weights_dtype')}, {size:.1f} MiB; denoiser "
         f"{model.denoiser.num_parameters() / 1e6:.2f} M parameters.",
@@ -149,8 +153,11 @@ def main() -> None:
     ap.add_argument("--evals", nargs="*", default=[])
     ap.add_argument("--recipe", default="configs/experiment/generator_pretrained.yaml")
     ap.add_argument("--heldout", nargs="*", default=[], help="held-out stores for the codec's numbers")
+    ap.add_argument("--notes", type=Path, help="hand-written paragraphs (default: <checkpoint>/notes.md)")
     args = ap.parse_args()
     folder = Path(args.checkpoint)
+    notes_file = args.notes or folder / "notes.md"
+    notes = notes_file.read_text() if notes_file.is_file() else ""
     config = json.loads((folder / "config.json").read_text())
     codec, cfg = load_codec(folder)
     quality = codec_quality(codec, cfg.resolution)
@@ -159,7 +166,7 @@ def main() -> None:
     if config.get("format") == "enerverse-codec":
         lines = codec_card(folder, config, args.recipe, quality, held)
     else:
-        lines = generator_card(folder, config, args.recipe, quality, held, args.evals)
+        lines = generator_card(folder, config, args.recipe, quality, held, args.evals, notes)
     (folder / "README.md").write_text("\n".join(lines))
     print(json.dumps({"checkpoint": str(folder), **quality, **held}))
 
