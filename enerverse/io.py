@@ -6,7 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from enerverse.core.checkpoint import CheckpointError, check_format, load_checkpoint, save_checkpoint
+from enerverse.core.checkpoint import (
+    CheckpointError,
+    check_format,
+    keeping_card_notes,
+    load_checkpoint,
+    save_checkpoint,
+)
 from enerverse.core.config import ConfigError, config_to_dict
 from enerverse.core.errors import user_errors
 from enerverse.core.store import (
@@ -91,13 +97,13 @@ def export_generator(src: str | Path, dst: str | Path, half: bool = True) -> Pat
     """Copy a generator checkpoint (e.g. to ship it), by default with float16 weights; a codec
     checkpoint (:func:`save_codec`, always float16) is copied as it is."""
     ck = load_checkpoint(src)
-    if ck.config.get("format") == "enerverse-codec":
-        return save_checkpoint(dst, ck.config, ck.state_dict)
-    model = load_generator(src)
-    extra = {
-        k: v for k, v in ck.config.items() if k not in ("format", "version", "generator", "weights_dtype")
-    }
-    return save_generator(model, model.cfg, dst, extra=extra, half=half)
+    with keeping_card_notes(dst):
+        if ck.config.get("format") == "enerverse-codec":
+            return save_checkpoint(dst, ck.config, ck.state_dict)
+        model = load_generator(src)
+        own = ("format", "version", "generator", "weights_dtype")
+        extra = {k: v for k, v in ck.config.items() if k not in own}
+        return save_generator(model, model.cfg, dst, extra=extra, half=half)
 
 
 def main(argv: list[str] | None = None) -> None:

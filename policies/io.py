@@ -11,6 +11,7 @@ from pathlib import Path
 from enerverse.core.checkpoint import (
     CheckpointError,
     check_format,
+    keeping_card_notes,
     load_checkpoint,
     resolve_folder,
     save_checkpoint,
@@ -160,14 +161,16 @@ def export(src: str | Path, dst: str | Path, half: bool = True) -> Path:
     an intermediate training step (``<run>/policy/step_<N>``, see :mod:`policies.snapshot`)."""
     from policies.snapshot import is_training_step, policy_at_step
 
-    if is_training_step(src):
-        policy = policy_at_step(src)
-        return save_policy(policy, dst, extra={"train": policy.train_config, "step": policy.step}, half=half)
-    ck = load_checkpoint(src)
-    policy = load_policy(src)
-    own = ("format", "version", "policy", "meta", "generator", "weights_dtype")
-    extra = {k: v for k, v in ck.config.items() if k not in own}
-    return save_policy(policy, dst, extra=extra, half=half)
+    with keeping_card_notes(dst):
+        if is_training_step(src):
+            policy = policy_at_step(src)
+            extra = {"train": policy.train_config, "step": policy.step}
+            return save_policy(policy, dst, extra=extra, half=half)
+        ck = load_checkpoint(src)
+        policy = load_policy(src)
+        own = ("format", "version", "policy", "meta", "generator", "weights_dtype")
+        extra = {k: v for k, v in ck.config.items() if k not in own}
+        return save_policy(policy, dst, extra=extra, half=half)
 
 
 def main(argv: list[str] | None = None) -> None:

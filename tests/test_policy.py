@@ -216,6 +216,9 @@ def test_checkpoint_round_trip_reproduces_actions(enerverse_policy: Path, tmp_pa
     assert next(c.parameters()).dtype == torch.float32
     size = lambda d: sum(f.stat().st_size for f in Path(d).iterdir())  # noqa: E731
     assert size(tmp_path / "half") < 0.6 * size(tmp_path / "copy")
+    (tmp_path / "half" / "notes.md").write_text("hand-written card notes\n")
+    export(enerverse_policy, tmp_path / "half")  # re-shipping replaces the folder but keeps the notes
+    assert (tmp_path / "half" / "notes.md").read_text() == "hand-written card notes\n"
 
 
 def test_init_from_warm_starts_encoder_and_head_only(enerverse_policy: Path, workdir: Path) -> None:

@@ -14,6 +14,8 @@ import random
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import EnerVerseError
-from .fsutil import fsync_tree, replace_dir_atomic
+from .fsutil import fsync_tree, replace_dir_atomic, write_bytes_atomic
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -274,3 +276,17 @@ def check_format(config: dict, fmt: str, version: int, folder: str | Path, what:
             f"{folder} is not {what} checkpoint of version {version} "
             f"(found format={config.get('format')!r}, version={config.get('version')!r})"
         )
+
+
+CARD_NOTES = "notes.md"  # hand-written paragraphs of a shipped checkpoint's model card
+
+
+@contextmanager
+def keeping_card_notes(folder: str | Path) -> Iterator[None]:
+    """Re-export into ``folder`` without losing its hand-written ``notes.md`` (the export replaces the
+    whole folder; the card scripts read the notes to write README.md)."""
+    path = Path(folder) / CARD_NOTES
+    notes = path.read_bytes() if path.is_file() else None
+    yield
+    if notes is not None and not path.exists():
+        write_bytes_atomic(path, notes)
