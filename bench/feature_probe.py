@@ -35,6 +35,7 @@ from common import print_summary, run_metadata, save_results  # noqa: E402
 
 from enerverse.core.camera import ray_maps  # noqa: E402
 from enerverse.core.frames import to_model  # noqa: E402
+from enerverse.core.store.stats import summarize  # noqa: E402
 from enerverse.io import load_generator  # noqa: E402
 from policies.config import EncoderConfig  # noqa: E402
 from policies.encoders import ImageTokens, KeypointPool  # noqa: E402
@@ -110,7 +111,8 @@ def probe(x: Tensor, y: np.ndarray, steps: int, seed: int, pixels: bool) -> dict
     """Train on the first TRAIN scenes, report the held-out error (cm) every 100 steps."""
     torch.manual_seed(seed)
     yt = torch.from_numpy(y)
-    mu, sd = yt[:TRAIN].mean(0), yt[:TRAIN].std(0)
+    st = summarize(y[:TRAIN])  # the project's normalisation statistics (population std, floored)
+    mu, sd = torch.as_tensor(st["mean"], dtype=yt.dtype), torch.as_tensor(st["std"], dtype=yt.dtype)
     net = PixelProbe(x.shape[1]) if pixels else Probe(x.shape[2], x.shape[1])
     opt = torch.optim.AdamW(net.parameters(), 1e-3)
     curve, t0 = [], time.perf_counter()

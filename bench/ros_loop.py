@@ -6,7 +6,7 @@
 Starts the sim node and the policy node (autostart) in their own processes on a private DDS domain,
 lets them run, and reads: the policy node's ``/diagnostics`` (image-to-command latency p50/p95, its
 control rate, holds), the rate of ``cmd_twist`` messages and of one camera's images as received here.
-Targets (issue 15): 10 Hz control, p95 image-to-command <= 150 ms, cameras at 30 Hz meanwhile. JSON
+Targets (docs/ros.md): 10 Hz control, p95 image-to-command <= 150 ms, cameras at 30 Hz meanwhile. JSON
 under outputs/bench/ros_loop/.
 """
 

@@ -15,7 +15,7 @@ the fault lasted; ordinary holds between chunks do not count) against its bound,
 past that bound, and the time to move again. Bounds (:func:`bounds`): a bad message (malformed
 image, non-finite joint, old stamps) is seen when the driver next publishes and held at the next
 tick: one driver period + one control period; silent cameras: ``max_input_age`` (the node holds
-before the last image ages out); the e-stop: one control period. Targets (issue 15): 0 node
+before the last image ages out); the e-stop: one control period. Targets (docs/ros.md): 0 node
 crashes; the arm held within the bound of every fault. JSON under outputs/bench/ros_soak/.
 """
 

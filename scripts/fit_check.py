@@ -1,4 +1,4 @@
-"""4DGS quality checks on simulated scenes (issue 16's fitting targets), in JSON.
+"""4DGS quality checks on simulated scenes (the fitting targets in docs/results.md, "EnerVerse-D"), in JSON.
 
     python scripts/fit_check.py --task pick_place --seed 1000 --out outputs/fit_check
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 import sim  # noqa: F401  (headless GL defaults)
+from enerverse.core.checkpoint import hub_front_matter
 from enerverse.core.frames import to_model
 from enerverse.core.outputs import write_json_atomic
 from enerverse.io import load_codec, load_generator
@@ -111,6 +112,7 @@ def generator_card(
     model = load_generator(folder)
     size = sum(f.stat().st_size for f in folder.iterdir() if f.name.endswith(".safetensors")) / 2**20
     return [
+        *hub_front_matter(["robotics", "video-diffusion", "enerverse-g", "world-model"]),
         f"# {folder.name}",
         "",
         f"EnerVerse-G pretrained on all six tasks of the simulator (camera rig {config.get('rig_version')}, "
@@ -134,6 +136,7 @@ def generator_card(
 
 def codec_card(folder: Path, config: dict, recipe: str, quality: dict, held: dict) -> list:
     return [
+        *hub_front_matter(["robotics", "autoencoder", "enerverse-g"]),
         f"# {folder.name}",
         "",
         f"The codec of the pretrained EnerVerse-G (camera rig {config.get('rig_version')}, "

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import sim  # noqa: F401  (headless GL defaults)
+from enerverse.core.checkpoint import hub_front_matter
 from enerverse.core.fsutil import write_bytes_atomic
 from enerverse.core.outputs import write_json_atomic
 from policies.runtime import load_for_eval
@@ -75,6 +76,7 @@ def card(folder: Path, quality: dict, recipe: str | None, evals: list[Path], not
     cfg = json.loads((folder / "config.json").read_text())
     enc, meta = cfg["policy"]["encoder"], cfg["meta"]
     lines = [
+        *hub_front_matter(["robotics", "diffusion-policy", "enerverse-a", *tasks_of(meta)]),
         f"# {folder.name}",
         "",
         f"A diffusion policy (encoder `{enc['kind']}`, preset `{cfg['policy']['preset']}`) for "

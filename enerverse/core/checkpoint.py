@@ -290,3 +290,9 @@ def keeping_card_notes(folder: str | Path) -> Iterator[None]:
     yield
     if notes is not None and not path.exists():
         write_bytes_atomic(path, notes)
+
+
+def hub_front_matter(tags: list[str]) -> list[str]:
+    """The YAML header of a model card (README.md) that the Hugging Face Hub reads as metadata."""
+    header = ["library_name: enerverse", "pipeline_tag: robotics", f"tags: [{', '.join(tags)}]"]
+    return ["---", *header, "---", ""]
