@@ -51,7 +51,8 @@ class SafetyLimits:
 
 
 class Watchdog:
-    """When each input last arrived; the stale ones (never seen, expired, or older than the limit).
+    """When each input was last fresh (an image: its stamp; the robot state: its arrival); the stale
+    ones (never seen, expired, or older than the limit).
 
     An input found bad (malformed, non-finite, stamped too long ago) is expired at once rather than
     left to age out, so the arm holds at the next control tick, not ``limit`` seconds later."""
