@@ -34,7 +34,7 @@ from enerverse.core.frames import to_model  # noqa: E402
 from enerverse.core.store import EpisodeStore  # noqa: E402
 from enerverse.core.trainer import LossModule, Trainer, TrainSettings  # noqa: E402
 from enerverse.metrics import masked_psnr, masked_ssim, psnr, ssim  # noqa: E402
-from enerverse.train_data import Source, frame_batches, images_of  # noqa: E402
+from enerverse.train_data import Source, calibration_images, frame_batches  # noqa: E402
 
 
 def parse_variant(name: str) -> dict:
@@ -84,8 +84,7 @@ def run_variant(name: str, args, sources: list[Source], x: torch.Tensor, m: torc
         trainer = Trainer(LossModule(codec, "loss"), s, Path(run_dir), {}, name=f"codec {name}")
         t0 = time.perf_counter()
         losses = trainer.fit(lambda st: frame_batches(sources, R, per, 0, st))
-    calib = frame_batches(sources, R, per, 0, {"epoch": 10_000, "index": 0})
-    codec.eval().calibrate(images_of(next(calib)) for _ in range(2))
+    codec.eval().calibrate(calibration_images(sources, R, per, 0, 2))
     row = {"variant": name, **v, "width": args.width, "steps": args.steps}
     row["seconds_per_step"] = (time.perf_counter() - t0) / args.steps
     row["params_M"] = sum(p.numel() for p in codec.parameters()) / 1e6

@@ -31,7 +31,7 @@ from enerverse.core.trainer import LossModule, Trainer, TrainSettings
 from enerverse.io import save_codec, save_generator
 from enerverse.presets import GeneratorConfig, get_preset
 from enerverse.samples import write_sample_grid
-from enerverse.train_data import Source, frame_batches, generator_batches, images_of, open_sources
+from enerverse.train_data import Source, calibration_images, frame_batches, generator_batches, open_sources
 
 
 @dataclass
@@ -198,8 +198,7 @@ def train_codec_stage(
         ct.losses = ct.fit(lambda st: frame_batches(sources, R, per_batch, cfg.seed, st))
         if ct.stopped_by:
             return ct
-    calib = frame_batches(sources, R, per_batch, cfg.seed, {"epoch": 10_000, "index": 0})
-    gen.codec.calibrate(images_of(next(calib)).to(device) for _ in range(4))
+    gen.codec.calibrate(x.to(device) for x in calibration_images(sources, R, per_batch, cfg.seed, 4))
     if ct.rank == 0:  # the finished codec on its own, for codec_from= (a new denoiser on this codec)
         extra = {"codec_steps": ct.step, **data_meta(sources)}
         save_codec(gen, cfg.generator, run_dir / "codec" / "final", extra)

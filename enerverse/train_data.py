@@ -94,6 +94,13 @@ def images_of(batch: torch.Tensor | dict) -> torch.Tensor:
     return batch["images"] if isinstance(batch, dict) else batch
 
 
+def calibration_images(sources: list[Source], resolution: int, per_batch: int, seed: int, batches: int):
+    """Image batches [N, 3, R, R] for the codec's latent-scale calibration: the frame order of an epoch
+    far from any the training reached, so the same frames every time (a generator of ``batches``)."""
+    calib = frame_batches(sources, resolution, per_batch, seed, {"epoch": 10_000, "index": 0})
+    return (images_of(next(calib)) for _ in range(batches))
+
+
 class WindowUnion(Dataset):
     """The windows of several :class:`GeneratorWindows` as one dataset, indexed by ``(i, epoch)``."""
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import sim  # noqa: F401  (headless GL defaults)
-from enerverse.core.checkpoint import hub_front_matter
+from enerverse.core.checkpoint import hub_front_matter, read_card_notes
 from enerverse.core.frames import to_model
 from enerverse.core.outputs import write_json_atomic
 from enerverse.io import load_codec, load_generator
@@ -159,8 +159,7 @@ def main() -> None:
     ap.add_argument("--notes", type=Path, help="hand-written paragraphs (default: <checkpoint>/notes.md)")
     args = ap.parse_args()
     folder = Path(args.checkpoint)
-    notes_file = args.notes or folder / "notes.md"
-    notes = notes_file.read_text() if notes_file.is_file() else ""
+    notes = read_card_notes(folder, args.notes)
     config = json.loads((folder / "config.json").read_text())
     codec, cfg = load_codec(folder)
     quality = codec_quality(codec, cfg.resolution)

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 import sim  # noqa: F401  (headless GL defaults)
-from enerverse.core.checkpoint import hub_front_matter
+from enerverse.core.checkpoint import hub_front_matter, read_card_notes
 from enerverse.core.fsutil import write_bytes_atomic
 from enerverse.core.outputs import write_json_atomic
 from policies.runtime import load_for_eval
@@ -117,8 +117,7 @@ def main() -> None:
         "--notes", type=Path, help="hand-written paragraphs for the card (default: <folder>/notes.md)"
     )
     a = ap.parse_args()
-    notes_file = a.notes or a.folder / "notes.md"
-    notes = notes_file.read_text() if notes_file.is_file() else ""
+    notes = read_card_notes(a.folder, a.notes)
     quality = rollout_quality(a.folder, a.episodes)
     write_json_atomic(a.folder / "quality.json", quality)
     write_bytes_atomic(a.folder / "README.md", card(a.folder, quality, a.recipe, a.evals, notes).encode())

@@ -292,6 +292,12 @@ def keeping_card_notes(folder: str | Path) -> Iterator[None]:
         write_bytes_atomic(path, notes)
 
 
+def read_card_notes(folder: str | Path, path: str | Path | None = None) -> str:
+    """The hand-written card paragraphs: ``path`` if given, else ``<folder>/notes.md``; "" when absent."""
+    p = Path(path) if path is not None else Path(folder) / CARD_NOTES
+    return p.read_text() if p.is_file() else ""
+
+
 def hub_front_matter(tags: list[str]) -> list[str]:
     """The YAML header of a model card (README.md) that the Hugging Face Hub reads as metadata."""
     header = ["library_name: enerverse", "pipeline_tag: robotics", f"tags: [{', '.join(tags)}]"]
