@@ -46,8 +46,11 @@ def test_shipped_experiment_files_expand_into_commands_with_known_keys(path: Pat
         elif module == "data_engine.jobs":
             from data_engine.jobs import DataEngineConfig
 
-            assert argv[0] == "run"
-            parse_cli(DataEngineConfig, argv[1:], prog="ev-data-engine run").validate()
+            assert argv[0] == "run"  # stores are never shipped: an earlier step collects them
+            (tmp_path / "store").mkdir(exist_ok=True)
+            (tmp_path / "store" / "zarr.json").write_text("{}")
+            argv = [f"store={tmp_path / 'store'}" if a.startswith("store=") else a for a in argv[1:]]
+            parse_cli(DataEngineConfig, argv, prog="ev-data-engine run").validate()
     assert TrainGeneratorConfig  # imported for the check above
 
 
