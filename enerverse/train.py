@@ -77,6 +77,10 @@ class TrainGeneratorConfig:
     init_from: str | None = None
     """start from every weight of a generator checkpoint (same generator settings) and skip the codec
     stage: video adaptation of a pretrained generator to this store"""
+    codec_finetune: bool = False
+    """with init_from: first fine-tune the checkpoint's codec on this store for codec.steps steps and
+    recalibrate it, then adapt the denoiser (a codec trained on other scenes may not reconstruct these:
+    the run warns when it reconstructs them below 25 dB)"""
     codec_only: bool = False
     """end after the codec stage (its finished codec is ``<out>/codec/final``, for ``codec_from=``)"""
     max_minutes: float | None = None
@@ -97,6 +101,8 @@ class TrainGeneratorConfig:
             raise ConfigError(f"episodes must be a positive count or null (all), got {self.episodes}")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.codec_finetune and not self.init_from:
+            raise ConfigError("codec_finetune=true fine-tunes the codec of init_from=<generator checkpoint>")
 
     @property
     def store_path(self) -> Path:
@@ -208,13 +214,14 @@ def train_codec_stage(
 def prepare_codec(gen, cfg, sources, run_dir, identity, defaults, summary) -> str | None:
     """Stage 1 or its replacement (init_from / codec_from); returns the stopping signal, if any."""
     rig = store_rig_version(sources[0].store)
-    if cfg.init_from:  # stage 1 skipped: adapt a trained generator
+    if cfg.init_from:  # stage 1 skipped (or a codec fine-tune): adapt a trained generator
         load_generator_weights(gen, cfg.init_from, cfg.generator, rig)
         summary["init_from"] = cfg.init_from
     elif cfg.codec_from:  # stage 1 skipped: reuse a trained (calibrated) codec
         load_codec_from(gen, cfg.codec_from, cfg.generator, rig)
         summary["codec_from"] = cfg.codec_from
-    elif cfg.generator.codec.kind == "conv" and cfg.codec.steps > 0:
+    trains_codec = cfg.codec_finetune or not (cfg.init_from or cfg.codec_from)
+    if cfg.generator.codec.kind == "conv" and cfg.codec.steps > 0 and trains_codec:
         ct = train_codec_stage(gen, cfg, sources, run_dir, identity, defaults)
         summary["codec_minutes"] = ct.seconds / 60  # counts against max_minutes
         losses = getattr(ct, "losses", None)
@@ -223,8 +230,31 @@ def prepare_codec(gen, cfg, sources, run_dir, identity, defaults, summary) -> st
         if ct.stopped_by:  # the checkpoint is written; the same command resumes the codec stage
             summary.update({"stopped_by": ct.stopped_by, "stage": "codec", "steps": ct.step})
             return ct.stopped_by
+    summary["codec_psnr"] = check_codec_fit(gen, cfg, sources, trains_codec)
     gen.codec.requires_grad_(False).eval()
     return None
+
+
+def check_codec_fit(gen, cfg, sources, trained_here: bool) -> float:
+    """PSNR (dB) of the codec's reconstruction of this store's calibration frames; a reused codec
+    below 25 dB gets a warning (its latents cannot hold these scenes, so neither can the denoiser)."""
+    if cfg.generator.codec.kind != "conv":
+        return float("nan")
+    per_batch = max(1, cfg.codec_batch_size // cfg.generator.num_views)
+    import torch
+
+    device = next(gen.codec.parameters()).device
+    x = next(iter(calibration_images(sources, cfg.generator.resolution, per_batch, cfg.seed, 1))).to(device)
+    with torch.no_grad():
+        y = gen.codec.decode(gen.codec.encode(x)).clamp(-1, 1)  # [N, 3, R, R]
+    mse = float(((y - x) ** 2).mean()) / 4  # images in [-1, 1]: PSNR of [0, 1] images
+    psnr = float(10 * np.log10(1.0 / max(mse, 1e-10)))
+    if psnr < 25.0 and not trained_here:
+        source = cfg.init_from or cfg.codec_from
+        print(f"warning: the codec of {source} reconstructs this store's frames at {psnr:.1f} dB (< 25): it "
+              "was trained on other scenes; with init_from, codec_finetune=true fine-tunes it here first",
+              file=sys.stderr, flush=True)  # fmt: skip
+    return psnr
 
 
 def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:

@@ -133,6 +133,29 @@ def test_multitask_run_trains_on_every_store_and_evaluates_objects(two_stores: P
 
 
 @pytest.mark.integration
+def test_a_codec_that_cannot_reconstruct_the_store_warns_and_codec_finetune_helps(two_stores: Path) -> None:
+    """init_from a generator whose codec reconstructs this store badly (here: 3 codec steps) warns and
+    names codec_finetune; with it the run fine-tunes that codec here (a codec stage of its own, whose
+    time counts), and the reconstruction gets better."""
+    from enerverse.io import load_generator
+
+    run_module(two_stores, *TRAIN, "train.steps=1", "out=ft_base")
+    plain = run_module(two_stores, *TRAIN, "train.steps=1", "init_from=ft_base/checkpoint", "out=ft_plain")
+    assert "reconstructs this store's frames at" in plain.stderr and "codec_finetune=true" in plain.stderr
+    before = json.loads(plain.stdout.strip().splitlines()[-1])["codec_psnr"]
+    tune = ["init_from=ft_base/checkpoint", "codec_finetune=true", "codec.steps=30"]
+    ft = run_module(two_stores, *TRAIN, "train.steps=1", *tune, "out=ft")
+    s = json.loads(ft.stdout.strip().splitlines()[-1])
+    assert (two_stores / "ft" / "codec" / "final").is_dir() and s["codec_minutes"] > 0
+    assert s["codec_psnr"] > before
+    ckpts = [two_stores / run / "checkpoint" for run in ("ft_base", "ft")]
+    base, tuned = (load_generator(c).codec.state_dict() for c in ckpts)
+    assert any(not torch.equal(base[k], tuned[k]) for k in base)
+    bad = run_module(two_stores, *TRAIN, "codec_finetune=true", "out=ft_bad", check=False)
+    assert bad.returncode == 2 and "codec_finetune=true fine-tunes the codec of init_from" in bad.stderr
+
+
+@pytest.mark.integration
 def test_codec_only_run_ends_before_the_denoiser_and_its_codec_ships(two_stores: Path) -> None:
     r = run_module(two_stores, *TRAIN, "codec_only=true", "out=codec_run")
     s = json.loads(r.stdout.strip().splitlines()[-1])
