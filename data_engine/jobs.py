@@ -1,7 +1,7 @@
 """``ev-data-engine``: the flywheel as a resumable batch job over an episode store.
 
     ev-data-engine run store=data/pick_place out=data/pick_place_engine    # generator: the shipped one
-    ev-data-engine run ... backend=ray workers=4             # the same job on a Ray cluster (ray.init())
+    ev-data-engine run ... backend=ray workers=4             # the same job as Ray tasks (RAY_ADDRESS)
     ev-data-engine flywheel store=... episodes=[0] out=...   # one episode, its per-round picture and metrics
 
 Every episode of ``store`` (or ``episodes``) goes through the flywheel (:mod:`data_engine.flywheel`)
@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -26,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from data_engine.flywheel import EpisodeData, Flywheel, FlywheelSettings, summarise_rounds
+from enerverse.core.cluster import check_backend, ray_map
 from enerverse.core.config import ConfigError, config_from_dict, parse_cli
 from enerverse.core.errors import user_errors
 from enerverse.core.media import write_png
 from enerverse.core.outputs import write_json_atomic
 from enerverse.core.progress import progress
+from enerverse.core.signals import die_with_parent
 
 _GENERATORS: dict[str, object] = {}  # per worker process: generators already loaded
 
@@ -47,15 +50,14 @@ class DataEngineConfig:
     episodes: list[int] | None = None
     """episode indices (None: every committed episode)"""
     backend: str = "local"
-    """local (a process pool) | ray (Ray tasks; ray.init() joins a running cluster or starts one)"""
+    """local (a process pool) | ray (Ray tasks on the cluster RAY_ADDRESS names, else a local instance)"""
     workers: int = 1
     pictures: bool = True
     """write <out>/pictures/episode_<i>.png: per round, observed | generated | 4DGS | truth"""
     flywheel: FlywheelSettings = field(default_factory=FlywheelSettings)
 
     def validate(self) -> None:
-        if self.backend not in ("local", "ray"):
-            raise ConfigError(f"backend must be 'local' or 'ray', got {self.backend!r}")
+        check_backend(self.backend)
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if not (Path(self.store) / "zarr.json").is_file():
@@ -143,15 +145,7 @@ def _dispatch(cfg: DataEngineConfig, todo: list[int]):
 
     d = dataclasses.asdict(cfg)
     if cfg.backend == "ray":
-        import ray
-
-        if not ray.is_initialized():
-            ray.init(num_cpus=cfg.workers, include_dashboard=False, log_to_driver=False)
-        task = ray.remote(num_cpus=1)(work)
-        pending = [task.remote(d, i) for i in todo]
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            yield ray.get(done[0])
+        yield from ray_map(work, [(d, i) for i in todo], cfg.workers)
         return
     if cfg.workers == 1:
         for i in todo:
@@ -160,7 +154,8 @@ def _dispatch(cfg: DataEngineConfig, todo: list[int]):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as pool:
+    ctx = mp.get_context("spawn")  # workers die with this process: a killed job leaves no writer behind
+    with ProcessPoolExecutor(cfg.workers, ctx, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         for fut in as_completed([pool.submit(work, d, i) for i in todo]):
             yield fut.result()
 

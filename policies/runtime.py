@@ -34,6 +34,7 @@ from enerverse.core.checkpoint import CheckpointError
 from enerverse.core.config import ConfigError
 from enerverse.core.errors import EnerVerseError
 from enerverse.core.frames import to_uint8
+from enerverse.core.latency import latency_summary
 from enerverse.core.store.sampler import grid_memory_indices
 from policies.encoder_api import InputFeature
 from policies.io import load_policy
@@ -257,16 +258,7 @@ class PolicyRuntime:
     # --- reporting -------------------------------------------------------------------------------
     def latency(self) -> dict:
         """Per-chunk inference latency in ms: count, mean, p50, p95, max."""
-        x = np.asarray(self.latencies_ms)
-        if not len(x):
-            return {"chunks": 0}
-        return {
-            "chunks": int(len(x)),
-            "mean_ms": float(x.mean()),
-            "p50_ms": float(np.percentile(x, 50)),
-            "p95_ms": float(np.percentile(x, 95)),
-            "max_ms": float(x.max()),
-        }
+        return latency_summary(self.latencies_ms)
 
     @torch.no_grad()
     def imagine(self, steps: int | None = None) -> np.ndarray | None:

@@ -53,7 +53,7 @@ def eval_table(evals: list[Path]) -> list[str]:
         for t in res["tasks"]:
             lo, hi = t["ci95"]
             rate = f"{t['success_rate']:.2f} | [{lo:.2f}, {hi:.2f}]"
-            rows.append(f"| `{run}` | {t['task']} | {t['episodes']} | {rate} |")
+            rows.append(f"| `{run}` | {t.get('label', t['task'])} | {t['episodes']} | {rate} |")
     return rows
 
 

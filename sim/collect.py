@@ -26,6 +26,7 @@ from enerverse.core.errors import user_errors
 from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
 from enerverse.core.progress import progress
 from enerverse.core.seeding import episode_seed
+from enerverse.core.signals import die_with_parent
 from enerverse.core.store import EpisodeStore
 from enerverse.core.store.rig import legacy_rig_version
 from sim.settings import SimSettings, rig_version
@@ -68,25 +69,12 @@ class CollectConfig(SimSettings):
 _WORKER: dict = {}
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Pool workers must not outlive a killed parent (they would keep writing into the store). A
-    worker whose parent died before this ran (a slow start under load) is already orphaned: it exits."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
 def _init_worker(cfg: CollectConfig, store_path: str, parent_pid: int | None = None) -> None:
     from sim.experts import make_expert
     from sim.registration import make_env
 
     if parent_pid is not None:  # in a pool
-        _die_with_parent(parent_pid)
+        die_with_parent(parent_pid)
     _WORKER["env"] = make_env(cfg.task, **cfg.env_kwargs())
     _WORKER["policy"] = make_expert(cfg.task)
     _WORKER["store"] = EpisodeStore.open(store_path)

@@ -4,6 +4,7 @@
     ev-eval task=all policy=expert episodes=20            # per-task table over every project task
 
     ev-eval task=pick_place policy=outputs/train_policy/<run>/checkpoint episodes=50   # a trained policy
+    ev-eval policies=[ckpt_a,ckpt_b] tasks=[reach,stack] episodes=100 backend=ray workers=8   # a sweep
 
 Any policy object with ``reset(instructions)`` (one per environment) and
 ``act(obs) -> actions [B, chunk, A]`` (batched observation dict in, batched action chunks out) can be
@@ -14,7 +15,8 @@ video). Checkpoint folders are loaded through the ``enerverse.policy_loaders`` e
 the checkpoint's views and resolution.
 Episode ``i`` of a task always uses seed ``episode_seed(seed, i)``; evaluation seeds default to a
 range (1000) disjoint from collection's (0). Writes results.json, a success plot (png) and a video
-grid per task.
+grid per task (per policy and task in a sweep of several policies); ``sim.sweep`` runs the units of
+work, here or as Ray tasks.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from enerverse.core.checkpoint import resolve_folder
+from enerverse.core.cluster import check_backend
 from enerverse.core.config import ConfigError, parse_cli, save_config
 from enerverse.core.errors import user_errors
 from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
@@ -38,6 +40,7 @@ from enerverse.core.store import check_rig_version, recorded_rig_version
 from sim.plots import success_plot
 from sim.registration import make_vec_env
 from sim.settings import SimSettings, rig_version
+from sim.sweep import check_sweep, merged_rows, plan_units, policy_names
 from sim.tasks import TASKS
 
 
@@ -47,6 +50,8 @@ class EvalConfig(SimSettings):
 
     policy: str = "expert"
     """'expert' (the task's scripted expert) or a policy checkpoint folder (ev-train-policy)"""
+    policies: list[str] | None = None
+    """several policies evaluated on the same tasks and seeds (replaces policy), e.g. a checkpoint sweep"""
     tasks: list[str] | None = None
     """several tasks, e.g. tasks=[reach,push] for a multi-task policy (replaces task; task=all: every
     project task)"""
@@ -69,8 +74,19 @@ class EvalConfig(SimSettings):
     """DDIM steps of the action head (default: the checkpoint's)"""
     device: str = "cpu"
     """device of checkpoint policies"""
+    backend: str = "local"
+    """'local' (this process) or 'ray' (shards of episodes as Ray tasks; RAY_ADDRESS names a cluster)"""
+    workers: int = 2
+    """backend=ray without RAY_ADDRESS: CPUs of the local Ray instance (one shard per CPU)"""
+    shard_episodes: int = 10
+    """backend=ray: episodes per Ray task"""
     out: str | None = None
     """output folder (default: outputs/eval/<timestamp>)"""
+
+    @property
+    def policy_list(self) -> list[str]:
+        """The policies evaluated: ``policies``, or ``policy``."""
+        return list(self.policies) if self.policies else [self.policy]
 
     @property
     def task_list(self) -> list[str]:
@@ -80,6 +96,20 @@ class EvalConfig(SimSettings):
         return list(TASKS) if self.task == "all" else [self.task]
 
     def validate(self) -> None:
+        check_backend(self.backend)
+        for name in ("workers", "shard_episodes"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        check_sweep(self)
+        if self.tasks and len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"tasks must be distinct, got {self.tasks}")
+        if self.policies and len({str(Path(p).resolve()) for p in self.policies}) != len(self.policies):
+            raise ConfigError(f"policies must be distinct folders, got {self.policies}")
+        if self.policies:  # every policy evaluated must accept the settings
+            policy_names(self.policies)
+            for policy in self.policies:
+                dataclasses.replace(self, policy=policy, policies=None).validate()
+            return
         if self.action_steps is not None:
             if self.action_steps < 1:
                 raise ConfigError(f"action_steps must be >= 1, got {self.action_steps}")
@@ -233,12 +263,14 @@ def evaluate(
     env_kwargs: dict | None = None,
     show_progress: bool = True,
     imagine: bool = True,
+    first_episode: int = 0,
 ) -> dict:
     """Run ``episodes`` seeded episodes of ``task``; returns per-episode results and frames to show.
 
     Envs are reset together in batches of ``num_envs``; an env that finishes early is restarted and
-    its later steps are ignored until the batch ends. Result keys: task, episodes, successes, success_rate,
-    ci95, mean_length, per_episode (seed, success, length), frames (list of [T, V, H, W, 3]).
+    its later steps are ignored until the batch ends. Episode ``i`` is the task's episode
+    ``first_episode + i`` (for its seed). Result keys: task, episodes, successes, success_rate, ci95,
+    mean_length, per_episode (seed, success, length), frames (list of [T, V, H, W, 3]).
     """
     num_envs = min(num_envs, episodes)
     venv = make_vec_env(task, num_envs, asynchronous=asynchronous, **(env_kwargs or {}))
@@ -248,7 +280,7 @@ def evaluate(
     try:
         for start in range(0, episodes, num_envs):
             n = min(num_envs, episodes - start)
-            seeds = [episode_seed(seed, start + i) for i in range(num_envs)]
+            seeds = [episode_seed(seed, first_episode + start + i) for i in range(num_envs)]
             show = [i for i in range(n) if start + i < videos]
             st = _run_batch(policy, venv, seeds, n, show, imagine, bar)
             per_episode += [
@@ -260,18 +292,22 @@ def evaluate(
     finally:
         bar.close()
         venv.close()
-    k = sum(e["success"] for e in per_episode)
-    lo, hi = wilson_interval(k, episodes)
+    return {**summarise_episodes(task, per_episode), "frames": frames}
+
+
+def summarise_episodes(task: str, per_episode: list[dict]) -> dict:
+    """A task's row from its episodes: task, episodes, successes, success_rate, ci95 (Wilson),
+    mean_length, stages (tasks that report them), per_episode."""
+    n, k = len(per_episode), sum(e["success"] for e in per_episode)
     return {
         "task": task,
-        "episodes": episodes,
+        "episodes": n,
         "successes": k,
-        "success_rate": k / episodes,
-        "ci95": [lo, hi],
+        "success_rate": k / n,
+        "ci95": list(wilson_interval(k, n)),
         "mean_length": float(np.mean([e["length"] for e in per_episode])),
         **stages_reached(task, per_episode),
         "per_episode": per_episode,
-        "frames": frames,
     }
 
 
@@ -288,61 +324,67 @@ def stages_reached(task: str, per_episode: list[dict]) -> dict:
 
 
 def run(cfg: EvalConfig, run_dir: Path) -> dict:
-    """Evaluate every requested task; write results.json, plot and videos; return the summary."""
-    from enerverse.core.media import write_video
-    from sim.video import grid_video
-
-    tasks = cfg.task_list
-    rows = []
-    for task in tasks:
-        t0 = time.perf_counter()
-        env_kwargs = cfg.env_kwargs()
-        if cfg.policy == "expert":
-            policy = make_policy(cfg.policy, task)
-        else:
-            policy = make_policy(
-                cfg.policy, task, device=cfg.device, steps=cfg.policy_steps, action_steps=cfg.action_steps
-            )
-            env_kwargs.update(views=list(policy.views), width=policy.resolution, height=policy.resolution)
-        res = evaluate(
-            policy,
-            task,
-            cfg.episodes,
-            cfg.num_envs,
-            cfg.seed,
-            cfg.asynchronous,
-            cfg.videos,
-            env_kwargs,
-            imagine=cfg.imagine,
-        )
-        res["seconds"] = time.perf_counter() - t0
-        if hasattr(policy, "runtime"):
-            res["latency"] = policy.runtime.latency()
-        if res["frames"]:
-            views = list(env_kwargs.get("views", cfg.views))
-            H = res["frames"][0].shape[2]
-            if res["frames"][0].shape[1] == 2 * len(views):
-                views += [f"{v} imagined" for v in views]
-            labels = [f"ep{j} {'ok' if e['success'] else 'fail'}" for j, e in enumerate(res["per_episode"])]
-            vid = grid_video(res["frames"], views, labels[: len(res["frames"])], max(1, 128 // H))
-            res["video"] = str(write_video(run_dir / f"{task.replace('/', '_')}.mp4", vid, 20))
-        del res["frames"]
-        rows.append(res)
+    """Evaluate every requested (policy, task); write results.json, plot and videos; return the summary."""
+    cfg = _absolute_policies(cfg)
+    names = policy_names(cfg.policy_list)
+    several = len(cfg.policy_list) > 1
+    done = {}
+    for row in merged_rows(cfg, plan_units(cfg)):
+        name = names[row["policy"]]
+        if several:
+            row["label"] = f"{name}: {row['task']}"
+        stem = f"{name}_{row['task']}" if several else row["task"]
+        _write_video(row, run_dir / f"{stem.replace('/', '_')}.mp4")
+        done[(row["policy"], row["task"])] = row
+    rows = [done[(p, t)] for p in cfg.policy_list for t in cfg.task_list]  # the requested order
     total = sum(r["episodes"] for r in rows)
     k = sum(r["successes"] for r in rows)
     lo, hi = wilson_interval(k, total)
     print("\n" + format_table(rows), file=sys.stderr)
     success_plot(rows, run_dir / "success.png")
-    write_json_atomic(run_dir / "results.json", {"policy": cfg.policy, "tasks": rows})
-    return {
+    policy = [names[p] for p in cfg.policy_list] if several else cfg.policy
+    write_json_atomic(run_dir / "results.json", {"policy": policy, "backend": cfg.backend, "tasks": rows})
+    summary = {
         "task": cfg.tasks or cfg.task,
-        "policy": cfg.policy,
+        "policy": policy,
         "success_rate": k / total,
         "ci95": [lo, hi],
         "episodes": total,
-        "per_task": {r["task"]: r["success_rate"] for r in rows},
+        "per_task": {r.get("label", r["task"]): r["success_rate"] for r in rows},
         "run_dir": str(run_dir),
     }
+    if several:
+        per = {names[p]: [r for r in rows if r["policy"] == p] for p in cfg.policy_list}
+        summary["per_policy"] = {n: sum(r["successes"] for r in rs) / sum(r["episodes"] for r in rs)
+                                 for n, rs in per.items()}  # fmt: skip
+    return summary
+
+
+def _absolute_policies(cfg: EvalConfig) -> EvalConfig:
+    """On Ray, checkpoint paths made absolute: workers on other nodes start in other folders."""
+    if cfg.backend == "local":
+        return cfg
+    absolute = lambda p: p if p == "expert" else str(Path(p).resolve())  # noqa: E731
+    return dataclasses.replace(
+        cfg, policy=absolute(cfg.policy), policies=[absolute(p) for p in cfg.policies or []] or None
+    )
+
+
+def _write_video(row: dict, path: Path) -> None:
+    """The row's recorded episodes as one grid video (real views, imagined views beside them); sets
+    ``row["video"]`` and drops the frames."""
+    from enerverse.core.media import write_video
+    from sim.video import grid_video
+
+    frames, views = row.pop("frames"), list(row.pop("views"))
+    if not frames:
+        return
+    H = frames[0].shape[2]
+    if frames[0].shape[1] == 2 * len(views):
+        views += [f"{v} imagined" for v in views]
+    labels = [f"ep{j} {'ok' if e['success'] else 'fail'}" for j, e in enumerate(row["per_episode"])]
+    vid = grid_video(frames, views, labels[: len(frames)], max(1, 128 // H))
+    row["video"] = str(write_video(path, vid, 20))
 
 
 def format_table(rows: list[dict]) -> str:
@@ -351,7 +393,7 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         lo, hi = r["ci95"]
         lines.append(
-            f"{r['task']:<28} {r['episodes']:>8} {r['success_rate']:>8.3f} "
+            f"{r.get('label', r['task']):<28} {r['episodes']:>8} {r['success_rate']:>8.3f} "
             f"{f'[{lo:.2f}, {hi:.2f}]':>15} {r['mean_length']:>9.1f}"
         )
         if r.get("stages"):

@@ -30,12 +30,14 @@ def layout(names: list[str]) -> tuple[int, int, list[tuple[int, int]]]:
 
 
 def success_plot(rows: list[dict], path: Path) -> Path:
-    """Bar chart of ``rows`` (``task``, ``success_rate``, ``ci95``) with CI whiskers, written to ``path``."""
+    """Bar chart of ``rows`` (``success_rate``, ``ci95``, named by ``label`` or else ``task``) with CI
+    whiskers, written to ``path``."""
     import cv2
 
     from enerverse.core.media import write_png
 
-    x0, slot, spans = layout([r["task"] for r in rows])
+    names = [r.get("label", r["task"]) for r in rows]
+    x0, slot, spans = layout(names)
     W, H, pad = x0 + slot * len(rows) + 10, 300, 40
     img = np.full((H, W, 3), 255, np.uint8)
     y = lambda v: int(H - pad - v * (H - 2 * pad))  # noqa: E731
@@ -47,7 +49,7 @@ def success_plot(rows: list[dict], path: Path) -> Path:
         cv2.rectangle(img, (x, y(r["success_rate"])), (x + 60, y(0)), (70, 130, 200), -1)
         lo, hi = r["ci95"]
         cv2.line(img, (x + 30, y(lo)), (x + 30, y(hi)), (0, 0, 0), 2)
-        cv2.putText(img, r["task"], (spans[i][0], H - 15), cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, (0, 0, 0), 1)
+        cv2.putText(img, names[i], (spans[i][0], H - 15), cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, (0, 0, 0), 1)
         top = min(y(r["success_rate"]), y(hi)) - 6  # above the bar and its whisker
         rate = f"{r['success_rate']:.2f}"
         cv2.putText(img, rate, (x + 12, top), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)

@@ -71,26 +71,58 @@ def test_a_job_writes_a_generated_store_keeps_real_views_and_resumes(engine_dir:
     assert again["processed"] == 0 and again["skipped_done"] == 3
 
 
+def _pool_workers(pid: int) -> list[int]:
+    """Live multiprocessing pool workers whose parent is ``pid`` (Linux /proc; not the resource tracker)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # exited meanwhile
+            continue
+        if int(fields[1]) == pid and b"--multiprocessing-fork" in cmdline:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_a_killed_job_loses_no_finished_episode_and_resumes(engine_dir: Path) -> None:
+    """Killed with SIGKILL mid-job (2 pool workers): committed episodes stay, the workers die with
+    the job (no writer left behind), and the same command finishes the rest."""
     from enerverse.core.store import EpisodeStore
 
     env = {**os.environ, "EV_NO_PROGRESS": "1"}
     args = [sys.executable, "-m", "data_engine.jobs", "run", f"store={engine_dir / 'store'}",
-            f"out={engine_dir / 'killed'}", f"generator={engine_dir / 'gen'}", *TINY_FLYWHEEL]  # fmt: skip
+            f"out={engine_dir / 'killed'}", f"generator={engine_dir / 'gen'}", "workers=2",
+            *TINY_FLYWHEEL]  # fmt: skip
     p = subprocess.Popen(args, cwd=engine_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = engine_dir / "killed"
+    committed = lambda: sorted((out / "episodes").glob("episode_*/zarr.json"))  # noqa: E731
     deadline = time.time() + 240
-    while time.time() < deadline and not (out / "episodes" / "episode_000000" / "zarr.json").is_file():
+    while time.time() < deadline and not committed():
         time.sleep(0.2)
+    workers = _pool_workers(p.pid)
     p.send_signal(signal.SIGKILL)
     p.wait()
+    assert len(workers) == 2, f"expected the job's 2 pool workers, found {workers}"
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "a pool worker outlived the killed job"
     first = EpisodeStore.open(out).indices()
     assert first and len(first) < 3
-    stamp = (out / "episodes" / "episode_000000" / "zarr.json").stat().st_mtime_ns
+    kept = committed()[0]
+    stamp = kept.stat().st_mtime_ns
     s = json.loads(_job(engine_dir, "killed").stdout.strip().splitlines()[-1])
     assert s["skipped_done"] == len(first) and s["processed"] == 3 - len(first)
     assert EpisodeStore.open(out).indices() == [0, 1, 2]
-    assert (out / "episodes" / "episode_000000" / "zarr.json").stat().st_mtime_ns == stamp  # not rewritten
+    assert kept.stat().st_mtime_ns == stamp  # not rewritten
 
 
 def test_the_ray_backend_runs_the_same_job_with_two_workers(engine_dir: Path) -> None:

@@ -3,6 +3,7 @@ Wilson interval."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -138,3 +139,82 @@ def test_success_plot_labels_never_overlap_or_leave_the_image(tmp_path: Path) ->
     rows = [{"task": n, "success_rate": 0.5, "ci95": (0.3, 0.7)} for n in names]
     img = iio.imread(success_plot(rows, tmp_path / "success.png"))
     assert spans[0][0] >= 0 and spans[-1][1] <= img.shape[1]
+
+
+# --- sweeps: units of work, shards, Ray -------------------------------------------------------------------
+def test_a_sweep_plans_one_unit_per_policy_and_task_locally_and_whole_batch_shards_on_ray() -> None:
+    from sim.evaluate import EvalConfig
+    from sim.sweep import plan_units
+
+    cfg = EvalConfig(policies=["a", "b"], tasks=["reach", "push"], episodes=5, num_envs=2, shard_episodes=2)
+    local = plan_units(cfg)
+    assert [(u.policy, u.task, u.first, u.episodes) for u in local] == [
+        ("a", "reach", 0, 5), ("a", "push", 0, 5), ("b", "reach", 0, 5), ("b", "push", 0, 5),
+    ]  # fmt: skip
+    shards = plan_units(dataclasses.replace(cfg, backend="ray"))
+    assert len(shards) == 2 * 2 * 3 and {(u.first, u.episodes) for u in shards} == {(0, 2), (2, 2), (4, 1)}
+    # a checkpoint draws its sampling noise per batch of num_envs: shards are whole batches
+    odd = plan_units(dataclasses.replace(cfg, backend="ray", num_envs=4, shard_episodes=3, policies=["a"]))
+    assert [(u.first, u.episodes) for u in odd if u.task == "reach"] == [(0, 4), (4, 1)]
+
+
+def test_policies_get_short_distinct_names() -> None:
+    from sim.sweep import policy_names
+
+    assert policy_names(["expert"]) == {"expert": "expert"}
+    names = policy_names(["outputs/run_a/checkpoint", "/x/run_b/checkpoint", "checkpoints/enerverse_a"])
+    assert list(names.values()) == ["run_a/checkpoint", "run_b/checkpoint", "enerverse_a"]
+
+
+def test_merged_shards_equal_the_unsharded_evaluation() -> None:
+    """The same 5 episodes evaluated whole and as shards of 2 (in completion order) give one row."""
+    from sim.sweep import merge_shards
+
+    kw = {"views": ["main"], "width": 16, "height": 16, "max_steps": 12}
+    whole = evaluate(make_expert("reach"), "reach", episodes=5, num_envs=2, seed=3, env_kwargs=kw,
+                     show_progress=False)  # fmt: skip
+    parts = []
+    for first, n in ((4, 1), (0, 2), (2, 2)):
+        part = evaluate(make_expert("reach"), "reach", n, 2, 3, env_kwargs=kw, show_progress=False,
+                        first_episode=first)  # fmt: skip
+        parts.append({**part, "policy": "expert", "first": first, "views": ["main"], "seconds": 1.0})
+    row = merge_shards(parts)
+    for key in ("per_episode", "successes", "success_rate", "ci95", "mean_length", "episodes"):
+        assert row[key] == whole[key], key
+    assert row["shards"] == 3 and row["seconds"] == 3.0
+
+
+@pytest.mark.integration
+def test_a_ray_sweep_gives_the_local_result_episode_for_episode(tmp_path: Path, monkeypatch) -> None:
+    """The same evaluation, in this process and as 2-episode shards on a local Ray instance with 2 CPUs:
+    the same seeds, successes and lengths per task, and the same video grids."""
+    pytest.importorskip("ray")
+    import imageio.v3 as iio
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    common = ["tasks=[reach,push]", "policy=expert", "episodes=3", "num_envs=2", *SMALL, "videos=3"]
+    rows = {}
+    for backend, extra in (("local", []), ("ray", ["workers=2", "shard_episodes=2"])):
+        args = [*common, f"backend={backend}", *extra, f"out={tmp_path / backend}"]
+        proc = run_entry("ev-eval", args, tmp_path, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        rows[backend] = json.loads((tmp_path / backend / "results.json").read_text())["tasks"]
+    assert [r["task"] for r in rows["ray"]] == ["reach", "push"] and rows["ray"][0]["shards"] == 2
+    for a, b in zip(rows["local"], rows["ray"], strict=True):
+        assert a["per_episode"] == b["per_episode"] and a["ci95"] == b["ci95"]
+        shape = [iio.improps(tmp_path / backend / f"{a['task']}.mp4").shape for backend in ("local", "ray")]
+        assert shape[0] == shape[1]  # three episodes in the grid, whichever shard recorded them
+
+
+def test_sweep_settings_are_checked_in_one_line(tmp_path: Path) -> None:
+    for args, msg in (
+        (["backend=slurm"], "backend must be 'local' or 'ray'"),
+        (["policies=[expert,./expert]"], "policies must be distinct folders"),
+        (["tasks=[reach,reach]"], "tasks must be distinct"),
+        (["shard_episodes=0"], "shard_episodes must be positive"),
+        (["backend=ray", "device=cuda"], "device=cuda needs backend=local"),
+        (["policies=[expert,nowhere]"], "policy='nowhere': expected 'expert' or a policy checkpoint"),
+    ):
+        proc = run_entry("ev-eval", ["task=reach", "episodes=1", *args], tmp_path)
+        assert proc.returncode == 2 and msg in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr

@@ -1,9 +1,12 @@
-"""Signals during training: SIGTERM and SIGINT end a run with a checkpoint instead of killing it."""
+"""Signals: SIGTERM and SIGINT end a training run with a checkpoint instead of killing it; pool
+workers die with their parent."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -30,3 +33,16 @@ def stop_on_signals(trainer: Any) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Call first in a pool worker: it must not outlive a killed parent (it would keep writing into a
+    store the next run resumes). Linux kills it with the parent (PR_SET_PDEATHSIG); a worker whose
+    parent died before this ran (a slow start under load) is already orphaned and exits now."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(1)
