@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from data_engine.flywheel import EpisodeData, Flywheel, FlywheelSettings, summarise_rounds
-from enerverse.core.cluster import check_backend, ray_map
+from enerverse.core.cluster import absolute_path, check_backend, ray_map
 from enerverse.core.config import ConfigError, config_from_dict, parse_cli
 from enerverse.core.errors import user_errors
 from enerverse.core.media import write_png
@@ -144,7 +144,8 @@ def _dispatch(cfg: DataEngineConfig, todo: list[int]):
     from data_engine.jobs import process_episode as work  # by reference, also when run as __main__
 
     d = dataclasses.asdict(cfg)
-    if cfg.backend == "ray":
+    if cfg.backend == "ray":  # workers on other nodes start in other folders
+        d.update({k: absolute_path(d[k]) for k in ("store", "out", "generator")})
         yield from ray_map(work, [(d, i) for i in todo], cfg.workers)
         return
     if cfg.workers == 1:

@@ -75,8 +75,8 @@ class TrainGeneratorConfig:
     codec_from: str | None = None
     """reuse the codec of a generator checkpoint folder (same codec settings) and skip the codec stage"""
     init_from: str | None = None
-    """start from every weight of a generator checkpoint (same generator settings) and skip the codec
-    stage: video adaptation of a pretrained generator to this store"""
+    """start from every weight of a generator checkpoint (same generator settings): video adaptation of
+    a pretrained generator to this store; its codec is kept as it is unless codec_finetune"""
     codec_finetune: bool = False
     """with init_from: first fine-tune the checkpoint's codec on this store for codec.steps steps and
     recalibrate it, then adapt the denoiser (a codec trained on other scenes may not reconstruct these:
@@ -103,6 +103,11 @@ class TrainGeneratorConfig:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.codec_finetune and not self.init_from:
             raise ConfigError("codec_finetune=true fine-tunes the codec of init_from=<generator checkpoint>")
+        if self.codec_finetune and self.generator.codec.kind != "conv":
+            raise ConfigError(
+                "codec_finetune=true needs a trainable codec (generator.codec.kind=conv), got "
+                f"{self.generator.codec.kind!r}"
+            )
 
     @property
     def store_path(self) -> Path:
@@ -152,6 +157,7 @@ def run_identity(cfg: TrainGeneratorConfig) -> dict:
         "holdout": cfg.holdout,
         "codec_from": cfg.codec_from,
         "init_from": cfg.init_from,
+        "codec_finetune": cfg.codec_finetune,
     }
 
 
@@ -235,26 +241,31 @@ def prepare_codec(gen, cfg, sources, run_dir, identity, defaults, summary) -> st
     return None
 
 
-def check_codec_fit(gen, cfg, sources, trained_here: bool) -> float:
-    """PSNR (dB) of the codec's reconstruction of this store's calibration frames; a reused codec
-    below 25 dB gets a warning (its latents cannot hold these scenes, so neither can the denoiser)."""
+def check_codec_fit(gen, cfg, sources, trained_here: bool) -> float | None:
+    """Mean per-image PSNR (dB) of the codec's reconstruction of a batch of this store's training
+    (calibration) frames; a reused codec below 25 dB gets a warning (its latents cannot hold these
+    scenes, so neither can the denoiser). None for a codec that is not trained here (not conv)."""
     if cfg.generator.codec.kind != "conv":
-        return float("nan")
-    per_batch = max(1, cfg.codec_batch_size // cfg.generator.num_views)
+        return None
     import torch
 
+    from enerverse.codec import psnr
+
+    per_batch = max(1, cfg.codec_batch_size // cfg.generator.num_views)
     device = next(gen.codec.parameters()).device
     x = next(iter(calibration_images(sources, cfg.generator.resolution, per_batch, cfg.seed, 1))).to(device)
     with torch.no_grad():
-        y = gen.codec.decode(gen.codec.encode(x)).clamp(-1, 1)  # [N, 3, R, R]
-    mse = float(((y - x) ** 2).mean()) / 4  # images in [-1, 1]: PSNR of [0, 1] images
-    psnr = float(10 * np.log10(1.0 / max(mse, 1e-10)))
-    if psnr < 25.0 and not trained_here:
+        db = float(psnr(gen.codec.decode(gen.codec.encode(x)), x).mean())  # x: [N, 3, R, R] in [-1, 1]
+    if db < 25.0 and not trained_here:
         source = cfg.init_from or cfg.codec_from
-        print(f"warning: the codec of {source} reconstructs this store's frames at {psnr:.1f} dB (< 25): it "
-              "was trained on other scenes; with init_from, codec_finetune=true fine-tunes it here first",
-              file=sys.stderr, flush=True)  # fmt: skip
-    return psnr
+        hint = "codec_finetune=true fine-tunes it here first" if cfg.init_from else "train a codec on it"
+        print(
+            f"[ev-train-generator] warning: the codec of {source} reconstructs this store's frames "
+            f"at {db:.1f} dB (< 25): it was trained on other scenes; {hint}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return db
 
 
 def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
@@ -273,6 +284,7 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
         "generator": {**config_to_dict(get_preset(cfg.preset)), "frame_stride": 1},
         "stores": [],
         "data": identity["data"],
+        "codec_finetune": False,
     }
     t_start = time.perf_counter()
     summary: dict = {
@@ -313,6 +325,12 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
 
     if budget is not None and gt.seconds >= budget:
         gt.stop()  # the time budget is spent: a rerun trains no further step
+        if gt.step == 0:
+            print(
+                f"[ev-train-generator] warning: the codec stage used all of max_minutes={cfg.max_minutes};"
+                " the denoiser trains no step (raise max_minutes or lower codec.steps)",
+                file=sys.stderr,
+            )
 
     losses = gt.fit(batches, on_step)
     if gt.stopped_by:

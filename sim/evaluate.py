@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from enerverse.core.checkpoint import resolve_folder
-from enerverse.core.cluster import check_backend
+from enerverse.core.cluster import absolute_path, check_backend
 from enerverse.core.config import ConfigError, parse_cli, save_config
 from enerverse.core.errors import user_errors
 from enerverse.core.outputs import make_output_dir, print_summary, write_json_atomic
@@ -105,8 +105,11 @@ class EvalConfig(SimSettings):
             raise ConfigError(f"tasks must be distinct, got {self.tasks}")
         if self.policies and len({str(Path(p).resolve()) for p in self.policies}) != len(self.policies):
             raise ConfigError(f"policies must be distinct folders, got {self.policies}")
+        if self.policies and self.policy != "expert":
+            raise ConfigError(
+                f"give policy= or policies=, not both (policy={self.policy!r}, policies={self.policies})"
+            )
         if self.policies:  # every policy evaluated must accept the settings
-            policy_names(self.policies)
             for policy in self.policies:
                 dataclasses.replace(self, policy=policy, policies=None).validate()
             return
@@ -264,15 +267,18 @@ def evaluate(
     show_progress: bool = True,
     imagine: bool = True,
     first_episode: int = 0,
+    pad_batches: bool = False,
 ) -> dict:
     """Run ``episodes`` seeded episodes of ``task``; returns per-episode results and frames to show.
 
     Envs are reset together in batches of ``num_envs``; an env that finishes early is restarted and
     its later steps are ignored until the batch ends. Episode ``i`` is the task's episode
-    ``first_episode + i`` (for its seed). Result keys: task, episodes, successes, success_rate, ci95,
-    mean_length, per_episode (seed, success, length), frames (list of [T, V, H, W, 3]).
+    ``first_episode + i`` (for its seed). Batches have ``min(num_envs, episodes)`` envs, or always
+    ``num_envs`` with ``pad_batches`` (a shard of a larger run: the run's batches). Result keys: task,
+    episodes, successes, success_rate, ci95, mean_length, per_episode (seed, success, length), frames
+    (list of [T, V, H, W, 3]).
     """
-    num_envs = min(num_envs, episodes)
+    num_envs = num_envs if pad_batches else min(num_envs, episodes)
     venv = make_vec_env(task, num_envs, asynchronous=asynchronous, **(env_kwargs or {}))
     per_episode: list[dict] = []
     frames: list[np.ndarray] = []
@@ -364,9 +370,8 @@ def _absolute_policies(cfg: EvalConfig) -> EvalConfig:
     """On Ray, checkpoint paths made absolute: workers on other nodes start in other folders."""
     if cfg.backend == "local":
         return cfg
-    absolute = lambda p: p if p == "expert" else str(Path(p).resolve())  # noqa: E731
     return dataclasses.replace(
-        cfg, policy=absolute(cfg.policy), policies=[absolute(p) for p in cfg.policies or []] or None
+        cfg, policy=absolute_path(cfg.policy), policies=[absolute_path(p) for p in cfg.policies or []] or None
     )
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from enerverse.core.cluster import ray_map
+from enerverse.core.cluster import absolute_path, ray_map
 from enerverse.core.config import ConfigError, config_from_dict
 from enerverse.core.latency import latency_summary
 from enerverse.core.progress import progress
@@ -58,15 +58,16 @@ def plan_units(cfg: EvalConfig) -> list[Unit]:
 
 
 def policy_names(policies: list[str]) -> dict[str, str]:
-    """A short, distinct display name per policy: its fewest trailing path parts that no other policy
-    ends with (``run_a/checkpoint`` and ``run_b/checkpoint``, not ``checkpoint`` twice)."""
-    parts = {p: Path(p).parts or (p,) for p in policies}
+    """A short, distinct display name per policy: the fewest trailing parts of its absolute path that no
+    other policy's ends with (``run_a/checkpoint`` and ``run_b/checkpoint``, not ``checkpoint`` twice),
+    so relative and absolute spellings of a sweep get the same names."""
+    parts = {p: Path(absolute_path(p)).parts for p in policies}
 
     def name(p: str) -> str:
         for k in range(1, len(parts[p]) + 1):
             if all(q == p or parts[q][-k:] != parts[p][-k:] for q in policies):
                 return "/".join(parts[p][-k:])
-        raise ConfigError(f"policies {policies} cannot be told apart by their paths")
+        return str(absolute_path(p))  # only when two spellings name one folder (validate refuses that)
 
     return {p: name(p) for p in policies}
 
@@ -75,7 +76,7 @@ def run_unit(cfg_dict: dict, unit: Unit, show_progress: bool = True) -> dict:
     """Evaluate one unit (in this process or a Ray worker): :func:`sim.evaluate.evaluate`'s result
     plus ``policy``, ``first``, ``views``, ``seconds`` and, for checkpoints with a runtime, the raw
     per-chunk ``latencies_ms``."""
-    from sim.evaluate import EvalConfig, evaluate, make_policy
+    from sim.evaluate import EvalConfig, make_policy
 
     cfg = config_from_dict(EvalConfig, cfg_dict)
     t0 = time.perf_counter()
@@ -87,16 +88,25 @@ def run_unit(cfg_dict: dict, unit: Unit, show_progress: bool = True) -> dict:
             unit.policy, unit.task, device=cfg.device, steps=cfg.policy_steps, action_steps=cfg.action_steps
         )
         env_kwargs.update(views=list(policy.views), width=policy.resolution, height=policy.resolution)
-    res = evaluate(
-        policy, unit.task, unit.episodes, cfg.num_envs, cfg.seed, cfg.asynchronous,
-        max(0, cfg.videos - unit.first), env_kwargs, show_progress=show_progress, imagine=cfg.imagine,
-        first_episode=unit.first,
-    )  # fmt: skip
+    res = evaluate_unit(policy, unit, cfg, env_kwargs, show_progress)
     res.update(policy=unit.policy, first=unit.first, views=list(env_kwargs.get("views", cfg.views)))
     res["seconds"] = time.perf_counter() - t0
     if hasattr(policy, "runtime"):
         res["latencies_ms"] = list(policy.runtime.latencies_ms)
     return res
+
+
+def evaluate_unit(policy, unit: Unit, cfg: EvalConfig, env_kwargs: dict, show_progress: bool = True) -> dict:
+    """:func:`sim.evaluate.evaluate` on the unit's episodes in the batches the whole run has: a short
+    last shard keeps ``min(num_envs, episodes)`` envs, padded as the unsharded run's last batch is (a
+    checkpoint's sampling noise depends on the batch)."""
+    from sim.evaluate import evaluate
+
+    return evaluate(
+        policy, unit.task, unit.episodes, min(cfg.num_envs, cfg.episodes), cfg.seed, cfg.asynchronous,
+        max(0, cfg.videos - unit.first), env_kwargs, show_progress=show_progress, imagine=cfg.imagine,
+        first_episode=unit.first, pad_batches=True,
+    )  # fmt: skip
 
 
 def run_units(cfg: EvalConfig, units: list[Unit]) -> Iterator[dict]:
@@ -144,3 +154,6 @@ def check_sweep(cfg: EvalConfig) -> None:
     """Settings a sweep on Ray cannot honour, in one line."""
     if cfg.backend == "ray" and cfg.device != "cpu":
         raise ConfigError(f"backend=ray runs one CPU per shard; device={cfg.device} needs backend=local")
+    if cfg.backend == "ray" and cfg.asynchronous:
+        raise ConfigError("backend=ray runs one CPU per shard; asynchronous=true (a process per env) needs "
+                          "backend=local")  # fmt: skip

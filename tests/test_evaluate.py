@@ -14,7 +14,7 @@ from helpers.cli import SMALL, last_json, run_entry
 
 import sim  # noqa: F401  (headless GL defaults)
 from enerverse.core.seeding import episode_seed
-from sim.evaluate import evaluate, wilson_interval
+from sim.evaluate import EvalConfig, evaluate, wilson_interval
 from sim.experts import make_expert
 
 
@@ -143,7 +143,6 @@ def test_success_plot_labels_never_overlap_or_leave_the_image(tmp_path: Path) ->
 
 # --- sweeps: units of work, shards, Ray -------------------------------------------------------------------
 def test_a_sweep_plans_one_unit_per_policy_and_task_locally_and_whole_batch_shards_on_ray() -> None:
-    from sim.evaluate import EvalConfig
     from sim.sweep import plan_units
 
     cfg = EvalConfig(policies=["a", "b"], tasks=["reach", "push"], episodes=5, num_envs=2, shard_episodes=2)
@@ -164,24 +163,47 @@ def test_policies_get_short_distinct_names() -> None:
     assert policy_names(["expert"]) == {"expert": "expert"}
     names = policy_names(["outputs/run_a/checkpoint", "/x/run_b/checkpoint", "checkpoints/enerverse_a"])
     assert list(names.values()) == ["run_a/checkpoint", "run_b/checkpoint", "enerverse_a"]
+    # one path ending another's: the shorter is told apart by the folder it sits in
+    here = Path.cwd().name
+    assert policy_names(["checkpoint", "old/checkpoint"]) == {
+        "checkpoint": f"{here}/checkpoint", "old/checkpoint": "old/checkpoint",
+    }  # fmt: skip
+
+
+class _BatchRecorder:
+    """The reach expert, recording the batch size of every reset (a checkpoint's noise depends on it)."""
+
+    def __init__(self) -> None:
+        self.inner, self.batches = make_expert("reach"), []
+
+    def reset(self, instructions: list[str]) -> None:
+        self.batches.append(len(instructions))
+        self.inner.reset(instructions)
+
+    def act(self, obs: dict):
+        return self.inner.act(obs)
 
 
 def test_merged_shards_equal_the_unsharded_evaluation() -> None:
-    """The same 5 episodes evaluated whole and as shards of 2 (in completion order) give one row."""
-    from sim.sweep import merge_shards
+    """The same 5 episodes evaluated whole and as shards of 2 (in completion order) give one row, run
+    in the same batches (the short last shard too)."""
+    from sim.sweep import Unit, evaluate_unit, merge_shards, plan_units
 
     kw = {"views": ["main"], "width": 16, "height": 16, "max_steps": 12}
-    whole = evaluate(make_expert("reach"), "reach", episodes=5, num_envs=2, seed=3, env_kwargs=kw,
-                     show_progress=False)  # fmt: skip
+    cfg = EvalConfig(task="reach", episodes=5, num_envs=2, seed=3, videos=0)
+    recorders = [_BatchRecorder()]
+    whole = evaluate_unit(recorders[0], Unit("expert", "reach", 0, 5), cfg, kw, show_progress=False)
     parts = []
-    for first, n in ((4, 1), (0, 2), (2, 2)):
-        part = evaluate(make_expert("reach"), "reach", n, 2, 3, env_kwargs=kw, show_progress=False,
-                        first_episode=first)  # fmt: skip
-        parts.append({**part, "policy": "expert", "first": first, "views": ["main"], "seconds": 1.0})
+    units = plan_units(dataclasses.replace(cfg, backend="ray", shard_episodes=2))
+    for u in sorted(units, key=lambda u: -u.first):  # completion order need not be episode order
+        recorders.append(_BatchRecorder())
+        part = evaluate_unit(recorders[-1], u, cfg, kw, show_progress=False)
+        parts.append({**part, "policy": "expert", "first": u.first, "views": ["main"], "seconds": 1.0})
     row = merge_shards(parts)
     for key in ("per_episode", "successes", "success_rate", "ci95", "mean_length", "episodes"):
         assert row[key] == whole[key], key
     assert row["shards"] == 3 and row["seconds"] == 3.0
+    assert sorted(b for r in recorders[1:] for b in r.batches) == sorted(recorders[0].batches) == [2, 2, 2]
 
 
 @pytest.mark.integration
@@ -213,6 +235,8 @@ def test_sweep_settings_are_checked_in_one_line(tmp_path: Path) -> None:
         (["tasks=[reach,reach]"], "tasks must be distinct"),
         (["shard_episodes=0"], "shard_episodes must be positive"),
         (["backend=ray", "device=cuda"], "device=cuda needs backend=local"),
+        (["backend=ray", "asynchronous=true"], "asynchronous=true (a process per env) needs backend=local"),
+        (["policies=[expert]", "policy=somewhere"], "give policy= or policies=, not both"),
         (["policies=[expert,nowhere]"], "policy='nowhere': expected 'expert' or a policy checkpoint"),
     ):
         proc = run_entry("ev-eval", ["task=reach", "episodes=1", *args], tmp_path)

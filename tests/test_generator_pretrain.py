@@ -153,6 +153,12 @@ def test_a_codec_that_cannot_reconstruct_the_store_warns_and_codec_finetune_help
     assert any(not torch.equal(base[k], tuned[k]) for k in base)
     bad = run_module(two_stores, *TRAIN, "codec_finetune=true", "out=ft_bad", check=False)
     assert bad.returncode == 2 and "codec_finetune=true fine-tunes the codec of init_from" in bad.stderr
+    kl = "generator.codec.kind=diffusers_kl"
+    frozen = run_module(two_stores, *TRAIN, *tune, kl, "out=ft_bad", check=False)
+    assert frozen.returncode == 2 and "codec_finetune=true needs a trainable codec" in frozen.stderr
+    # resuming with the flag switched would swap codecs under the denoiser: refused
+    switched = run_module(two_stores, *TRAIN, "train.steps=2", tune[0], "out=ft", check=False)
+    assert switched.returncode == 2 and "codec_finetune" in switched.stderr, switched.stderr[-1500:]
 
 
 @pytest.mark.integration
