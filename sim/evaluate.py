@@ -22,7 +22,6 @@ work, here or as Ray tasks.
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from enerverse.core.outputs import make_output_dir, print_summary, write_json_at
 from enerverse.core.progress import progress
 from enerverse.core.seeding import episode_seed
 from enerverse.core.store import check_rig_version, recorded_rig_version
+from sim.outcomes import summarise_episodes, wilson_interval
 from sim.plots import success_plot
 from sim.registration import make_vec_env
 from sim.settings import SimSettings, rig_version
@@ -138,17 +138,6 @@ class EvalConfig(SimSettings):
                 f"policy={self.policy!r}: expected 'expert' or a policy checkpoint folder "
                 "(with config.json, written by ev-train-policy)"
             )
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def policy_loader(name: str = "checkpoint"):
@@ -299,34 +288,6 @@ def evaluate(
         bar.close()
         venv.close()
     return {**summarise_episodes(task, per_episode), "frames": frames}
-
-
-def summarise_episodes(task: str, per_episode: list[dict]) -> dict:
-    """A task's row from its episodes: task, episodes, successes, success_rate, ci95 (Wilson),
-    mean_length, stages (tasks that report them), per_episode."""
-    n, k = len(per_episode), sum(e["success"] for e in per_episode)
-    return {
-        "task": task,
-        "episodes": n,
-        "successes": k,
-        "success_rate": k / n,
-        "ci95": list(wilson_interval(k, n)),
-        "mean_length": float(np.mean([e["length"] for e in per_episode])),
-        **stages_reached(task, per_episode),
-        "per_episode": per_episode,
-    }
-
-
-def stages_reached(task: str, per_episode: list[dict]) -> dict:
-    """``{"stages": {stage name: fraction of episodes that got at least that far}}`` for tasks that
-    report stages (partial credit on long tasks), else ``{}``."""
-    done = [e["stages_done"] for e in per_episode if "stages_done" in e]
-    if not done or len(done) != len(per_episode):
-        return {}
-    names = list(TASKS[task].stage_names) if task in TASKS else []  # Meta-World: numbered stages
-    n = max(len(names), max(done))
-    names += [f"stage {k + 1}" for k in range(len(names), n)]
-    return {"stages": {names[k]: float(np.mean([d > k for d in done])) for k in range(n)}}
 
 
 def run(cfg: EvalConfig, run_dir: Path) -> dict:

@@ -24,6 +24,7 @@ from enerverse.core.cluster import absolute_path, ray_map
 from enerverse.core.config import ConfigError, config_from_dict
 from enerverse.core.latency import latency_summary
 from enerverse.core.progress import progress
+from sim.outcomes import summarise_episodes
 
 if TYPE_CHECKING:
     from sim.evaluate import EvalConfig
@@ -138,8 +139,6 @@ def merge_shards(parts: list[dict]) -> dict:
     """One (policy, task) row from its shards: episodes in order, successes summed, the Wilson CI of
     the whole, frames of the shards that recorded them; ``seconds`` is the shards' summed compute time
     (each loads the policy), not wall time."""
-    from sim.evaluate import summarise_episodes
-
     parts = sorted(parts, key=lambda p: p["first"])
     per_episode = [e for p in parts for e in p["per_episode"]]
     row = {"policy": parts[0]["policy"], **summarise_episodes(parts[0]["task"], per_episode)}
