@@ -58,7 +58,7 @@ class FlywheelSettings:
             raise ConfigError("flywheel.observed must name at least one view")
 
     def check_views(self, views: list[str]) -> None:
-        """ConfigError unless ``observed`` is a proper subset of ``views``."""
+        """ConfigError unless ``observed`` is a proper subset of ``views`` and the settings validate."""
         unknown = [v for v in self.observed if v not in views]
         if unknown or not self.observed:
             raise ConfigError(
@@ -66,10 +66,7 @@ class FlywheelSettings:
             )
         if len(self.observed) == len(views):
             raise ConfigError(f"every view ({views}) is observed: nothing for the flywheel to make")
-        if self.rounds < 0 or not self.strengths or not all(0 < s <= 1 for s in self.strengths):
-            raise ConfigError(
-                f"rounds must be >= 0 and strengths in (0, 1], got {self.rounds}, {self.strengths}"
-            )
+        self.validate()
 
 
 @dataclass

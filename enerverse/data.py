@@ -97,6 +97,7 @@ class GeneratorWindows(Dataset):
             seed=seed,
             stride=cfg.frame_stride,
             aligned=aligned,
+            uniform_prob=cfg.memory.train_uniform_prob,
         )
         eps = [int(e) for e in self.sampler.episode_indices]
         self.views = {e: store.episode(e) for e in eps}  # opened once: zarr metadata reads add up

@@ -81,10 +81,24 @@ class MemoryConfig:
     """clean context frames: 3 sampled from the history + the latest"""
     mode: str = "sparse"
     """sparse | consecutive"""
+    train_uniform_prob: float = 0.0
+    """sparse mode, training: the share of windows whose memory is spread evenly from the episode's
+    first frame (the layout generation uses) instead of random history frames"""
     corruption: bool = True
     """cosine-scheduled noise on memory frames in training, growing toward the present"""
     max_corruption_div: int = 20
     min_corruption_div: int = 3
+
+
+TRAINING_ONLY = (
+    ("diffusion", "uncond_prob"),
+    ("diffusion", "sparse_view_prob"),
+    ("memory", "train_uniform_prob"),
+    ("memory", "corruption"),
+    ("memory", "max_corruption_div"),
+    ("memory", "min_corruption_div"),
+)
+"""(group, key) of generator settings that shape training samples only: init_from may change them."""
 
 
 @dataclass
@@ -128,6 +142,10 @@ class GeneratorConfig:
             raise ConfigError(
                 f"memory.chunk and memory.n_memory must be >= 1, got {self.memory.chunk} and "
                 f"{self.memory.n_memory}"
+            )
+        if not 0.0 <= self.memory.train_uniform_prob <= 1.0:
+            raise ConfigError(
+                f"memory.train_uniform_prob must be in [0, 1], got {self.memory.train_uniform_prob}"
             )
         d = self.denoiser
         if d.width % d.head_channels:

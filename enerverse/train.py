@@ -29,7 +29,7 @@ from enerverse.core.seeding import seed_everything
 from enerverse.core.store import recorded_rig_version, store_rig_version
 from enerverse.core.trainer import LossModule, Trainer, TrainSettings
 from enerverse.io import save_codec, save_generator
-from enerverse.presets import GeneratorConfig, get_preset
+from enerverse.presets import TRAINING_ONLY, GeneratorConfig, get_preset
 from enerverse.samples import write_sample_grid
 from enerverse.train_data import Source, calibration_images, frame_batches, generator_batches, open_sources
 
@@ -190,7 +190,11 @@ def load_generator_weights(gen, folder: str, gcfg: GeneratorConfig, store_rig: i
 
     ck = load_checkpoint(folder)
     note_other_rig(recorded_rig_version(ck.config), store_rig, f"init_from={folder}")
-    diff = describe_differences(ck.config.get("generator") or {}, config_to_dict(gcfg))
+    stored, current = ck.config.get("generator") or {}, config_to_dict(gcfg)
+    for group, key in TRAINING_ONLY:  # how samples are drawn in training, not what the weights are
+        stored.get(group, {}).pop(key, None)
+        current.get(group, {}).pop(key, None)
+    diff = describe_differences(stored, current)
     if diff:
         raise ConfigError(f"init_from={folder} has other generator settings (checkpoint -> this run: {diff})")
     gen.load_state_dict(ck.state_dict)
@@ -227,7 +231,7 @@ def prepare_codec(gen, cfg, sources, run_dir, identity, defaults, summary) -> st
         load_codec_from(gen, cfg.codec_from, cfg.generator, rig)
         summary["codec_from"] = cfg.codec_from
     trains_codec = cfg.codec_finetune or not (cfg.init_from or cfg.codec_from)
-    if cfg.generator.codec.kind == "conv" and cfg.codec.steps > 0 and trains_codec:
+    if cfg.generator.codec.kind == "conv" and trains_codec:
         ct = train_codec_stage(gen, cfg, sources, run_dir, identity, defaults)
         summary["codec_minutes"] = ct.seconds / 60  # counts against max_minutes
         losses = getattr(ct, "losses", None)

@@ -162,6 +162,21 @@ def test_a_codec_that_cannot_reconstruct_the_store_warns_and_codec_finetune_help
 
 
 @pytest.mark.integration
+def test_init_from_accepts_other_sampling_settings_but_not_other_weights(two_stores: Path) -> None:
+    """Settings that only shape training samples (memory.train_uniform_prob, sparse_view_prob) may
+    change when a run continues from a checkpoint; a setting that defines the model may not."""
+    run_module(two_stores, *TRAIN, "train.steps=1", "out=if_base")
+    mixed = ["init_from=if_base/checkpoint", "generator.memory.train_uniform_prob=0.5"]
+    run_module(
+        two_stores, *TRAIN, "train.steps=1", *mixed, "generator.diffusion.sparse_view_prob=0.3", "out=if_mix"
+    )
+    config = json.loads((two_stores / "if_mix" / "checkpoint" / "config.json").read_text())
+    assert config["generator"]["memory"]["train_uniform_prob"] == 0.5
+    other = run_module(two_stores, *TRAIN, *mixed, "generator.memory.chunk=2", "out=if_bad", check=False)
+    assert other.returncode == 2 and "memory.chunk: 4 -> 2" in other.stderr, other.stderr[-800:]
+
+
+@pytest.mark.integration
 def test_codec_only_run_ends_before_the_denoiser_and_its_codec_ships(two_stores: Path) -> None:
     r = run_module(two_stores, *TRAIN, "codec_only=true", "out=codec_run")
     s = json.loads(r.stdout.strip().splitlines()[-1])

@@ -109,6 +109,28 @@ def test_eval_memory_spread_evenly(store: EpisodeStore) -> None:
     assert all(np.array_equal(a, w["memory_idx"]) for a, w in zip(before, all_windows(s)))
 
 
+def test_train_uniform_prob_mixes_in_the_inference_layout(store: EpisodeStore) -> None:
+    """uniform_prob=1 gives generation's evenly spread memory in train mode; 0.5 mixes both layouts;
+    0 leaves the random layout untouched (same draws as before the option existed)."""
+
+    def late(s: WindowSampler) -> list[list[int]]:
+        return [w["memory_idx"].tolist() for w in all_windows(s) if w["episode"] == 1 and w["c"] >= 9]
+
+    sparse = late(WindowSampler(store, mode="sparse"))
+    assert late(WindowSampler(store, seed=0, uniform_prob=1.0)) == sparse
+    assert late(WindowSampler(store, seed=0, uniform_prob=0.0)) == late(WindowSampler(store, seed=0))
+    mixed = [m for e in range(20) for m in late(_at_epoch(WindowSampler(store, uniform_prob=0.5), e))]
+    share = np.mean([m in sparse for m in mixed])
+    assert 0.3 < share < 0.8, share  # about half, plus random draws that happen to match
+    with pytest.raises(ValueError, match="uniform_prob"):
+        WindowSampler(store, uniform_prob=1.5)
+
+
+def _at_epoch(s: WindowSampler, epoch: int) -> WindowSampler:
+    s.set_epoch(epoch)
+    return s
+
+
 def test_chunk_and_action_masks_at_episode_end(store: EpisodeStore) -> None:
     s = WindowSampler(store, chunk=8, action_horizon=8)
     by_c = {w["c"]: w for w in all_windows(s) if w["episode"] == 1}  # T = 12

@@ -104,9 +104,15 @@ class WindowSampler:
         min_future: int = 1,
         stride: int = 1,
         aligned: bool = False,
+        uniform_prob: float = 0.0,
     ) -> None:
+        """``uniform_prob``: in train mode, the share of windows whose memory takes the inference layout
+        (spread evenly from frame 0, ``sparse``) instead of random history frames."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if not 0.0 <= uniform_prob <= 1.0:
+            raise ValueError(f"uniform_prob must be in [0, 1], got {uniform_prob!r}")
+        self.uniform_prob = float(uniform_prob)
         self.store = store
         self.chunk = _check_int("chunk", chunk, 1)
         self.n_memory = _check_int("n_memory", n_memory, 1)
@@ -155,11 +161,13 @@ class WindowSampler:
     def window(self, i: int) -> dict[str, Any]:
         """Index arrays of window ``i``: memory/chunk/action indices and masks, episode, c, length."""
         episode, c, T = self.locate(i)
-        rng = None
+        rng, mode = None, self.mode
         if self.mode == "train":
             rng = np.random.default_rng([self.seed, self.epoch, int(i) % len(self)])
+            if self.uniform_prob > 0 and rng.random() < self.uniform_prob:
+                mode = "sparse"  # the layout generation uses: the episode's first frame is in memory
         k = self.stride  # memory on c's grid of every k-th frame
-        memory_idx, memory_mask = grid_memory_indices(c, self.n_memory, self.mode, k, rng)
+        memory_idx, memory_mask = grid_memory_indices(c, self.n_memory, mode, k, rng)
         chunk_idx, chunk_mask = chunk_indices(c, self.chunk, k, T)
         action_idx, action_mask = action_indices(c, self.action_horizon, T)
         return {
