@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from enerverse.core.checkpoint import (
     CheckpointError,
@@ -93,17 +94,46 @@ def load_codec(folder: str | Path, device: str = "cpu"):
     return codec.to(device).eval(), cfg
 
 
-def export_generator(src: str | Path, dst: str | Path, half: bool = True) -> Path:
+def export_generator(
+    src: str | Path, dst: str | Path, half: bool = True, codec: str | Path | None = None
+) -> Path:
     """Copy a generator checkpoint (e.g. to ship it), by default with float16 weights; a codec
-    checkpoint (:func:`save_codec`, always float16) is copied as it is."""
+    checkpoint (:func:`save_codec`, always float16) is copied as it is. ``codec``: a codec checkpoint
+    whose decoder replaces the generator's (see :func:`swap_decoder`)."""
     ck = load_checkpoint(src)
     with keeping_card_notes(dst):
         if ck.config.get("format") == "enerverse-codec":
+            if codec is not None:
+                raise CheckpointError(f"{src} is a codec checkpoint; --codec swaps a generator's decoder")
             return save_checkpoint(dst, ck.config, ck.state_dict)
         model = load_generator(src)
         own = ("format", "version", "generator", "weights_dtype")
         extra = {k: v for k, v in ck.config.items() if k not in own}
+        if codec is not None:
+            steps = swap_decoder(model, codec).get("codec_steps")
+            extra["decoder_from"] = {"checkpoint": str(codec), "codec_steps": steps}
         return save_generator(model, model.cfg, dst, extra=extra, half=half)
+
+
+def swap_decoder(model, codec_folder: str | Path) -> dict:
+    """Give a generator the decoder of a codec checkpoint whose encoder and latent scale are the
+    generator's own (a ``codec_decoder_only`` fine-tune of its codec): the latents, and so the denoiser,
+    are unchanged. CheckpointError when the encoders differ. Returns the codec checkpoint's config."""
+    ck = load_checkpoint(codec_folder)
+    check_format(ck.config, "enerverse-codec", VERSION, codec_folder, "a codec")
+    theirs = {k[len("codec.") :]: v for k, v in ck.state_dict.items() if k.startswith("codec.")}
+    ours = model.codec.state_dict()
+    if set(theirs) != set(ours):
+        raise CheckpointError(f"{codec_folder} is a codec of another architecture than the generator's")
+    for k, v in ours.items():
+        if not k.startswith("decoder.") and not torch.equal(v.to(theirs[k].dtype), theirs[k]):  # fp16 copies
+            raise CheckpointError(
+                f"{codec_folder} encodes differently from the generator's codec ({k} differs): only a "
+                "decoder fine-tune (codec_decoder_only=true) of this generator's codec can replace its "
+                "decoder"
+            )
+    model.codec.load_state_dict({k: v.to(ours[k].dtype) for k, v in theirs.items()})
+    return ck.config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,9 +146,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("src")
     ap.add_argument("dst")
     ap.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16)")
+    ap.add_argument(
+        "--codec", help="a codec checkpoint whose decoder replaces the generator's (same encoder)"
+    )
     args = ap.parse_args(argv)
     with user_errors():
-        out = export_generator(args.src, args.dst, half=not args.float32)
+        out = export_generator(args.src, args.dst, half=not args.float32, codec=args.codec)
     size = sum(f.stat().st_size for f in Path(out).iterdir()) / 2**20
     print(json.dumps({"checkpoint": str(out), "mib": round(size, 2)}))
 

@@ -12,7 +12,7 @@ With ``stride`` k the cache holds frames 0, k, 2k, ... only (T' = ceil(T / k)): 
 ``frame_stride`` k reads from windows aligned to that grid, at 1/k of the encoding time and disk.
 
 Files are written atomically (temporary file, then rename), so an interrupted encode resumes with the
-episodes still missing. A cache written by another codec (different weights) is discarded.
+episodes still missing. A cache written by another encoder (different weights or latent scale) is discarded.
 """
 
 from __future__ import annotations
@@ -33,9 +33,12 @@ from enerverse.core.store import EpisodeStore
 
 
 def codec_fingerprint(codec: torch.nn.Module) -> str:
-    """sha1 of the codec's weights and buffers (its latent scale included)."""
+    """sha1 of what decides the latents: the codec's weights and buffers (its latent scale included)
+    except the decoder's, so a decoder fine-tune (``codec_decoder_only``) keeps a cache valid."""
     h = hashlib.sha1()
     for k, v in sorted(codec.state_dict().items()):
+        if k.startswith("decoder."):
+            continue
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
     return h.hexdigest()

@@ -91,6 +91,7 @@ class MemoryConfig:
 
 
 TRAINING_ONLY = (
+    ("codec", "object_weight"),
     ("diffusion", "uncond_prob"),
     ("diffusion", "sparse_view_prob"),
     ("memory", "train_uniform_prob"),
@@ -98,7 +99,8 @@ TRAINING_ONLY = (
     ("memory", "max_corruption_div"),
     ("memory", "min_corruption_div"),
 )
-"""(group, key) of generator settings that shape training samples only: init_from may change them."""
+"""(group, key) of generator settings that shape training samples or losses only: init_from and
+codec_from may change them."""
 
 
 @dataclass

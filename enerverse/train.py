@@ -13,6 +13,7 @@ generator for ``ev-eval-generator``. Sample grids (real vs generated, every view
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from dataclasses import dataclass, field
@@ -81,6 +82,10 @@ class TrainGeneratorConfig:
     """with init_from: first fine-tune the checkpoint's codec on this store for codec.steps steps and
     recalibrate it, then adapt the denoiser (a codec trained on other scenes may not reconstruct these:
     the run warns when it reconstructs them below 25 dB)"""
+    codec_decoder_only: bool = False
+    """with init_from or codec_from: fine-tune only the codec's decoder for codec.steps steps (the
+    encoder and its latent scale stay as they are, so the latents, every denoiser trained on them and
+    every latent cache stay valid: a sharper decoder for a finished generator; see export --codec)"""
     codec_only: bool = False
     """end after the codec stage (its finished codec is ``<out>/codec/final``, for ``codec_from=``)"""
     max_minutes: float | None = None
@@ -103,9 +108,18 @@ class TrainGeneratorConfig:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.codec_finetune and not self.init_from:
             raise ConfigError("codec_finetune=true fine-tunes the codec of init_from=<generator checkpoint>")
-        if self.codec_finetune and self.generator.codec.kind != "conv":
+        if self.codec_decoder_only and not (self.init_from or self.codec_from):
             raise ConfigError(
-                "codec_finetune=true needs a trainable codec (generator.codec.kind=conv), got "
+                "codec_decoder_only=true fine-tunes the decoder of a trained codec: set codec_from=<codec "
+                "checkpoint> or init_from=<generator checkpoint>"
+            )
+        if self.codec_decoder_only and self.codec_finetune:
+            raise ConfigError(
+                "codec_finetune=true trains the whole codec, codec_decoder_only=true its decoder: pick one"
+            )
+        if (self.codec_finetune or self.codec_decoder_only) and self.generator.codec.kind != "conv":
+            raise ConfigError(
+                "codec_finetune / codec_decoder_only need a trainable codec (generator.codec.kind=conv), got "
                 f"{self.generator.codec.kind!r}"
             )
 
@@ -158,6 +172,7 @@ def run_identity(cfg: TrainGeneratorConfig) -> dict:
         "codec_from": cfg.codec_from,
         "init_from": cfg.init_from,
         "codec_finetune": cfg.codec_finetune,
+        "codec_decoder_only": cfg.codec_decoder_only,
     }
 
 
@@ -171,13 +186,24 @@ def note_other_rig(theirs, ours, who: str) -> None:
         )
 
 
+def weight_setting_differences(stored: dict, current: dict) -> str:
+    """describe_differences of two generator config dicts (or parts of them, by group), leaving out
+    the TRAINING_ONLY settings: they shape training samples and losses, not what the weights mean."""
+    stored, current = copy.deepcopy(stored), copy.deepcopy(current)
+    for group, key in TRAINING_ONLY:
+        stored.get(group, {}).pop(key, None)
+        current.get(group, {}).pop(key, None)
+    return describe_differences(stored, current)
+
+
 def load_codec_from(gen, folder: str, gcfg: GeneratorConfig, store_rig: int | None) -> None:
     """Copy the codec weights (including its calibrated scale) of a generator checkpoint into ``gen``."""
     from enerverse.core.checkpoint import load_checkpoint
 
     ck = load_checkpoint(folder)
     note_other_rig(recorded_rig_version(ck.config), store_rig, f"codec_from={folder}")
-    diff = describe_differences(ck.config.get("generator", {}).get("codec") or {}, config_to_dict(gcfg.codec))
+    stored = {"codec": (ck.config.get("generator") or {}).get("codec") or {}}
+    diff = weight_setting_differences(stored, {"codec": config_to_dict(gcfg.codec)})
     if diff:
         raise ConfigError(f"codec_from={folder} has other codec settings (checkpoint -> this run: {diff})")
     prefix = "codec."
@@ -190,11 +216,7 @@ def load_generator_weights(gen, folder: str, gcfg: GeneratorConfig, store_rig: i
 
     ck = load_checkpoint(folder)
     note_other_rig(recorded_rig_version(ck.config), store_rig, f"init_from={folder}")
-    stored, current = ck.config.get("generator") or {}, config_to_dict(gcfg)
-    for group, key in TRAINING_ONLY:  # how samples are drawn in training, not what the weights are
-        stored.get(group, {}).pop(key, None)
-        current.get(group, {}).pop(key, None)
-    diff = describe_differences(stored, current)
+    diff = weight_setting_differences(ck.config.get("generator") or {}, config_to_dict(gcfg))
     if diff:
         raise ConfigError(f"init_from={folder} has other generator settings (checkpoint -> this run: {diff})")
     gen.load_state_dict(ck.state_dict)
@@ -203,8 +225,11 @@ def load_generator_weights(gen, folder: str, gcfg: GeneratorConfig, store_rig: i
 def train_codec_stage(
     gen, cfg: TrainGeneratorConfig, sources: list[Source], run_dir: Path, identity: dict, defaults: dict
 ) -> Trainer:
-    """Stage 1: the conv autoencoder on single frames, then its latent scale (see frame_batches)."""
+    """Stage 1: the conv autoencoder on single frames, then its latent scale (see frame_batches).
+    With ``codec_decoder_only`` only the decoder trains and the scale is kept: the latents do not change."""
     device = pick_device(cfg.device)
+    if cfg.codec_decoder_only:
+        gen.codec.encoder.requires_grad_(False)
     codec = LossModule(gen.codec, "loss")
     ct = Trainer(codec, cfg.codec, run_dir / "codec", identity, device, name="codec", defaults=defaults)
     ct.resume()
@@ -214,7 +239,8 @@ def train_codec_stage(
         ct.losses = ct.fit(lambda st: frame_batches(sources, R, per_batch, cfg.seed, st))
         if ct.stopped_by:
             return ct
-    gen.codec.calibrate(x.to(device) for x in calibration_images(sources, R, per_batch, cfg.seed, 4))
+    if not cfg.codec_decoder_only:
+        gen.codec.calibrate(x.to(device) for x in calibration_images(sources, R, per_batch, cfg.seed, 4))
     if ct.rank == 0:  # the finished codec on its own, for codec_from= (a new denoiser on this codec)
         extra = {"codec_steps": ct.step, **data_meta(sources)}
         save_codec(gen, cfg.generator, run_dir / "codec" / "final", extra)
@@ -230,7 +256,7 @@ def prepare_codec(gen, cfg, sources, run_dir, identity, defaults, summary) -> st
     elif cfg.codec_from:  # stage 1 skipped: reuse a trained (calibrated) codec
         load_codec_from(gen, cfg.codec_from, cfg.generator, rig)
         summary["codec_from"] = cfg.codec_from
-    trains_codec = cfg.codec_finetune or not (cfg.init_from or cfg.codec_from)
+    trains_codec = cfg.codec_finetune or cfg.codec_decoder_only or not (cfg.init_from or cfg.codec_from)
     if cfg.generator.codec.kind == "conv" and trains_codec:
         ct = train_codec_stage(gen, cfg, sources, run_dir, identity, defaults)
         summary["codec_minutes"] = ct.seconds / 60  # counts against max_minutes
@@ -289,6 +315,7 @@ def train(cfg: TrainGeneratorConfig, run_dir: Path) -> dict:
         "stores": [],
         "data": identity["data"],
         "codec_finetune": False,
+        "codec_decoder_only": False,
     }
     t_start = time.perf_counter()
     summary: dict = {

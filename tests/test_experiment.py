@@ -105,3 +105,11 @@ def test_an_experiment_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
     (tmp_path / "x.yaml").write_text("name: x\nsteps: [{run: ev-eval, argz: {episodes: 1}}]\n")
     r = _run(str(tmp_path / "x.yaml"), "--dry-run")
     assert r.returncode == 2 and "unknown key 'argz'; valid keys: name, run, args, foreach" in r.stderr
+
+
+def test_export_steps_pass_their_flags() -> None:
+    from enerverse.core.experiment import step_argv
+
+    step = {"run": "export-generator", "args": {"src": "a/{task}", "dst": "b", "codec": "c", "float32": True}}
+    assert step_argv(step, {"task": "t"}) == ["a/t", "b", "--float32", "--codec", "c"]
+    assert step_argv({"run": "export-policy", "args": {"src": "a", "dst": "b"}}, {}) == ["a", "b"]

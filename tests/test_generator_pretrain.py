@@ -92,6 +92,9 @@ def test_latent_cache_writes_once_and_drops_latents_of_another_codec(tmp_path: P
     cache.fill(g, store, [0])  # already there: not encoded again
     assert f.stat().st_mtime_ns == mtime
     with torch.no_grad():
+        next(g.codec.decoder.parameters()).add_(1.0)  # a decoder fine-tune: the latents are the same
+    assert 0 in LatentCache(tmp_path / "cache", g.codec).episodes(store)
+    with torch.no_grad():
         g.codec.scale.mul_(2.0)  # another codec
     again = LatentCache(tmp_path / "cache", g.codec)
     assert 0 not in again.episodes(store)  # the stale latents are gone
@@ -155,10 +158,41 @@ def test_a_codec_that_cannot_reconstruct_the_store_warns_and_codec_finetune_help
     assert bad.returncode == 2 and "codec_finetune=true fine-tunes the codec of init_from" in bad.stderr
     kl = "generator.codec.kind=diffusers_kl"
     frozen = run_module(two_stores, *TRAIN, *tune, kl, "out=ft_bad", check=False)
-    assert frozen.returncode == 2 and "codec_finetune=true needs a trainable codec" in frozen.stderr
+    assert frozen.returncode == 2 and "need a trainable codec" in frozen.stderr
     # resuming with the flag switched would swap codecs under the denoiser: refused
     switched = run_module(two_stores, *TRAIN, "train.steps=2", tune[0], "out=ft", check=False)
     assert switched.returncode == 2 and "codec_finetune" in switched.stderr, switched.stderr[-1500:]
+
+
+@pytest.mark.integration
+def test_a_decoder_fine_tune_keeps_the_latents_and_replaces_a_generators_decoder(two_stores: Path) -> None:
+    """codec_decoder_only trains the decoder alone (encoder and latent scale bit-identical, so the
+    denoiser's latents are unchanged); export --codec gives a generator that decoder, and refuses a
+    codec that encodes differently."""
+    from enerverse.core.checkpoint import load_checkpoint, save_checkpoint
+    from enerverse.io import load_codec, load_generator
+
+    run_module(two_stores, *TRAIN, "train.steps=1", "out=dd_base")
+    tune = ["codec_from=dd_base/codec/final", "codec_decoder_only=true", "codec.steps=6", "codec_only=true"]
+    run_module(
+        two_stores, *TRAIN, *tune, "generator.codec.object_weight=16", "out=dd"
+    )  # a loss weight may change
+    (base, _), (tuned, _) = (load_codec(two_stores / r / "codec" / "final") for r in ("dd_base", "dd"))
+    b, t = base.state_dict(), tuned.state_dict()
+    assert all(torch.equal(b[k], t[k]) for k in b if not k.startswith("decoder."))
+    assert any(not torch.equal(b[k], t[k]) for k in b if k.startswith("decoder."))
+    run_module(two_stores, "enerverse.io", "dd_base/checkpoint", "dd_swapped", "--codec", "dd/codec/final")
+    g0, g1 = (load_generator(two_stores / f) for f in ("dd_base/checkpoint", "dd_swapped"))
+    torch.testing.assert_close(g1.codec.decoder.state_dict(), tuned.decoder.state_dict())
+    torch.testing.assert_close(g1.denoiser.state_dict(), g0.half().float().denoiser.state_dict())
+    ck = load_checkpoint(two_stores / "dd" / "codec" / "final")
+    ck.state_dict["codec.encoder.0.weight"] += 0.5  # another encoder
+    save_checkpoint(two_stores / "dd_other", ck.config, ck.state_dict)
+    swap = ("enerverse.io", "dd_base/checkpoint", "x", "--codec", "dd_other")
+    bad = run_module(two_stores, *swap, check=False)
+    assert bad.returncode != 0 and "encodes differently" in bad.stderr and "Traceback" not in bad.stderr
+    alone = run_module(two_stores, *TRAIN, "codec_decoder_only=true", "out=x", check=False)
+    assert alone.returncode == 2 and "codec_decoder_only=true fine-tunes the decoder" in alone.stderr
 
 
 @pytest.mark.integration

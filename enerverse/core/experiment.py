@@ -109,8 +109,9 @@ def _value(v: Any) -> str:
 def step_argv(step: dict, env: dict) -> list[str]:
     """The command-line arguments of one step with the ``foreach`` variables ``env`` substituted."""
     args = step.get("args") or {}
-    if step["run"] in ("export-generator", "export-policy"):  # positional src dst (+ --float32)
+    if step["run"] in ("export-generator", "export-policy"):  # positional src dst (+ --float32, --codec)
         flags = ["--float32"] if args.get("float32") else []
+        flags += ["--codec", str(args["codec"]).format(**env)] if args.get("codec") else []
         return [str(args["src"]).format(**env), str(args["dst"]).format(**env), *flags]
     kv = [f"{k}={_value(v).format(**env)}" for k, v in args.items()]
     return ["run", *kv] if step["run"] == "ev-data-engine" else kv
