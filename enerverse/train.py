@@ -14,6 +14,7 @@ generator for ``ev-eval-generator``. Sample grids (real vs generated, every view
 from __future__ import annotations
 
 import copy
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -243,6 +244,10 @@ def train_codec_stage(
         gen.codec.calibrate(x.to(device) for x in calibration_images(sources, R, per_batch, cfg.seed, 4))
     if ct.rank == 0:  # the finished codec on its own, for codec_from= (a new denoiser on this codec)
         extra = {"codec_steps": ct.step, **data_meta(sources)}
+        if cfg.codec_decoder_only:  # the encoder's steps stay those of the codec it came from
+            source = json.loads((Path(cfg.codec_from or cfg.init_from) / "config.json").read_text())
+            extra["codec_steps"] = source.get("codec_steps")
+            extra["decoder_steps"] = [*source.get("decoder_steps", []), ct.step]
         save_codec(gen, cfg.generator, run_dir / "codec" / "final", extra)
     return ct
 

@@ -134,6 +134,12 @@ def generator_card(
     ]
 
 
+def decoder_note(config: dict) -> str:
+    """', then its decoder alone for 1000 + 1000 steps' for a codec_decoder_only fine-tune."""
+    steps = config.get("decoder_steps")
+    return f", then its decoder alone for {' + '.join(str(s) for s in steps)} steps" if steps else ""
+
+
 def codec_card(folder: Path, config: dict, recipe: str, quality: dict, held: dict) -> list:
     return [
         *hub_front_matter(["robotics", "autoencoder", "enerverse-g"]),
@@ -142,8 +148,8 @@ def codec_card(folder: Path, config: dict, recipe: str, quality: dict, held: dic
         f"The codec of the pretrained EnerVerse-G (camera rig {config.get('rig_version')}, "
         f"{config['generator']['resolution']} px; f{config['generator']['codec']['factor']}, "
         f"{config['generator']['codec']['latent_channels']} latent channels), trained "
-        f"{config.get('codec_steps')} steps on all six tasks. Use it with `ev-train-generator "
-        f"codec_from=<this folder>` to train a denoiser on it; the recipe: `{recipe}`.",
+        f"{config.get('codec_steps')} steps on all six tasks{decoder_note(config)}. Use it with "
+        f"`ev-train-generator codec_from=<this folder>` to train a denoiser on it; the recipe: `{recipe}`.",
         "",
         quality_line(quality, held),
         "",
@@ -166,7 +172,7 @@ def main() -> None:
     write_json_atomic(folder / "quality.json", {"seeds": list(SEEDS), "tasks": list(TASKS), **quality})
     held = heldout_codec_quality(codec, args.heldout) if args.heldout else {}
     if config.get("format") == "enerverse-codec":
-        lines = codec_card(folder, config, args.recipe, quality, held)
+        lines = codec_card(folder, config, args.recipe, quality, held) + ([notes] if notes else [])
     else:
         lines = generator_card(folder, config, args.recipe, quality, held, args.evals, notes)
     (folder / "README.md").write_text("\n".join(lines))

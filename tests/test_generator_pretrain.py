@@ -178,6 +178,8 @@ def test_a_decoder_fine_tune_keeps_the_latents_and_replaces_a_generators_decoder
         two_stores, *TRAIN, *tune, "generator.codec.object_weight=16", "out=dd"
     )  # a loss weight may change
     (base, _), (tuned, _) = (load_codec(two_stores / r / "codec" / "final") for r in ("dd_base", "dd"))
+    made = json.loads((two_stores / "dd" / "codec" / "final" / "config.json").read_text())
+    assert made["codec_steps"] == 3 and made["decoder_steps"] == [6]  # the encoder's, then the decoder's
     b, t = base.state_dict(), tuned.state_dict()
     assert all(torch.equal(b[k], t[k]) for k in b if not k.startswith("decoder."))
     assert any(not torch.equal(b[k], t[k]) for k in b if k.startswith("decoder."))
