@@ -32,12 +32,13 @@ from enerverse.core.progress import progress
 from enerverse.core.store import EpisodeStore
 
 
-def codec_fingerprint(codec: torch.nn.Module) -> str:
+def codec_fingerprint(codec: torch.nn.Module, decoder: bool = False) -> str:
     """sha1 of what decides the latents: the codec's weights and buffers (its latent scale included)
-    except the decoder's, so a decoder fine-tune (``codec_decoder_only``) keeps a cache valid."""
+    except the decoder's, so a decoder fine-tune (``codec_decoder_only``) keeps a cache valid.
+    ``decoder=True``: every weight, the fingerprint caches written before 2026-12-01 hold."""
     h = hashlib.sha1()
     for k, v in sorted(codec.state_dict().items()):
-        if k.startswith("decoder."):
+        if k.startswith("decoder.") and not decoder:
             continue
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
@@ -89,8 +90,11 @@ class LatentCache:
         self.root = Path(root)
         fingerprint = codec_fingerprint(codec)
         meta = self.root / "codec.json"
-        if meta.is_file() and json.loads(meta.read_text()).get("fingerprint") != fingerprint:
-            shutil.rmtree(self.root)  # written by another codec: every latent is stale
+        stored = json.loads(meta.read_text()).get("fingerprint") if meta.is_file() else None
+        if stored is not None and stored == codec_fingerprint(codec, decoder=True):
+            write_json_atomic(meta, {"fingerprint": fingerprint})  # an older cache of this very codec
+        elif stored is not None and stored != fingerprint:
+            shutil.rmtree(self.root)  # written by another encoder: every latent is stale
         self.root.mkdir(parents=True, exist_ok=True)
         if not meta.is_file():
             write_json_atomic(meta, {"fingerprint": fingerprint})

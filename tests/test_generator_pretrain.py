@@ -91,6 +91,12 @@ def test_latent_cache_writes_once_and_drops_latents_of_another_codec(tmp_path: P
     mtime = f.stat().st_mtime_ns
     cache.fill(g, store, [0])  # already there: not encoded again
     assert f.stat().st_mtime_ns == mtime
+    from enerverse.core.fsutil import write_json_atomic
+    from enerverse.latent_cache import codec_fingerprint
+
+    legacy = {"fingerprint": codec_fingerprint(g.codec, decoder=True)}  # caches written before 2026-12-01
+    write_json_atomic(tmp_path / "cache" / "codec.json", legacy)
+    assert 0 in LatentCache(tmp_path / "cache", g.codec).episodes(store)  # kept, fingerprint updated
     with torch.no_grad():
         next(g.codec.decoder.parameters()).add_(1.0)  # a decoder fine-tune: the latents are the same
     assert 0 in LatentCache(tmp_path / "cache", g.codec).episodes(store)
