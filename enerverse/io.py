@@ -110,8 +110,8 @@ def export_generator(
         own = ("format", "version", "generator", "weights_dtype")
         extra = {k: v for k, v in ck.config.items() if k not in own}
         if codec is not None:
-            steps = swap_decoder(model, codec).get("codec_steps")
-            extra["decoder_from"] = {"checkpoint": str(codec), "codec_steps": steps}
+            source = swap_decoder(model, codec)
+            extra["decoder_from"] = {"checkpoint": str(codec), "decoder_steps": source.get("decoder_steps")}
         return save_generator(model, model.cfg, dst, extra=extra, half=half)
 
 
@@ -132,7 +132,8 @@ def swap_decoder(model, codec_folder: str | Path) -> dict:
                 "decoder fine-tune (codec_decoder_only=true) of this generator's codec can replace its "
                 "decoder"
             )
-    model.codec.load_state_dict({k: v.to(ours[k].dtype) for k, v in theirs.items()})
+    decoder = {k: v.to(ours[k].dtype) for k, v in theirs.items() if k.startswith("decoder.")}
+    model.codec.load_state_dict({**ours, **decoder})  # the encoder and scale stay exactly the generator's
     return ck.config
 
 

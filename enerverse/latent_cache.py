@@ -90,10 +90,10 @@ class LatentCache:
         self.root = Path(root)
         fingerprint = codec_fingerprint(codec)
         meta = self.root / "codec.json"
-        stored = json.loads(meta.read_text()).get("fingerprint") if meta.is_file() else None
-        if stored is not None and stored == codec_fingerprint(codec, decoder=True):
+        stored = json.loads(meta.read_text()).get("fingerprint") if meta.is_file() else fingerprint
+        if stored == codec_fingerprint(codec, decoder=True):
             write_json_atomic(meta, {"fingerprint": fingerprint})  # an older cache of this very codec
-        elif stored is not None and stored != fingerprint:
+        elif stored != fingerprint:
             shutil.rmtree(self.root)  # written by another encoder: every latent is stale
         self.root.mkdir(parents=True, exist_ok=True)
         if not meta.is_file():

@@ -14,7 +14,6 @@ generator for ``ev-eval-generator``. Sample grids (real vs generated, every view
 from __future__ import annotations
 
 import copy
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -109,6 +108,11 @@ class TrainGeneratorConfig:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.codec_finetune and not self.init_from:
             raise ConfigError("codec_finetune=true fine-tunes the codec of init_from=<generator checkpoint>")
+        if self.init_from and self.codec_from:
+            raise ConfigError(
+                "init_from=<generator> already brings its codec; codec_from=<codec> starts a new denoiser "
+                "on a codec: set one of them"
+            )
         if self.codec_decoder_only and not (self.init_from or self.codec_from):
             raise ConfigError(
                 "codec_decoder_only=true fine-tunes the decoder of a trained codec: set codec_from=<codec "
@@ -197,8 +201,9 @@ def weight_setting_differences(stored: dict, current: dict) -> str:
     return describe_differences(stored, current)
 
 
-def load_codec_from(gen, folder: str, gcfg: GeneratorConfig, store_rig: int | None) -> None:
-    """Copy the codec weights (including its calibrated scale) of a generator checkpoint into ``gen``."""
+def load_codec_from(gen, folder: str, gcfg: GeneratorConfig, store_rig: int | None) -> dict:
+    """Copy the codec weights (including its calibrated scale) of a generator or codec checkpoint into
+    ``gen``; returns the checkpoint's config."""
     from enerverse.core.checkpoint import load_checkpoint
 
     ck = load_checkpoint(folder)
@@ -209,10 +214,12 @@ def load_codec_from(gen, folder: str, gcfg: GeneratorConfig, store_rig: int | No
         raise ConfigError(f"codec_from={folder} has other codec settings (checkpoint -> this run: {diff})")
     prefix = "codec."
     gen.codec.load_state_dict({k[len(prefix) :]: v for k, v in ck.state_dict.items() if k.startswith(prefix)})
+    return ck.config
 
 
-def load_generator_weights(gen, folder: str, gcfg: GeneratorConfig, store_rig: int | None) -> None:
-    """Copy every weight of a generator checkpoint with the same settings into ``gen``."""
+def load_generator_weights(gen, folder: str, gcfg: GeneratorConfig, store_rig: int | None) -> dict:
+    """Copy every weight of a generator checkpoint with the same settings into ``gen``; returns the
+    checkpoint's config."""
     from enerverse.core.checkpoint import load_checkpoint
 
     ck = load_checkpoint(folder)
@@ -221,13 +228,31 @@ def load_generator_weights(gen, folder: str, gcfg: GeneratorConfig, store_rig: i
     if diff:
         raise ConfigError(f"init_from={folder} has other generator settings (checkpoint -> this run: {diff})")
     gen.load_state_dict(ck.state_dict)
+    return ck.config
+
+
+def codec_history(steps: int, source: dict | None) -> dict:
+    """The training steps a finished codec records: ``codec_steps`` of the whole codec and, after a
+    ``codec_decoder_only`` fine-tune of the checkpoint whose config is ``source``, that codec's steps
+    (absent when it does not say) and ``decoder_steps`` (one entry per decoder-only run)."""
+    if source is None:
+        return {"codec_steps": steps}
+    kept = {"codec_steps": source["codec_steps"]} if source.get("codec_steps") is not None else {}
+    return {**kept, "decoder_steps": [*source.get("decoder_steps", []), steps]}
 
 
 def train_codec_stage(
-    gen, cfg: TrainGeneratorConfig, sources: list[Source], run_dir: Path, identity: dict, defaults: dict
+    gen,
+    cfg: TrainGeneratorConfig,
+    sources: list[Source],
+    run_dir: Path,
+    identity: dict,
+    defaults: dict,
+    source: dict | None = None,
 ) -> Trainer:
     """Stage 1: the conv autoencoder on single frames, then its latent scale (see frame_batches).
-    With ``codec_decoder_only`` only the decoder trains and the scale is kept: the latents do not change."""
+    With ``codec_decoder_only`` only the decoder of the loaded codec (``source``: its checkpoint's
+    config) trains and the scale is kept: the latents do not change."""
     device = pick_device(cfg.device)
     if cfg.codec_decoder_only:
         gen.codec.encoder.requires_grad_(False)
@@ -243,11 +268,7 @@ def train_codec_stage(
     if not cfg.codec_decoder_only:
         gen.codec.calibrate(x.to(device) for x in calibration_images(sources, R, per_batch, cfg.seed, 4))
     if ct.rank == 0:  # the finished codec on its own, for codec_from= (a new denoiser on this codec)
-        extra = {"codec_steps": ct.step, **data_meta(sources)}
-        if cfg.codec_decoder_only:  # the encoder's steps stay those of the codec it came from
-            source = json.loads((Path(cfg.codec_from or cfg.init_from) / "config.json").read_text())
-            extra["codec_steps"] = source.get("codec_steps")
-            extra["decoder_steps"] = [*source.get("decoder_steps", []), ct.step]
+        extra = {**codec_history(ct.step, source if cfg.codec_decoder_only else None), **data_meta(sources)}
         save_codec(gen, cfg.generator, run_dir / "codec" / "final", extra)
     return ct
 
@@ -255,15 +276,16 @@ def train_codec_stage(
 def prepare_codec(gen, cfg, sources, run_dir, identity, defaults, summary) -> str | None:
     """Stage 1 or its replacement (init_from / codec_from); returns the stopping signal, if any."""
     rig = store_rig_version(sources[0].store)
+    source = None  # the config of the checkpoint the weights come from
     if cfg.init_from:  # stage 1 skipped (or a codec fine-tune): adapt a trained generator
-        load_generator_weights(gen, cfg.init_from, cfg.generator, rig)
+        source = load_generator_weights(gen, cfg.init_from, cfg.generator, rig)
         summary["init_from"] = cfg.init_from
     elif cfg.codec_from:  # stage 1 skipped: reuse a trained (calibrated) codec
-        load_codec_from(gen, cfg.codec_from, cfg.generator, rig)
+        source = load_codec_from(gen, cfg.codec_from, cfg.generator, rig)
         summary["codec_from"] = cfg.codec_from
     trains_codec = cfg.codec_finetune or cfg.codec_decoder_only or not (cfg.init_from or cfg.codec_from)
     if cfg.generator.codec.kind == "conv" and trains_codec:
-        ct = train_codec_stage(gen, cfg, sources, run_dir, identity, defaults)
+        ct = train_codec_stage(gen, cfg, sources, run_dir, identity, defaults, source)
         summary["codec_minutes"] = ct.seconds / 60  # counts against max_minutes
         losses = getattr(ct, "losses", None)
         if losses:

@@ -173,34 +173,45 @@ def test_a_codec_that_cannot_reconstruct_the_store_warns_and_codec_finetune_help
 @pytest.mark.integration
 def test_a_decoder_fine_tune_keeps_the_latents_and_replaces_a_generators_decoder(two_stores: Path) -> None:
     """codec_decoder_only trains the decoder alone (encoder and latent scale bit-identical, so the
-    denoiser's latents are unchanged); export --codec gives a generator that decoder, and refuses a
-    codec that encodes differently."""
+    denoiser's latents are unchanged), from a codec (codec_from) or a generator (init_from); export
+    --codec gives a generator that decoder, and refuses a codec that encodes differently."""
     from enerverse.core.checkpoint import load_checkpoint, save_checkpoint
     from enerverse.io import load_codec, load_generator
 
     run_module(two_stores, *TRAIN, "train.steps=1", "out=dd_base")
-    tune = ["codec_from=dd_base/codec/final", "codec_decoder_only=true", "codec.steps=6", "codec_only=true"]
-    run_module(
-        two_stores, *TRAIN, *tune, "generator.codec.object_weight=16", "out=dd"
-    )  # a loss weight may change
-    (base, _), (tuned, _) = (load_codec(two_stores / r / "codec" / "final") for r in ("dd_base", "dd"))
+    ck = load_checkpoint(two_stores / "dd_base" / "codec" / "final")
+    ck.state_dict["codec.scale"] *= 1.5  # a scale that recalibrating would not give: it must survive
+    save_checkpoint(two_stores / "dd_src", ck.config, ck.state_dict)
+    tune = ["codec_decoder_only=true", "codec.steps=6", "codec_only=true"]
+    weight = "generator.codec.object_weight=16"  # a loss weight: codec_from may change it
+    run_module(two_stores, *TRAIN, *tune, "codec_from=dd_src", weight, "out=dd")
+    (base, _), (tuned, _) = (load_codec(two_stores / r) for r in ("dd_src", "dd/codec/final"))
     made = json.loads((two_stores / "dd" / "codec" / "final" / "config.json").read_text())
     assert made["codec_steps"] == 3 and made["decoder_steps"] == [6]  # the encoder's, then the decoder's
     b, t = base.state_dict(), tuned.state_dict()
     assert all(torch.equal(b[k], t[k]) for k in b if not k.startswith("decoder."))
     assert any(not torch.equal(b[k], t[k]) for k in b if k.startswith("decoder."))
-    run_module(two_stores, "enerverse.io", "dd_base/checkpoint", "dd_swapped", "--codec", "dd/codec/final")
-    g0, g1 = (load_generator(two_stores / f) for f in ("dd_base/checkpoint", "dd_swapped"))
-    torch.testing.assert_close(g1.codec.decoder.state_dict(), tuned.decoder.state_dict())
+    # from a generator: its decoder, swapped back into it
+    run_module(two_stores, *TRAIN, *tune, "init_from=dd_base/checkpoint", "out=dd_init")
+    swap = ("enerverse.io", "dd_base/checkpoint", "dd_swapped", "--codec")
+    run_module(two_stores, *swap, "dd_init/codec/final")
+    (own, _), g0, g1 = (
+        load_codec(two_stores / "dd_init/codec/final"),
+        *(load_generator(two_stores / f) for f in ("dd_base/checkpoint", "dd_swapped")),
+    )
+    torch.testing.assert_close(g1.codec.decoder.state_dict(), own.decoder.state_dict())
     torch.testing.assert_close(g1.denoiser.state_dict(), g0.half().float().denoiser.state_dict())
-    ck = load_checkpoint(two_stores / "dd" / "codec" / "final")
-    ck.state_dict["codec.encoder.0.weight"] += 0.5  # another encoder
-    save_checkpoint(two_stores / "dd_other", ck.config, ck.state_dict)
-    swap = ("enerverse.io", "dd_base/checkpoint", "x", "--codec", "dd_other")
-    bad = run_module(two_stores, *swap, check=False)
-    assert bad.returncode != 0 and "encodes differently" in bad.stderr and "Traceback" not in bad.stderr
+    assert json.loads((two_stores / "dd_swapped" / "config.json").read_text())["decoder_from"][
+        "decoder_steps"
+    ] == [6]
+    bad = run_module(two_stores, *swap, "dd/codec/final", check=False)  # its scale is another
+    assert bad.returncode == 2 and "encodes differently" in bad.stderr and "Traceback" not in bad.stderr
     alone = run_module(two_stores, *TRAIN, "codec_decoder_only=true", "out=x", check=False)
     assert alone.returncode == 2 and "codec_decoder_only=true fine-tunes the decoder" in alone.stderr
+    both = run_module(
+        two_stores, *TRAIN, "init_from=dd_base/checkpoint", "codec_from=dd_src", "out=x", check=False
+    )
+    assert both.returncode == 2 and "set one of them" in both.stderr
 
 
 @pytest.mark.integration
