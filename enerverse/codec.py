@@ -92,6 +92,11 @@ def upsample(channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest"), conv)
 
 
+DECODER_PREFIX = "decoder."
+"""State-dict keys of a conv codec's decoder: every other weight and buffer (the encoder, the latent
+scale) decides the latents, so a codec whose decoder alone changed encodes identically."""
+
+
 class ConvAutoencoder(LatentCodec):
     """Small deterministic conv autoencoder (not a VAE) with a calibrated latent scale.
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from enerverse.codec import DECODER_PREFIX
 from enerverse.core.checkpoint import (
     CheckpointError,
     check_format,
@@ -125,14 +126,14 @@ def swap_decoder(model, codec_folder: str | Path) -> dict:
     ours = model.codec.state_dict()
     if set(theirs) != set(ours):
         raise CheckpointError(f"{codec_folder} is a codec of another architecture than the generator's")
-    for k, v in ours.items():
-        if not k.startswith("decoder.") and not torch.equal(v.to(theirs[k].dtype), theirs[k]):  # fp16 copies
+    for k, v in ours.items():  # compared in the codec checkpoint's dtype: it holds float16 copies
+        if not k.startswith(DECODER_PREFIX) and not torch.equal(v.to(theirs[k].dtype), theirs[k]):
             raise CheckpointError(
                 f"{codec_folder} encodes differently from the generator's codec ({k} differs): only a "
                 "decoder fine-tune (codec_decoder_only=true) of this generator's codec can replace its "
                 "decoder"
             )
-    decoder = {k: v.to(ours[k].dtype) for k, v in theirs.items() if k.startswith("decoder.")}
+    decoder = {k: v.to(ours[k].dtype) for k, v in theirs.items() if k.startswith(DECODER_PREFIX)}
     model.codec.load_state_dict({**ours, **decoder})  # the encoder and scale stay exactly the generator's
     return ck.config
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from enerverse.codec import DECODER_PREFIX
 from enerverse.core.fsutil import write_json_atomic
 from enerverse.core.progress import progress
 from enerverse.core.store import EpisodeStore
@@ -38,7 +39,7 @@ def codec_fingerprint(codec: torch.nn.Module, decoder: bool = False) -> str:
     ``decoder=True``: every weight, the fingerprint caches written before 2026-12-01 hold."""
     h = hashlib.sha1()
     for k, v in sorted(codec.state_dict().items()):
-        if k.startswith("decoder.") and not decoder:
+        if k.startswith(DECODER_PREFIX) and not decoder:
             continue
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
