@@ -124,3 +124,30 @@ def test_resume_through_the_dataloader_is_exact(tmp_path: Path, workers: int) ->
     assert resumed.step == 24
     torch.testing.assert_close(resumed.model.w, full.model.w)
     torch.testing.assert_close(resumed.ema.w, full.ema.w)
+
+
+class FailsAtStep3(Toward):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("broken batch")
+        return super().forward(batch)
+
+
+def test_an_error_in_training_stops_the_loader_workers_at_once(tmp_path: Path) -> None:
+    """Workers ignore SIGTERM (the main process checkpoints first), so a loader left open until exit
+    would hang the interpreter's join of its children: the error must shut them down itself."""
+    import multiprocessing
+
+    from enerverse.core.loader import loader_batches
+
+    s = TrainSettings(steps=10, lr=0.05, warmup_steps=1, ckpt_every=1000, log_every=1000)
+    tr = Trainer(FailsAtStep3(), s, tmp_path, {"toy": 1}, "cpu", name="toy")
+    with pytest.raises(RuntimeError, match="broken batch") as failure:
+        tr.fit(lambda st: loader_batches(Targets(), 2, 0, st, torch.stack, workers=2))
+    assert failure.traceback  # the traceback (and the frames it holds) is still alive here
+    assert multiprocessing.active_children() == []

@@ -65,6 +65,12 @@ def loader_batches(
         prefetch_factor=2 if workers else None,
         generator=torch.Generator().manual_seed(seed),  # not the global RNG: resume stays exact
     )
-    for batch, pos in zip(loader, sampler.positions()):
-        data_state.update(pos)
-        yield batch
+    batches = iter(loader)
+    try:
+        for batch, pos in zip(batches, sampler.positions()):
+            data_state.update(pos)
+            yield batch
+    finally:  # closed (or collected): stop the workers now; they ignore the SIGTERM exit would send
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()

@@ -304,6 +304,14 @@ class Trainer:
 
     def _loop(self, batches, on_step, losses: list[float], bar) -> None:
         it = batches(self.data_state)
+        try:
+            self._steps(it, on_step, losses, bar)
+        finally:  # an error too: loader workers stop now, not at exit (where they would hang the join)
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    def _steps(self, it: Iterator[Any], on_step, losses: list[float], bar) -> None:
         net = self.ddp or self.model
         self.model.train()
         tick = time.perf_counter()
