@@ -89,3 +89,18 @@ def sparse_view_mask(batch: int, views: int, prob: float, generator: torch.Gener
     order = torch.rand(batch, views, generator=generator).argsort(dim=1)
     rank = order.argsort(dim=1)  # a random permutation's rank of each view
     return use[:, None] & (rank < count[:, None])
+
+
+def motion_weight(z0: Tensor, n_memory: int, strength: float) -> Tensor:
+    """Loss weight [B, 1, V, M, h, w] for the chunk frames of clean latents z0 [B, C, V, T, h, w].
+
+    A position's change from the latest memory frame (mean |Δz| over channels), scaled by its
+    sample's largest change, times ``strength``, plus 1: static positions weigh 1, the position that
+    changes most weighs 1 + strength. strength 0 gives ones (the plain loss).
+    """
+    chunk = z0[:, :, :, n_memory:]
+    if strength <= 0:
+        return torch.ones_like(chunk[:, :1])
+    change = (chunk - z0[:, :, :, n_memory - 1 : n_memory]).abs().mean(dim=1, keepdim=True)
+    peak = change.flatten(1).amax(dim=1).clamp_min(1e-6)[:, None, None, None, None, None]
+    return 1.0 + strength * change / peak

@@ -24,7 +24,7 @@ from enerverse.codec import build_codec
 from enerverse.core.camera import ray_maps
 from enerverse.core.store.sampler import memory_indices
 from enerverse.denoiser import Denoiser
-from enerverse.diffusion import Diffusion, memory_corruption_levels, sparse_view_mask
+from enerverse.diffusion import Diffusion, memory_corruption_levels, motion_weight, sparse_view_mask
 from enerverse.presets import GeneratorConfig
 from enerverse.text import shared_text_encoder
 
@@ -150,7 +150,10 @@ class EnerVerseGenerator(nn.Module):
         v = self.denoiser(x_t, batch["rays"].to(self.device), t_in, batch["pos"].to(self.device), tok, mask)
         target = self.diffusion.velocity(z0, noise, t)
         err = (v[:, :, :, m:] - target[:, :, :, m:]).square()  # [B, C, V, M, h, w]
-        weight = (~known).float()[:, None, :, None, None, None].expand_as(err)
+        weight = (~known).float()[:, None, :, None, None, None] * motion_weight(
+            z0, m, self.cfg.diffusion.motion_weight
+        )
+        weight = weight.expand_as(err)
         loss = (err * weight).sum() / weight.sum()  # every sample keeps at least one view to denoise
         return loss, {"loss": float(loss.detach())}
 

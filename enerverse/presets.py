@@ -69,6 +69,9 @@ class DiffusionConfig:
     sparse_view_prob: float = 0.2
     """share of training samples in sparse-view mode: a random proper subset of the views is given
     clean (t = 0) and left out of the loss, as the data engine's view filling asks at inference"""
+    motion_weight: float = 0.0
+    """training: extra loss weight where the future latents change from the latest memory frame; the
+    position that changes most in a sample weighs 1 + motion_weight, a static one 1 (0: plain loss)"""
 
 
 @dataclass
@@ -94,6 +97,7 @@ TRAINING_ONLY = (
     ("codec", "object_weight"),
     ("diffusion", "uncond_prob"),
     ("diffusion", "sparse_view_prob"),
+    ("diffusion", "motion_weight"),
     ("memory", "train_uniform_prob"),
     ("memory", "corruption"),
     ("memory", "max_corruption_div"),

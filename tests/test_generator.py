@@ -182,6 +182,29 @@ def test_sparse_view_training_gives_some_views_clean_and_scores_only_the_others(
     assert torch.isfinite(loss) and not torch.isclose(loss, full)
 
 
+def test_motion_weight_emphasises_what_changes_and_keeps_static_positions_at_one() -> None:
+    from enerverse.diffusion import motion_weight
+
+    z0 = torch.zeros(2, 4, 3, 6, 5, 5)  # [B, C, V, T, h, w], memory 2 then 4 chunk frames
+    z0[0, :, 1, 3:, 2, 2] = 2.0  # sample 0: one position changes in view 1
+    assert torch.equal(motion_weight(z0, 2, 0.0), torch.ones(2, 1, 3, 4, 5, 5))
+    w = motion_weight(z0, 2, 4.0)
+    assert w.shape == (2, 1, 3, 4, 5, 5)
+    assert w[0, 0, 1, 1, 2, 2] == 5.0 and w[0, 0, 1, 0, 2, 2] == 1.0  # the change weighs 1 + 4
+    assert (w[0] == 1.0).sum() == w[0].numel() - 3 and (w[1] == 1.0).all()  # a static sample: ones
+
+    # in the loss: with v = 0 the loss is the weighted mean of the squared target, so a weight on the
+    # moving positions changes it, and 0 gives back the plain loss
+    torch.manual_seed(0)
+    g = EnerVerseGenerator(get_preset("tiny"))
+    g.denoiser.forward = lambda x, *a: torch.zeros_like(x)
+    b = _batch(g, B=2)
+    plain, _ = g.training_loss(b, generator=torch.Generator().manual_seed(1))
+    g.cfg.diffusion.motion_weight = 8.0
+    weighted, _ = g.training_loss(b, generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(weighted) and not torch.isclose(plain, weighted)
+
+
 def test_eos_stops_generation_where_the_eos_frame_appears(tiny: EnerVerseGenerator, monkeypatch) -> None:
     cfg = tiny.cfg
     V, M, C, h = cfg.num_views, cfg.memory.chunk, cfg.codec.latent_channels, tiny.latent_size
