@@ -50,6 +50,10 @@ class EncoderConfig:
     counted back from the last future frame, so the current frame stays in; the pooling of the
     feature maps is most of an EnerVerse-A training step and scales with the frames read. The chunk
     length must be a multiple of it"""
+    future_gate: bool = False
+    """fused: the future-space tokens enter scaled by tanh(g), a learned g that starts at 0, so the
+    fused policy starts as the image baseline and takes in the imagined future only as far as it
+    lowers the loss (a Flamingo-style gate)"""
 
 
 @dataclass

@@ -13,7 +13,8 @@
   or the newest ``encoder.image_frames``).
   History items: frames.
 - ``fused`` (:class:`FusedEncoder`): both token sets side by side (T = n_memory + chunk + image frames),
-  the future-space tokens next to the current-observation image tokens, as VPP, Seer and GE-Act read.
+  the future-space tokens next to the current-observation image tokens, as VPP, Seer and GE-Act read;
+  with ``future_gate`` the future tokens pass a zero-initialised tanh gate (it starts as the baseline).
 """
 
 from __future__ import annotations
@@ -358,6 +359,7 @@ class FusedEncoder(ObservationEncoder):
         self.future = FutureSpaceEncoder(cfg, spec, dim, generator)
         self.image = ImageEncoder(cfg, spec, dim)
         self.frames = self.future.frames + self.image.frames
+        self.gate = nn.Parameter(torch.zeros(1)) if cfg.encoder.future_gate else None
 
     @property
     def decision_tokens(self) -> list[int]:
@@ -381,4 +383,7 @@ class FusedEncoder(ObservationEncoder):
         return {**self.future.data_batch(data, items, finetune, video), **self.image.data_batch(data, items)}
 
     def forward(self, batch: dict, finetune: bool = False, seed: int | None = None) -> Tensor:
-        return torch.cat([self.future(batch, finetune, seed), self.image(batch)], dim=1)
+        future = self.future(batch, finetune, seed)  # [B, T_future, D]
+        if self.gate is not None:
+            future = torch.tanh(self.gate) * future
+        return torch.cat([future, self.image(batch)], dim=1)

@@ -132,6 +132,41 @@ def test_fused_encoder_reads_future_and_image_tokens(policy_workdir: Path) -> No
     assert rt.imagine() is not None  # it has a generator to imagine with
 
 
+def test_future_gate_starts_the_fused_policy_as_the_image_baseline_and_opens_in_training(
+    policy_workdir: Path,
+) -> None:
+    gen = f"generator={policy_workdir / 'gen' / 'checkpoint'}"
+    s = train_tiny_policy(
+        policy_workdir,
+        "pol_gated",
+        "policy.encoder.kind=fused",
+        "policy.encoder.future_gate=true",
+        gen,
+        "train.steps=3",
+        "decision_stride=4",
+    )
+    rt = PolicyRuntime(s["checkpoint"])
+    enc = rt.policy.encoder
+    assert enc.gate is not None and float(enc.gate.detach()) != 0.0  # trained: the gate moved off 0
+    rt.reset("reach the red sphere")
+    rt.act(random_observation(rt))
+    seen = {}
+    orig = enc.forward
+
+    def spy(batch, *a, **k):
+        seen["tokens"] = orig(batch, *a, **k)
+        return seen["tokens"]
+
+    enc.forward = spy
+    with torch.no_grad():
+        enc.gate.zero_()  # a new policy's gate: the future tokens are silent, the image tokens are not
+    rt.act(random_observation(rt))
+    future = seen["tokens"][:, : enc.future.frames]
+    assert (
+        torch.count_nonzero(future) == 0 and torch.count_nonzero(seen["tokens"][:, enc.future.frames :]) > 0
+    )
+
+
 def test_token_stride_reads_fewer_frames_and_keeps_the_current_one(policy_workdir: Path) -> None:
     gen = f"generator={policy_workdir / 'gen' / 'checkpoint'}"
     args = ("policy.encoder.kind=fused", gen, "train.steps=2", "decision_stride=4")
