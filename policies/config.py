@@ -143,6 +143,11 @@ class PolicyConfig:
             raise ConfigError(f"encoder.feature_shift must be >= 0 pixels, got {self.encoder.feature_shift}")
         if self.encoder.token_stride < 1:
             raise ConfigError(f"encoder.token_stride must be >= 1, got {self.encoder.token_stride}")
+        if self.encoder.future_gate and self.encoder.kind != "fused":
+            raise ConfigError(
+                "encoder.future_gate gates the fused encoder's future tokens; "
+                f"encoder.kind is {self.encoder.kind!r}"
+            )
         if not self.aux_weight >= 0:
             raise ConfigError(f"aux_weight must be >= 0, got {self.aux_weight}")
         if self.aux_condition and not self.aux_weight > 0:

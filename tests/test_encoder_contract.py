@@ -165,6 +165,10 @@ def test_future_gate_starts_the_fused_policy_as_the_image_baseline_and_opens_in_
     assert (
         torch.count_nonzero(future) == 0 and torch.count_nonzero(seen["tokens"][:, enc.future.frames :]) > 0
     )
+    cfg = get_policy_preset("tiny")
+    cfg.encoder.kind, cfg.encoder.future_gate = "cnn", True  # no future tokens to gate: refused
+    with pytest.raises(ConfigError, match="future_gate gates the fused encoder's future tokens"):
+        cfg.validate()
 
 
 def test_token_stride_reads_fewer_frames_and_keeps_the_current_one(policy_workdir: Path) -> None:
