@@ -30,8 +30,9 @@ class EncoderConfig:
     the schedule (1: the noisiest, the paper's; their input is pure noise either way)"""
     pool: str = "keypoints"
     """enerverse: how the features [V, C, h, w] of a frame become one token: keypoints (a small conv,
-    spatial-softmax keypoints and the mean, per view) | attention (a learned query over views and
-    positions) | mean (over views and space, the paper's)"""
+    spatial-softmax keypoints and the mean, per view) | keypoints_linear (the same with one 1x1 conv:
+    a quarter of the pooling time) | attention (a learned query over views and positions) | mean (over
+    views and space, the paper's)"""
     cnn_width: int = 32
     """cnn: channels of the first conv layer (doubled at each of the 3 stride-2 stages)"""
     image_frames: int | None = None
@@ -114,10 +115,9 @@ class PolicyConfig:
             raise ConfigError(
                 f"encoder.kind must be one of {', '.join(encoder_kinds())}, got {self.encoder.kind!r}"
             )
-        if self.encoder.pool not in ("keypoints", "mean", "attention"):
-            raise ConfigError(
-                f"encoder.pool must be 'keypoints', 'attention' or 'mean', got {self.encoder.pool!r}"
-            )
+        pools = ("keypoints", "keypoints_linear", "attention", "mean")
+        if self.encoder.pool not in pools:
+            raise ConfigError(f"encoder.pool must be one of {', '.join(pools)}, got {self.encoder.pool!r}")
         blocks = self.encoder.block.split("+")
         if not set(blocks) <= {"first", "mid"} or len(set(blocks)) != len(blocks):
             raise ConfigError(

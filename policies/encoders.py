@@ -58,8 +58,8 @@ class FutureSpaceTokens(nn.Module):
         width = channels
         if cfg.pool == "attention":
             self.pool = AttentionPool(channels, views * spatial, heads)
-        elif cfg.pool == "keypoints":
-            self.pool = KeypointPool(channels)
+        elif cfg.pool in ("keypoints", "keypoints_linear"):
+            self.pool = KeypointPool(channels, linear=cfg.pool == "keypoints_linear")
             width = views * self.pool.out_dim
         self.frame_pos = nn.Parameter(torch.randn(1, frames, dim) * 0.02)
         self.mlp = nn.Sequential(nn.Linear(width, dim), nn.GELU(), nn.Linear(dim, dim))
@@ -78,7 +78,7 @@ class FutureSpaceTokens(nn.Module):
             feats = maps.reshape(B, V, T, C, h, w)
         if self.pool is None:
             pooled = feats.float().mean(dim=(1, 4, 5))  # [B, T, C]: the paper's mean over views and space
-        elif self.cfg.pool == "keypoints":
+        elif isinstance(self.pool, KeypointPool):
             x = feats.float().permute(0, 2, 1, 3, 4, 5).reshape(B * T * V, C, h, w)
             pooled = self.pool(x).reshape(B, T, -1)  # [B, T, V * 3K]
         else:
