@@ -113,3 +113,35 @@ def test_export_steps_pass_their_flags() -> None:
     step = {"run": "export-generator", "args": {"src": "a/{task}", "dst": "b", "codec": "c", "float32": True}}
     assert step_argv(step, {"task": "t"}) == ["a/t", "b", "--float32", "--codec", "c"]
     assert step_argv({"run": "export-policy", "args": {"src": "a", "dst": "b"}}, {}) == ["a", "b"]
+
+
+@pytest.mark.integration
+def test_a_stopped_experiment_waits_for_its_step_to_checkpoint(policy_workdir: Path, tmp_path: Path) -> None:
+    """SIGTERM to the runner's whole process group (``kill -- -PGID``; Ctrl-C in a terminal alike)
+    reaches the training step once: it checkpoints and prints its summary, the runner stops with one
+    line, no traceback, and the same command resumes."""
+    import json
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    args = {
+        "task": "reach", "preset": "tiny", "store": str(policy_workdir / "store"), "device": "cpu",
+        "policy.encoder.kind": "cnn", "text_encoder": "hashing", "resolution": 32,
+        "train.steps": 100000, "train.ckpt_every": 5, "out": str(run),
+    }  # fmt: skip
+    spec = {"name": "stop_test", "steps": [{"name": "train", "run": "ev-train-policy", "args": args}]}
+    (tmp_path / "stop.yaml").write_text(json.dumps(spec))  # JSON is YAML
+    cmd = [sys.executable, str(REPO / "scripts" / "experiment.py"), str(tmp_path / "stop.yaml")]
+    p = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list((run / "policy").glob("step_*")) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    assert p.poll() is None, p.stderr.read()[-2000:]
+    os.killpg(p.pid, signal.SIGTERM)
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "stopped by SIGTERM in step 'train'" in err and "Traceback" not in err, err[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_by"] == "SIGTERM" and 0 < summary["steps"] < 100000

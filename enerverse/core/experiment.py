@@ -10,6 +10,7 @@ of a variable, substituted into the args as ``{variable}``. Every command resume
 in missing episodes, training continues from its newest checkpoint), so running a file again
 continues where it stopped. Each step's final JSON line is collected into
 ``outputs/experiments/<name>/steps.json``; a step that fails stops the run with its name and exit code.
+SIGTERM or Ctrl-C reaches the running step once; the runner waits while it checkpoints, then stops.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import subprocess
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 from enerverse.core.config import ConfigError
 from enerverse.core.errors import user_errors
 from enerverse.core.outputs import write_json_atomic
+from enerverse.core.signals import run_stoppable
 
 EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiment"
 MODULES = {
@@ -176,10 +177,14 @@ def run_experiment(ref: str, only: str | None = None, dry_run: bool = False, set
             print(f"[experiment] {label}: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
             if dry_run:
                 continue
-            r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ})
-            lines = r.stdout.strip().splitlines()
-            if r.returncode != 0:
-                raise ConfigError(f"step {label!r} failed with exit code {r.returncode}")
+            code, stdout, stopped_by = run_stoppable(cmd)
+            lines = stdout.strip().splitlines()
+            if stopped_by is not None:  # the step saved its state: the same command resumes it
+                print(f"[experiment] stopped by {stopped_by} in step {label!r}; run the same command "
+                      "again to resume", file=sys.stderr, flush=True)  # fmt: skip
+                raise SystemExit(128 + signal.Signals[stopped_by].value)
+            if code != 0:
+                raise ConfigError(f"step {label!r} failed with exit code {code}")
             try:
                 results.append({"step": label, "result": json.loads(lines[-1])})
             except (IndexError, json.JSONDecodeError):

@@ -100,6 +100,9 @@ def print_summary(d: dict, digits: int | None = 6) -> str:
     if digits is not None:
         plain = _round_floats(plain, digits)
     line = json.dumps(plain, separators=(",", ":"))
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader is gone (`| head`, a killed runner): the run's files hold it all
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return line

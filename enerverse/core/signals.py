@@ -1,11 +1,12 @@
 """Signals: SIGTERM and SIGINT end a training run with a checkpoint instead of killing it; pool
-workers die with their parent."""
+workers die with their parent; a runner of such commands forwards a stop and waits for them."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -46,3 +47,36 @@ def die_with_parent(parent_pid: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def _term_with_parent() -> None:  # runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def run_stoppable(cmd: list[str]) -> tuple[int, str, str | None]:
+    """Run ``cmd`` (stdout captured) so that a stop reaches it once and is waited for: SIGTERM and
+    SIGINT to this process are forwarded to the child (in its own process group, so a Ctrl-C or a
+    signal to this group is not delivered twice), and this process waits while the child checkpoints
+    and prints its summary. The child gets SIGTERM if this process dies. Returns (exit code, stdout,
+    the name of the signal that stopped it or None)."""
+    stopped: list[str] = []
+    child = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, text=True, process_group=0, preexec_fn=_term_with_parent
+    )
+
+    def forward(signum: int, _frame: Any) -> None:
+        stopped.append(signal.Signals(signum).name)
+        child.send_signal(signum)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    try:
+        out, _ = child.communicate()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return child.returncode, out, (stopped[0] if stopped else None)
