@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_summary, run_metadata, save_results  # noqa: E402
+from common import print_summary, run_metadata, save_results, timed_step  # noqa: E402
 
 from enerverse.core.camera import intrinsics_from_fovy, look_at, rotate_about_z  # noqa: E402
 from enerverse.generator import EnerVerseGenerator  # noqa: E402
@@ -95,15 +94,6 @@ def make_batch(policy: DiffusionPolicy, B: int) -> dict:
     return batch
 
 
-def step(policy: DiffusionPolicy, opt: torch.optim.Optimizer, batch: dict) -> float:
-    t0 = time.perf_counter()
-    loss, _ = policy.loss(batch, finetune=policy.finetune_generator)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return time.perf_counter() - t0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="small")
@@ -119,11 +109,11 @@ def main() -> None:
         if name == "frozen":  # stage 1 only: the head reads cached features
             with torch.no_grad():
                 batch = {**batch, "features": policy.encoder.features(batch, seed=0)}
-        step(policy, opt, batch)  # warm-up
+        timed_step(policy, opt, batch)  # warm-up
         runs[name] = (policy, opt, batch, [])
     for _ in range(args.repeats):
         for policy, opt, batch, times in runs.values():
-            times.append(step(policy, opt, batch))
+            times.append(timed_step(policy, opt, batch))
     base = float(np.median(runs["frozen"][3]))
     rows = {}
     for name, (policy, _, _, times) in runs.items():

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_summary, run_metadata, save_results  # noqa: E402
+from common import print_summary, run_metadata, save_results, timed_step  # noqa: E402
 
 from enerverse.generator import EnerVerseGenerator  # noqa: E402
 from enerverse.presets import get_preset  # noqa: E402
@@ -75,15 +74,6 @@ def make_batch(generator: EnerVerseGenerator, B: int) -> dict:
     }
 
 
-def step(policy: DiffusionPolicy, opt: torch.optim.Optimizer, batch: dict) -> float:
-    t0 = time.perf_counter()
-    loss, _ = policy.loss(batch)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return time.perf_counter() - t0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=32)
@@ -98,11 +88,11 @@ def main() -> None:
         policy = make_policy(pool, generator)
         own = [p for n, p in policy.named_parameters() if p.requires_grad and not n.startswith("generator.")]
         opt = torch.optim.AdamW(own, lr=3e-4)
-        step(policy, opt, batch)  # warm-up
+        timed_step(policy, opt, batch)  # warm-up
         runs[name] = (policy, opt, [])
     for _ in range(args.repeats):
         for policy, opt, times in runs.values():
-            times.append(step(policy, opt, batch))
+            times.append(timed_step(policy, opt, batch))
     base = float(np.median(runs["cnn"][2]))
     rows = {}
     for name, (_, _, times) in runs.items():
