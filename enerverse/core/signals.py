@@ -40,21 +40,22 @@ def die_with_parent(parent_pid: int) -> None:
     """Call first in a pool worker: it must not outlive a killed parent (it would keep writing into a
     store the next run resumes). Linux kills it with the parent (PR_SET_PDEATHSIG); a worker whose
     parent died before this ran (a slow start under load) is already orphaned and exits now."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _signal_on_parent_death(signal.SIGKILL)
     if os.getppid() != parent_pid:
         os._exit(1)
 
 
-def _term_with_parent() -> None:  # runs in the child between fork and exec
+def _signal_on_parent_death(sig: int) -> None:
+    """Linux: this process gets ``sig`` when its parent dies (PR_SET_PDEATHSIG); elsewhere nothing."""
     if sys.platform.startswith("linux"):
         import ctypes
 
         PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+
+
+def _term_with_parent() -> None:  # runs in the child between fork and exec
+    _signal_on_parent_death(signal.SIGTERM)
 
 
 def run_stoppable(cmd: list[str]) -> tuple[int, str, str | None]:
