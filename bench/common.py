@@ -47,7 +47,7 @@ def save_results(name: str, results: dict, out: str | None = None) -> Path:
     return write_json_atomic(run_dir / "results.json", results)
 
 
-__all__ = ["run_metadata", "save_results", "print_summary"]
+__all__ = ["run_metadata", "save_results", "print_summary", "timed_step"]
 
 
 def timed_step(policy, opt, batch: dict) -> float:

@@ -57,7 +57,7 @@ def make_policy(pool: str | None, generator: EnerVerseGenerator) -> DiffusionPol
     return DiffusionPolicy(cfg, spec, None if pool is None else generator).train()
 
 
-def make_batch(generator: EnerVerseGenerator, B: int) -> dict:
+def make_batch(generator: EnerVerseGenerator, B: int, horizon: int, action_dim: int) -> dict:
     """Cached-feature batch for B decision points: first-level features of the whole window
     [B, V, m+M, C, h, w] (float16, as cached), current frames, state, actions, instructions."""
     g = generator.cfg
@@ -70,7 +70,7 @@ def make_batch(generator: EnerVerseGenerator, B: int) -> dict:
         "frames": torch.rand(B, g.num_views, 1, 3, g.resolution, g.resolution) * 2 - 1,
         "instruction": ["pick up the red cube and place it on the green plate"] * B,
         "state": torch.from_numpy(rng.normal(size=(B, STATE_DIM)).astype(np.float32)),
-        "actions": torch.from_numpy(rng.uniform(-1, 1, (B, 8, 7)).astype(np.float32)),
+        "actions": torch.from_numpy(rng.uniform(-1, 1, (B, horizon, action_dim)).astype(np.float32)),
     }
 
 
@@ -82,7 +82,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     generator = EnerVerseGenerator(get_preset("small"))
-    batch = make_batch(generator, args.batch)
+    head = get_policy_preset("small").head
+    batch = make_batch(generator, args.batch, head.horizon, head.action_dim)
     runs = {}
     for name, pool in VARIANTS.items():
         policy = make_policy(pool, generator)

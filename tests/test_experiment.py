@@ -118,8 +118,8 @@ def test_export_steps_pass_their_flags() -> None:
 @pytest.mark.integration
 def test_a_stopped_experiment_waits_for_its_step_to_checkpoint(policy_workdir: Path, tmp_path: Path) -> None:
     """SIGTERM to the runner's whole process group (``kill -- -PGID``; Ctrl-C in a terminal alike)
-    reaches the training step once: it checkpoints and prints its summary, the runner stops with one
-    line, no traceback, and the same command resumes."""
+    reaches the training step once: it checkpoints and prints its summary, and the runner stops with
+    one line and no traceback (resuming from that checkpoint is tested with the trainer)."""
     import json
     import os
     import signal
