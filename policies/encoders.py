@@ -7,7 +7,7 @@
   ``pool="keypoints"`` (default) runs a small conv and a spatial softmax per view, so the token says
   where things are; ``"attention"`` is a learned
   query per frame over (view, position) tokens; ``"mean"`` is the paper's mean over views and space.
-  History items: codec latents + cameras.
+  History items: frames whose codec latents are computed when first read as memory, + cameras.
 - ``cnn`` (:class:`ImageEncoder`, the baseline): a small CNN with GroupNorm and spatial-softmax
   keypoints (Diffusion Policy style) per view and memory frame, one token per frame (T = n_memory,
   or the newest ``encoder.image_frames``).
@@ -125,9 +125,23 @@ class ImageTokens(nn.Module):
         return self.proj(tok) + self.frame_pos[:, :T]
 
 
-def _frames(obs: dict) -> Tensor:
-    """Validated observation -> frames [B, V, 3, R, R] in [-1, 1]."""
-    return to_model(np.ascontiguousarray(obs["rgb"]))
+def _rgb(obs: dict) -> list[np.ndarray]:
+    """Validated observation -> per environment its own copy of the frames [V, R, R, 3] uint8 (the
+    caller may reuse its buffer)."""
+    return [np.array(x, dtype=np.uint8, copy=True) for x in obs["rgb"]]
+
+
+class PendingLatents:
+    """A history frame whose codec latents [C, V, h, w] are computed the first time a memory batch
+    reads it: most observed frames are never memory frames (the generator reads every
+    ``frame_stride``-th, sparse memory a few of those), so encoding each one on arrival wasted most of
+    an evaluation's time. Holds the uint8 frames [V, R, R, 3] until then."""
+
+    __slots__ = ("rgb", "latents")
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self.rgb: np.ndarray | None = rgb
+        self.latents: Tensor | None = None
 
 
 @register_encoder("enerverse")
@@ -179,15 +193,24 @@ class FutureSpaceEncoder(ObservationEncoder):
             InputFeature("T_cam_world", "float", (V, 4, 4), per_view=True),
         ]
 
-    @torch.no_grad()
     def observe(self, obs: dict) -> list[Any]:
-        """Per environment: (codec latents [C, V, h, w], K [V, 3, 3], T_cam_world [V, 4, 4])."""
+        """Per environment: (:class:`PendingLatents` of the frames, K [V, 3, 3], T_cam_world [V, 4, 4])."""
+        return [(PendingLatents(x), obs["K"][b], obs["T_cam_world"][b]) for b, x in enumerate(_rgb(obs))]
+
+    @torch.no_grad()
+    def _encode_pending(self, pending: list[PendingLatents]) -> None:
+        """Encode the frames of ``pending`` in one codec call and keep only their latents."""
         gen = self.generator
-        lat = gen.encode(_frames(obs)[:, :, None].to(gen.device))[:, :, :, 0].cpu()  # [B, C, V, h, w]
-        return [(lat[b], obs["K"][b], obs["T_cam_world"][b]) for b in range(lat.shape[0])]
+        frames = to_model(np.stack([p.rgb for p in pending]))[:, :, None]  # [N, V, 1, 3, R, R]
+        lat = gen.encode(frames.to(gen.device))[:, :, :, 0].cpu()  # [N, C, V, h, w]
+        for p, z in zip(pending, lat, strict=True):
+            p.latents, p.rgb = z, None
 
     def memory_batch(self, items: list[list[Any]], pos: np.ndarray) -> dict:
-        memory = torch.stack([torch.stack([it[0] for it in s], dim=2) for s in items]).float()
+        todo = {id(it[0]): it[0] for s in items for it in s if it[0].latents is None}
+        if todo:
+            self._encode_pending(list(todo.values()))
+        memory = torch.stack([torch.stack([it[0].latents for it in s], dim=2) for s in items]).float()
         K = np.stack([s[-1][1] for s in items])  # the newest intrinsics [B, V, 3, 3]
         cams = np.stack([np.stack([it[2] for it in s], axis=1) for s in items])  # [B, V, m, 4, 4]
         return self.generator_inputs(memory, K, cams, pos)
@@ -332,12 +355,13 @@ class ImageEncoder(ObservationEncoder):
         return [self.frames - 1]
 
     def observe(self, obs: dict) -> list[Any]:
-        """Per environment: frames [V, 3, R, R] in [-1, 1]."""
-        return list(_frames(obs))
+        """Per environment: frames [V, R, R, 3] uint8."""
+        return _rgb(obs)
 
     def memory_batch(self, items: list[list[Any]], pos: np.ndarray) -> dict:
         n = self.frames
-        return {"frames": torch.stack([torch.stack(s[-n:], dim=1) for s in items])}  # [B, V, n, 3, R, R]
+        rgb = np.stack([np.stack(s[-n:], axis=1) for s in items])  # [B, V, n, R, R, 3]
+        return {"frames": to_model(rgb)}  # [B, V, n, 3, R, R]
 
     def data_batch(self, data, items: list[int], finetune: bool = False, video: bool = False) -> dict:
         n = self.frames

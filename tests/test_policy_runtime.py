@@ -173,3 +173,32 @@ def test_runtime_reads_memory_on_the_generator_frame_grid_as_training_does(
         assert picked == data.memory(0, t).tolist() and all((t - p) % 2 == 0 for p in picked)
     pos = rt._inputs()["pos"][0, : rt.policy.cfg.n_memory]
     assert torch.equal(pos, pos.round()) and pos[-1] == 0
+
+
+def test_frames_are_encoded_once_and_only_when_read_as_memory(enerverse_policy: Path) -> None:
+    """Observing stores frames; a memory batch encodes the frames it reads (once), and its latents
+    equal encoding those frames directly."""
+    from enerverse.core.frames import to_model
+    from policies.runtime import PolicyRuntime
+
+    rt = PolicyRuntime(enerverse_policy)
+    gen = rt.policy.generator
+    calls: list[int] = []
+    encode = gen.encode
+    gen.encode = lambda x: calls.append(x.shape[0]) or encode(x)
+    rt.reset("reach")
+    observations = [random_observation(rt, seed=t) for t in range(9)]
+    for obs in observations:
+        rt.observe(obs)
+    assert calls == []  # nothing encoded on arrival
+    batch = rt._inputs()
+    picked = sorted({t for t, _ in rt._memory(rt.history[0])})
+    assert calls == [len(picked)]  # one call, each distinct memory frame once
+    want = encode(to_model(np.stack([observations[t]["rgb"] for t in picked]))[:, :, None])[:, :, :, 0]
+    got = batch["memory"][0].permute(2, 0, 1, 3, 4)  # [m, C, V, h, w]
+    times = [t for t, _ in rt._memory(rt.history[0])]
+    torch.testing.assert_close(got, want[[picked.index(t) for t in times]], atol=1e-4, rtol=1e-4)
+    rt._inputs()
+    assert calls == [len(picked)]  # already encoded: no second call
+    encoded = [t for t, (item, *_) in rt.history[0] if item.latents is not None]
+    assert encoded == picked and len(picked) < len(observations)
