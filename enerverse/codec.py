@@ -92,6 +92,15 @@ def upsample(channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest"), conv)
 
 
+def _channels_last_inference(net: nn.Module, x: Tensor) -> Tensor:
+    """``net(x)``; without autograd on the CPU in channels-last memory order, which runs these convs and
+    GroupNorms about 1.4x faster (encoding 48 frames of 128 px: 1.47 s against 2.06 s on 2 cores), and
+    returned contiguous. Training keeps the default order."""
+    if torch.is_grad_enabled() or x.device.type != "cpu" or x.ndim != 4:
+        return net(x)
+    return net(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
 DECODER_PREFIX = "decoder."
 """State-dict keys of a conv codec's decoder: every other weight and buffer (the encoder, the latent
 scale) decides the latents, so a codec whose decoder alone changed encodes identically."""
@@ -159,11 +168,11 @@ class ConvAutoencoder(LatentCodec):
 
     def encode_raw(self, x: Tensor) -> Tensor:  # [N, 3, H, W] -> [N, C, H/f, W/f] (unscaled)
         self.check_images(x)
-        return self.encoder(x)
+        return _channels_last_inference(self.encoder, x)
 
     def decode_raw(self, z_raw: Tensor) -> Tensor:  # [N, C, h, w] (unscaled) -> [N, 3, h*f, w*f], unclamped
         self.check_latents(z_raw)
-        return self.decoder(z_raw)
+        return _channels_last_inference(self.decoder, z_raw)
 
     def encode(self, x: Tensor) -> Tensor:  # [N, 3, H, W] -> [N, C, H/f, W/f], ~unit std
         return self.encode_raw(x) / self.scale

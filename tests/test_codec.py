@@ -44,6 +44,20 @@ def test_conv_autoencoder_shapes(factor: int) -> None:
     assert y.min() >= -1.0 and y.max() <= 1.0
 
 
+def test_inference_in_channels_last_order_matches_training_order() -> None:
+    """Without autograd the conv codec runs channels-last (faster on the CPU); it must give the same
+    latents and images as the default order it trains in, returned contiguous."""
+    codec = ConvAutoencoder(channels=8, latent_channels=4, factor=4)
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    with torch.enable_grad():
+        z_ref, y_ref = codec.encode(x), codec.decode(codec.encode(x))
+    with torch.no_grad():
+        z, y = codec.encode(x), codec.decode(codec.encode(x))
+    assert z.is_contiguous() and y.is_contiguous()
+    torch.testing.assert_close(z, z_ref.detach(), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(y, y_ref.detach(), atol=1e-5, rtol=1e-4)
+
+
 def test_default_is_f8_with_4_channels() -> None:
     codec = build_codec("conv", channels=4)
     with torch.no_grad():
