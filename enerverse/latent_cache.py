@@ -100,6 +100,20 @@ class LatentCache:
         if not meta.is_file():
             write_json_atomic(meta, {"fingerprint": fingerprint})
 
+    @classmethod
+    def existing(cls, root: str | os.PathLike, codec: torch.nn.Module) -> LatentCache | None:
+        """A cache at ``root`` to read, or None when there is none or another encoder wrote it;
+        unlike the constructor it never deletes or writes anything."""
+        meta = Path(root) / "codec.json"
+        if not meta.is_file():
+            return None
+        stored = json.loads(meta.read_text()).get("fingerprint")
+        if stored not in (codec_fingerprint(codec), codec_fingerprint(codec, decoder=True)):
+            return None
+        cache = cls.__new__(cls)
+        cache.root = Path(root)
+        return cache
+
     def episodes(self, store: EpisodeStore, stride: int = 1) -> EpisodeLatents:
         return EpisodeLatents(self.root / store_key(store, stride), stride=stride)
 

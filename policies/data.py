@@ -94,6 +94,7 @@ class PolicyData:
         self.rgb, self.state, self.action, self.cams, self.K, self.instruction = [], [], [], [], [], []
         self.privileged: list[np.ndarray] | None = [] if privileged else None  # per episode [T, P]
         self.names: list[str] = []  # per episode: <store>/<index>
+        self.origin: list[tuple[EpisodeStore, int]] = []  # per episode: its store and index there
         lacking: list[str] = []
         todo = [(st, e) for st, eps in sources for e in eps]
         for st, e in progress(todo, desc="load episodes", unit="ep"):
@@ -125,6 +126,7 @@ class PolicyData:
         StoreFormatError naming the episode when its state or actions hold NaN or inf."""
         ep = store.episode(e)
         self.names.append(f"{store.path.name}/{e}")
+        self.origin.append((store, e))
         if list(ep.attrs["view_names"]) != self.store_views:
             raise ConfigError(
                 f"episode {self.names[-1]} has views {ep.attrs['view_names']}, expected {self.store_views}"

@@ -260,14 +260,29 @@ class FutureSpaceEncoder(ObservationEncoder):
         return [np.array(sorted(r), dtype=np.int64) for r in read]
 
     def _encode(self, data, k: int, idx: np.ndarray) -> Tensor:
-        """Codec latents [C, V, T, h, w] (float16) of episode ``k``: frames ``idx`` encoded, the rest 0
-        (never read)."""
-        lat = encode_frames(self.generator, lambda sl: data.frames(k, idx[sl]), len(idx), 32)
+        """Codec latents [C, V, T, h, w] (float16) of episode ``k``: frames ``idx`` encoded (or read
+        from ``data.cache["latent_cache"]``), the rest 0 (never read)."""
+        lat = self._cached_latents(data, k, idx)
+        if lat is None:
+            lat = encode_frames(self.generator, lambda sl: data.frames(k, idx[sl]), len(idx), 32)
         if len(idx) == data.length(k):
             return lat
         out = torch.zeros((*lat.shape[:2], data.length(k), *lat.shape[3:]), dtype=lat.dtype)
         out[:, :, torch.from_numpy(idx)] = lat
         return out
+
+    def _cached_latents(self, data, k: int, idx: np.ndarray) -> Tensor | None:
+        """Latents [C, V, len(idx), h, w] of episode ``k``'s frames ``idx`` from a latent cache of this
+        codec (:class:`~enerverse.latent_cache.LatentCache`, e.g. the video adaptation's, which the
+        trainer puts in ``data.cache["latent_cache"]``), or None when it does not hold them all: it
+        holds every ``frame_stride``-th frame of all the store's views."""
+        cache = data.cache.get("latent_cache")
+        stride = self.generator.cfg.frame_stride
+        if cache is None or (idx % stride).any() or data.view_idx != list(range(len(data.store_views))):
+            return None
+        store, e = data.origin[k]
+        reader = cache.episodes(store, stride)
+        return reader[e][:, :, torch.from_numpy(idx // stride)] if e in reader else None
 
     @torch.no_grad()
     def _feature_cache(self, data, seed: int, batch_size: int = 16) -> dict[str, Tensor]:

@@ -186,6 +186,16 @@ def adapt_generator(cfg: TrainPolicyConfig, run_dir: Path) -> str:
     return summary["checkpoint"]
 
 
+def reuse_adaptation_latents(data: PolicyData, run_dir: Path, gen) -> None:
+    """Let the encoder read the latents the video adaptation encoded (its codec is the one ``gen``
+    carries unless the adaptation trained it) instead of encoding those frames again."""
+    from enerverse.latent_cache import LatentCache
+
+    reuse = LatentCache.existing(run_dir / "adapt" / "latents", gen.codec)
+    if reuse is not None:
+        data.cache["latent_cache"] = reuse
+
+
 def build_policy(cfg: TrainPolicyConfig, data: PolicyData, gen, device: str):
     """The policy around ``gen`` (frozen unless ``cfg.finetune`` trains part of it) with the data's
     statistics; returns (policy, the generator parameters to train)."""
@@ -280,6 +290,8 @@ def train(cfg: TrainPolicyConfig, run_dir: Path) -> dict:
     if cfg.init_from:
         n = len(init_policy_from(policy, cfg.init_from))
         print(f"[ev-train-policy] {n} tensors initialised from {cfg.init_from}", file=sys.stderr)
+    if reads_generator and cfg.adapt.steps > 0:
+        reuse_adaptation_latents(data, run_dir, gen)
     policy.encoder.prepare_data(data, cfg.finetune.enabled, cfg.seed)
     kind = cfg.policy.encoder.kind + (f" (generator {cfg.finetune.mode})" if cfg.finetune.enabled else "")
     summary.update(

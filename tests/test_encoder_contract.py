@@ -222,3 +222,36 @@ def test_future_space_encoder_reads_one_or_several_blocks_at_a_noise_level(
         assert live.shape == tokens[level].shape
     N = gen.diffusion.num_train_timesteps
     assert timesteps == {N - 1, N // 2 - 1}
+
+
+def test_enerverse_reads_the_latents_a_cache_of_its_codec_holds(
+    policy_workdir: Path, tiny_enerverse_policy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``data.cache["latent_cache"]`` (the trainer passes the video adaptation's) the encoder reads
+    the episodes it holds and encodes only the rest, to the same latents; another codec's cache is
+    never read."""
+    import policies.encoders as encoders
+    from enerverse.latent_cache import LatentCache
+
+    policy = PolicyRuntime(tiny_enerverse_policy).policy
+    gen = policy.generator
+    store = EpisodeStore.open(policy_workdir / "store")
+    eps = store.indices()[:2]
+
+    def data() -> PolicyData:
+        n = policy.cfg.n_memory
+        return PolicyData(store, eps, None, 32, n, 4, memory_stride=gen.cfg.frame_stride)
+
+    plain, cached = data(), data()
+    policy.encoder.prepare_data(plain)
+    LatentCache(tmp_path / "latents", gen.codec).fill(gen, store, eps[:1], stride=gen.cfg.frame_stride)
+    cached.cache["latent_cache"] = LatentCache.existing(tmp_path / "latents", gen.codec)
+    calls: list[int] = []
+    encode = encoders.encode_frames
+    monkeypatch.setattr(encoders, "encode_frames", lambda *a, **k: calls.append(1) or encode(*a, **k))
+    policy.encoder.prepare_data(cached)
+    assert len(calls) == 1  # the second episode only
+    for a, b in zip(plain.cache["latents"], cached.cache["latents"], strict=True):
+        torch.testing.assert_close(a.float(), b.float(), atol=2e-3, rtol=1e-2)
+    other = LatentCache.existing(tmp_path / "latents", torch.nn.Conv2d(3, 3, 1))
+    assert other is None and LatentCache.existing(tmp_path / "none", gen.codec) is None
