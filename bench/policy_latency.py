@@ -4,8 +4,9 @@
 
 For each preset: a generator of that preset (random weights: latency does not depend on training)
 with an EnerVerse-A policy, and the baseline (same head, CNN encoder), both behind ``PolicyRuntime``
-with a 20-frame history. One chunk = observe + one generator forward over [memory + noise frames]
-(EnerVerse-A) or the CNN over the memory frames (baseline) + the head's DDIM steps. Reported: median
+with a 20-frame history. One chunk = observe + the codec on the memory frames not encoded yet
++ one generator forward over [memory + noise frames] (EnerVerse-A) or the CNN over the memory frames
+(baseline) + the head's DDIM steps. Reported: median
 and p90 ms per chunk over ``repeats`` chunks after a warm-up, timed alternately (one chunk of each
 policy in turn, so both see the same load), the ratio EnerVerse-A / baseline, and peak memory (CUDA:
 allocated during one chunk of that policy alone; CPU: the process's peak RSS so far, which only grows,

@@ -7,7 +7,8 @@ none of them looks at ``encoder.kind``:
 - **what it needs**: :meth:`ObservationEncoder.input_features`, typed :class:`InputFeature` entries
   (key, dtype, per-environment shape) that the runtime validates observations against;
 - **how it caches**: :meth:`~ObservationEncoder.observe` turns one validated observation into the
-  per-environment item the runtime keeps in its history (codec latents, frames, or both), and
+  per-environment item the runtime keeps in its history (frames, cameras; EnerVerse-A encodes a
+  frame the first time :meth:`~ObservationEncoder.memory_batch` reads it), and
   :meth:`~ObservationEncoder.prepare_data` computes the training data's caches once;
 - **how it tokenises**: :meth:`~ObservationEncoder.memory_batch` (runtime) and
   :meth:`~ObservationEncoder.data_batch` (training) build the model inputs of the memory frames, and

@@ -198,13 +198,19 @@ class FutureSpaceEncoder(ObservationEncoder):
         return [(PendingLatents(x), obs["K"][b], obs["T_cam_world"][b]) for b, x in enumerate(_rgb(obs))]
 
     @torch.no_grad()
-    def _encode_pending(self, pending: list[PendingLatents]) -> None:
-        """Encode the frames of ``pending`` in one codec call and keep only their latents."""
+    def _encode_pending(self, pending: list[PendingLatents], batch_frames: int = 32) -> None:
+        """Encode the frames of ``pending`` (``batch_frames`` per codec call) and keep only their
+        latents. Safe against another thread encoding the same items: each item's frames are read once
+        and one that lost them meanwhile already has its latents (they are set before the frames go)."""
         gen = self.generator
-        frames = to_model(np.stack([p.rgb for p in pending]))[:, :, None]  # [N, V, 1, 3, R, R]
-        lat = gen.encode(frames.to(gen.device))[:, :, :, 0].cpu()  # [N, C, V, h, w]
-        for p, z in zip(pending, lat, strict=True):
-            p.latents, p.rgb = z, None
+        pairs = [(p, rgb) for p in pending if (rgb := p.rgb) is not None]
+        for s in range(0, len(pairs), batch_frames):
+            part = pairs[s : s + batch_frames]
+            frames = to_model(np.stack([rgb for _, rgb in part]))[:, :, None]  # [N, V, 1, 3, R, R]
+            lat = gen.encode(frames.to(gen.device))[:, :, :, 0].cpu()  # [N, C, V, h, w]
+            for (p, _), z in zip(part, lat, strict=True):
+                p.latents = z
+                p.rgb = None
 
     def memory_batch(self, items: list[list[Any]], pos: np.ndarray) -> dict:
         todo = {id(it[0]): it[0] for s in items for it in s if it[0].latents is None}
@@ -409,7 +415,9 @@ class FusedEncoder(ObservationEncoder):
         return self.future.input_features()
 
     def observe(self, obs: dict) -> list[Any]:
-        return list(zip(self.future.observe(obs), self.image.observe(obs), strict=True))
+        """Per environment: (the future-space item, the frames); both hold the same uint8 array."""
+        future = self.future.observe(obs)
+        return [(f, f[0].rgb) for f in future]
 
     def memory_batch(self, items: list[list[Any]], pos: np.ndarray) -> dict:
         out = self.future.memory_batch([[it[0] for it in s] for s in items], pos)

@@ -12,11 +12,12 @@ generator (EnerVerse-A, fused) also ``K`` [V, 3, 3] and ``T_cam_world`` [V, 4, 4
 :class:`ObservationError` naming the expected layout; a non-finite action is never returned
 (``RuntimeError``).
 
-Every observation goes into a per-environment history of the encoder's items (codec latents for
-EnerVerse-A, frames for the baseline); each decision reads ``n_memory`` frames from it (3 spread over
-the episode + the latest, or the latest ones for the consecutive ablation). The history is bounded
-(``max_history``): when it is full, every other frame of its older half is dropped, keeping the true
-frame times for the model.
+Every observation goes into a per-environment history of the encoder's items (uint8 frames, whose
+codec latents EnerVerse-A computes the first time a decision reads them, + cameras); each decision
+reads ``n_memory`` frames from it (3 spread over the episode + the latest, or the latest ones for the
+consecutive ablation). With ``background`` the worker thread builds the batch, codec calls included.
+The history is bounded (``max_history``): when it is full, every other frame of its older half is
+dropped, keeping the true frame times for the model.
 """
 
 from __future__ import annotations
@@ -189,12 +190,23 @@ class PolicyRuntime:
 
     def _inputs(self) -> dict:
         """The model batch for the current histories (the encoder's memory inputs, state, instruction)."""
+        return self._assemble(self._snapshot())
+
+    def _snapshot(self) -> tuple[list, np.ndarray, np.ndarray]:
+        """What a decision reads, taken under the lock: the memory items of every history, the state
+        and the time of the newest observation per environment."""
         if self.state is None:
             raise RuntimeError("observe() an observation before asking for actions")
         with self._lock:
-            sel = [self._memory(h) for h in self.history]
-            state = self.state.copy()
-            frame = self.t.copy() - 1  # per env: the time of the newest observation
+            return [self._memory(h) for h in self.history], self.state.copy(), self.t.copy() - 1
+
+    def _infer_snapshot(self, snap: tuple[list, np.ndarray, np.ndarray]) -> np.ndarray:
+        """The background worker's job: build the batch (the encoder's codec calls happen here, off
+        the control thread), then infer."""
+        return self._infer(self._assemble(snap))
+
+    def _assemble(self, snap: tuple[list, np.ndarray, np.ndarray]) -> dict:
+        sel, state, frame = snap
         batch = {"state": torch.from_numpy(state), "instruction": list(self.instructions), "frame": frame}
         pos = np.array([[t for t, _ in s] for s in sel]) - np.array([s[-1][0] for s in sel])[:, None]
         batch.update(self.encoder.memory_batch([[it for _, it in s] for s in sel], pos))
@@ -238,7 +250,7 @@ class PolicyRuntime:
         tick = self._ticks
         self._ticks += 1
         if self._pool is not None and self._future is None and len(self._queue) <= self.prefetch_at:
-            self._future, self._future_t = self._pool.submit(self._infer, self._inputs()), tick
+            self._future, self._future_t = self._pool.submit(self._infer_snapshot, self._snapshot()), tick
         if not self._queue:
             if self._future is not None:
                 if not block and not self._future.done():
@@ -248,7 +260,7 @@ class PolicyRuntime:
                 if skip < chunk.shape[1]:
                     self._queue.extend(np.moveaxis(chunk[:, skip:], 1, 0))
             if not self._queue and not block and self._pool is not None:
-                self._future, self._future_t = self._pool.submit(self._infer, self._inputs()), tick
+                self._future, self._future_t = self._pool.submit(self._infer_snapshot, self._snapshot()), tick
                 return None
             if not self._queue:
                 self._queue.extend(np.moveaxis(self._infer(self._inputs()), 1, 0))

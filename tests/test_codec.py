@@ -49,11 +49,17 @@ def test_inference_in_channels_last_order_matches_training_order() -> None:
     latents and images as the default order it trains in, returned contiguous."""
     codec = ConvAutoencoder(channels=8, latent_channels=4, factor=4)
     x = torch.rand(3, 3, 32, 32) * 2 - 1
+    orders: list[bool] = []
+    for net in (codec.encoder, codec.decoder):
+        net.register_forward_pre_hook(
+            lambda _, a: orders.append(a[0].is_contiguous(memory_format=torch.channels_last))
+        )
     with torch.enable_grad():
         z_ref, y_ref = codec.encode(x), codec.decode(codec.encode(x))
     with torch.no_grad():
         z, y = codec.encode(x), codec.decode(codec.encode(x))
     assert z.is_contiguous() and y.is_contiguous()
+    assert orders == [False, False, False, True, True, True]  # with autograd: default; without: channels-last
     torch.testing.assert_close(z, z_ref.detach(), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(y, y_ref.detach(), atol=1e-5, rtol=1e-4)
 

@@ -230,17 +230,19 @@ def test_enerverse_reads_the_latents_a_cache_of_its_codec_holds(
     """With ``data.cache["latent_cache"]`` (the trainer passes the video adaptation's) the encoder reads
     the episodes it holds and encodes only the rest, to the same latents; another codec's cache is
     never read."""
+    import copy
+
     import policies.encoders as encoders
     from enerverse.latent_cache import LatentCache
 
     policy = PolicyRuntime(tiny_enerverse_policy).policy
     gen = policy.generator
+    gen.cfg.frame_stride = 2  # the cache holds every 2nd frame: latent t' is frame 2 t'
     store = EpisodeStore.open(policy_workdir / "store")
     eps = store.indices()[:2]
 
-    def data() -> PolicyData:
-        n = policy.cfg.n_memory
-        return PolicyData(store, eps, None, 32, n, 4, memory_stride=gen.cfg.frame_stride)
+    def data() -> PolicyData:  # decisions every 2nd frame: memory on frame 0's grid
+        return PolicyData(store, eps, None, 32, policy.cfg.n_memory, 4, stride=2, memory_stride=2)
 
     plain, cached = data(), data()
     policy.encoder.prepare_data(plain)
@@ -253,5 +255,9 @@ def test_enerverse_reads_the_latents_a_cache_of_its_codec_holds(
     assert len(calls) == 1  # the second episode only
     for a, b in zip(plain.cache["latents"], cached.cache["latents"], strict=True):
         torch.testing.assert_close(a.float(), b.float(), atol=2e-3, rtol=1e-2)
-    other = LatentCache.existing(tmp_path / "latents", torch.nn.Conv2d(3, 3, 1))
-    assert other is None and LatentCache.existing(tmp_path / "none", gen.codec) is None
+    assert any(len(plain.memory(k, c)) and (plain.memory(k, c) > 0).any() for k, c in plain.items)
+    other = copy.deepcopy(gen.codec)
+    with torch.no_grad():
+        next(other.encoder.parameters()).add_(0.01)  # another encoder of the same shape
+    assert LatentCache.existing(tmp_path / "latents", other) is None
+    assert LatentCache.existing(tmp_path / "none", gen.codec) is None

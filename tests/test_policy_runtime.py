@@ -202,3 +202,26 @@ def test_frames_are_encoded_once_and_only_when_read_as_memory(enerverse_policy: 
     assert calls == [len(picked)]  # already encoded: no second call
     encoded = [t for t, (item, *_) in rt.history[0] if item.latents is not None]
     assert encoded == picked and len(picked) < len(observations)
+
+
+def test_a_frame_another_thread_encoded_meanwhile_is_read_not_encoded(enerverse_policy: Path) -> None:
+    """Two environments; one memory frame lost its pixels to another thread's encoding between the check
+    and the read (the ROS node's diagnostics timer imagines while the control tick decides): its
+    latents are used as they are, and nothing fails."""
+    from policies.runtime import PolicyRuntime
+
+    rt = PolicyRuntime(enerverse_policy)
+    rt.reset(["reach", "reach"])
+    for t in range(3):
+        rt.observe(random_observation(rt, B=2, seed=t))
+    C, V, _, h, w = rt._inputs()["memory"].shape[1:]
+    rt.reset(["reach", "reach"])
+    for t in range(3):
+        rt.observe(random_observation(rt, B=2, seed=t))
+    first = rt.history[0][0][1][0]  # env 0, time 0: a memory frame of every decision
+    first.latents, first.rgb = torch.full((C, V, h, w), 7.0), None
+    second = rt.history[0][1][1][0]
+    rt.encoder._encode_pending([first, second])  # ``first`` was still pending when the caller checked
+    assert (first.latents == 7.0).all() and second.latents is not None and second.rgb is None
+    memory = rt._inputs()["memory"]  # [B, C, V, m, h, w]
+    assert (memory[0, :, :, 0] == 7.0).all() and not (memory[1, :, :, 0] == 7.0).all()
