@@ -95,7 +95,8 @@ def upsample(channels: int) -> nn.Sequential:
 def _channels_last_inference(net: nn.Module, x: Tensor) -> Tensor:
     """``net(x)``; without autograd on the CPU in channels-last memory order, which runs these convs and
     GroupNorms about 1.4x faster (encoding 48 frames of 128 px: 1.47 s against 2.06 s on 2 cores), and
-    returned contiguous. Training keeps the default order."""
+    returned contiguous; outputs agree with the default order to about 1e-4 (other conv algorithms).
+    Training keeps the default order."""
     if torch.is_grad_enabled() or x.device.type != "cpu" or x.ndim != 4:
         return net(x)
     return net(x.contiguous(memory_format=torch.channels_last)).contiguous()

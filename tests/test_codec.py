@@ -60,8 +60,8 @@ def test_inference_in_channels_last_order_matches_training_order() -> None:
         z, y = codec.encode(x), codec.decode(codec.encode(x))
     assert z.is_contiguous() and y.is_contiguous()
     assert orders == [False, False, False, True, True, True]  # with autograd: default; without: channels-last
-    torch.testing.assert_close(z, z_ref.detach(), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(y, y_ref.detach(), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(z, z_ref.detach(), atol=5e-4, rtol=1e-3)  # other conv algorithms: ~1e-4
+    torch.testing.assert_close(y, y_ref.detach(), atol=5e-4, rtol=1e-3)
 
 
 def test_default_is_f8_with_4_channels() -> None:

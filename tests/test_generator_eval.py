@@ -154,4 +154,6 @@ def test_latent_cache_matches_encoding_frames_and_marks_eos(tmp_path: Path) -> N
         z = g.encode(a["frames"])
     torch.testing.assert_close(b["latents"], z, atol=2e-2, rtol=2e-2)  # float16 cache
     torch.testing.assert_close(b["rays"], a["rays"])
-    assert torch.allclose(z[0, :, :, -1], g.eos_latent()[:, None], atol=1e-5)  # EoS frame past the end
+    assert torch.allclose(z[0, :, :, -1], g.eos_latent()[:, None], atol=1e-3)  # EoS frame past the end
+    # (1e-3: the CPU inference path runs channels-last, whose convs differ from one batch size to
+    # another by ~1e-4; the cache stores float16 anyway)
