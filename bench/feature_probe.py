@@ -38,7 +38,8 @@ from enerverse.core.frames import to_model  # noqa: E402
 from enerverse.core.store.stats import summarize  # noqa: E402
 from enerverse.io import load_generator  # noqa: E402
 from policies.config import EncoderConfig  # noqa: E402
-from policies.encoders import ImageTokens, KeypointPool  # noqa: E402
+from policies.layers import KeypointPool  # noqa: E402
+from policies.tokens import ImageTokens  # noqa: E402
 
 VIEWS = ["main", "anchor_left", "anchor_right"]
 TRAIN = 1000

@@ -61,7 +61,7 @@ def test_cached_cross_attention_equals_multihead_attention() -> None:
 
 
 def test_random_shift_translates_each_image_with_edge_padding() -> None:
-    from policies.encoders import random_shift
+    from policies.layers import random_shift
 
     torch.manual_seed(0)
     x = torch.arange(40 * 2 * 6 * 6, dtype=torch.float32).reshape(40, 2, 6, 6)
@@ -78,7 +78,7 @@ def test_random_shift_translates_each_image_with_edge_padding() -> None:
 
 
 def test_feature_translation_moves_each_map_by_a_bounded_real_offset() -> None:
-    from policies.encoders import random_translate
+    from policies.layers import random_translate
 
     torch.manual_seed(0)
     h = w = 8

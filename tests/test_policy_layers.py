@@ -10,7 +10,7 @@ import torch
 @pytest.mark.parametrize("pool", ["keypoints", "keypoints_linear", "attention", "mean"])
 def test_future_space_pooling_gives_one_token_per_frame(pool: str) -> None:
     from policies.config import EncoderConfig
-    from policies.encoders import FutureSpaceTokens
+    from policies.tokens import FutureSpaceTokens
 
     m = FutureSpaceTokens(EncoderConfig(kind="fused", pool=pool), 8, 2, 16, 6, 32)
     feats = torch.randn(3, 2, 6, 8, 4, 4, requires_grad=True)  # [B, V, T, C, h, w]
