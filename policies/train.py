@@ -33,6 +33,7 @@ from enerverse.core.run import run_training_main
 from enerverse.core.seeding import seed_everything
 from enerverse.core.store import EpisodeStore, check_rig_version, recorded_rig_version, store_rig_version
 from enerverse.core.trainer import Trainer, TrainSettings
+from policies.adapt import adapt_generator, reuse_adaptation_latents
 from policies.config import PolicyConfig, get_policy_preset
 from policies.data import PolicyData
 from policies.encoder_api import DataSpec, encoder_class
@@ -157,43 +158,6 @@ class TrainPolicyConfig:
 def parse_args(argv: list[str] | None) -> TrainPolicyConfig:
     """Parse overrides; ``preset=<name>`` picks the defaults that ``policy.*`` overrides refine."""
     return parse_cli_with_preset(TrainPolicyConfig, argv, "ev-train-policy", "policy", get_policy_preset)
-
-
-def adapt_generator(cfg: TrainPolicyConfig, run_dir: Path) -> str:
-    """Stage 1: continue training the generator on this store; returns the adapted checkpoint folder."""
-    from enerverse.io import load_generator
-    from enerverse.train import TrainGeneratorConfig
-    from enerverse.train import train as train_generator
-
-    base = load_generator(cfg.generator)
-    paths = sorted({str(p) for _, p in cfg.task_stores})
-    gcfg = TrainGeneratorConfig(
-        task=cfg.task,
-        store=str(cfg.store_path),
-        stores=paths if cfg.tasks else [],
-        preset=base.cfg.preset,
-        generator=base.cfg,
-        out=str(run_dir / "adapt"),
-        seed=cfg.seed,
-        device=cfg.device,
-        holdout=0.0,
-        train=cfg.adapt,
-        sample_every=0,
-        init_from=cfg.generator,
-        episodes=cfg.adapt_episodes,
-    )
-    summary = train_generator(gcfg, run_dir / "adapt")
-    return summary["checkpoint"]
-
-
-def reuse_adaptation_latents(data: PolicyData, run_dir: Path, gen) -> None:
-    """Let the encoder read the latents the video adaptation encoded (its codec is the one ``gen``
-    carries unless the adaptation trained it) instead of encoding those frames again."""
-    from enerverse.latent_cache import LatentCache
-
-    reuse = LatentCache.existing(run_dir / "adapt" / "latents", gen.codec)
-    if reuse is not None:
-        data.cache["latent_cache"] = reuse
 
 
 def build_policy(cfg: TrainPolicyConfig, data: PolicyData, gen, device: str):
