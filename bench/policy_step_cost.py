@@ -10,7 +10,7 @@ on the same synthetic batch, random weights (cost does not depend on training):
 - ``cnn``: the image baseline (no generator);
 - ``fused_<pool>``: the image tokens + future-space tokens of every 2nd window frame
   (``token_stride=2``) read from cached first-level generator features, behind the future gate,
-  pooled by ``keypoints``, ``keypoints_linear`` or ``mean``.
+  pooled by ``keypoints``, ``keypoints_linear`` or ``mean`` (``--token-stride 4``: every 4th).
 
 A step = forward, backward and the AdamW update. Variants are timed in turn, one step each per
 round, so all see the same load. Reported: the median seconds per step and the ratio to ``cnn``.
@@ -40,7 +40,7 @@ VARIANTS = {"cnn": None, "fused_keypoints": "keypoints", "fused_keypoints_linear
 STATE_DIM = 15
 
 
-def make_policy(pool: str | None, generator: EnerVerseGenerator) -> DiffusionPolicy:
+def make_policy(pool: str | None, generator: EnerVerseGenerator, token_stride: int = 2) -> DiffusionPolicy:
     """`make train`'s policy (random weights, seed 0): the baseline (``pool`` None) or fused."""
     torch.manual_seed(0)
     g = generator.cfg
@@ -51,7 +51,7 @@ def make_policy(pool: str | None, generator: EnerVerseGenerator) -> DiffusionPol
         cfg.encoder.kind = "cnn"
     else:
         cfg.encoder.kind, cfg.encoder.pool = "fused", pool
-        cfg.encoder.token_stride, cfg.encoder.future_gate = 2, True
+        cfg.encoder.token_stride, cfg.encoder.future_gate = token_stride, True
     spec = DataSpec(views=[f"view{v}" for v in range(g.num_views)], resolution=g.resolution,
                     state_dim=STATE_DIM, text_encoder="hashing")  # fmt: skip
     return DiffusionPolicy(cfg, spec, None if pool is None else generator).train()
@@ -78,6 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=8)
+    ap.add_argument("--token-stride", type=int, default=2, help="future-space tokens from every n-th frame")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -86,7 +87,7 @@ def main() -> None:
     batch = make_batch(generator, args.batch, head.horizon, head.action_dim)
     runs = {}
     for name, pool in VARIANTS.items():
-        policy = make_policy(pool, generator)
+        policy = make_policy(pool, generator, args.token_stride)
         own = [p for n, p in policy.named_parameters() if p.requires_grad and not n.startswith("generator.")]
         opt = torch.optim.AdamW(own, lr=3e-4)
         timed_step(policy, opt, batch)  # warm-up

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from enerverse.core.config import ConfigError
+from enerverse.core.device import channels_last_on_cpu
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def _channels_last_inference(net: nn.Module, x: Tensor) -> Tensor:
     Training keeps the default order."""
     if torch.is_grad_enabled() or x.device.type != "cpu" or x.ndim != 4:
         return net(x)
-    return net(x.contiguous(memory_format=torch.channels_last)).contiguous()
+    return net(channels_last_on_cpu(x)).contiguous()
 
 
 DECODER_PREFIX = "decoder."

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from enerverse.core.device import channels_last_on_cpu
+
 
 class AttentionPool(nn.Module):
     """One learned query attends over S tokens [N, S, C] (+ learned position embeddings) -> [N, C]."""
@@ -48,7 +50,7 @@ class KeypointPool(nn.Module):
         self.out_dim = 3 * keypoints
 
     def forward(self, x: Tensor) -> Tensor:
-        f = self.conv(x)
+        f = self.conv(channels_last_on_cpu(x))
         return torch.cat([self.keypoints(f), f.mean(dim=(2, 3))], dim=1)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from enerverse.core.device import channels_last_on_cpu
 from policies.config import EncoderConfig
 from policies.layers import AttentionPool, KeypointPool, SpatialSoftmax, random_shift, random_translate
 
@@ -93,7 +94,7 @@ class ImageTokens(nn.Module):
         if self.training and self.cfg.shift > 0:
             x = random_shift(x, self.cfg.shift)
         x = x + self.view_emb[:, :, None].expand(B, V, T, 3, 1, 1).reshape(B * V * T, 3, 1, 1)
-        f = self.cnn(x)  # [N, C, h, w]
+        f = self.cnn(channels_last_on_cpu(x))  # [N, C, h, w]
         tok = torch.cat([self.keypoints(f), f.mean(dim=(2, 3))], dim=1)  # where + what
         tok = tok.reshape(B, V, T, -1).permute(0, 2, 1, 3).reshape(B, T, -1)
         return self.proj(tok) + self.frame_pos[:, :T]

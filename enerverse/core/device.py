@@ -40,6 +40,19 @@ def headless_gl_defaults() -> None:
     os.environ.setdefault("LP_NUM_THREADS", "0")
 
 
+def channels_last_on_cpu(x: Any) -> Any:
+    """A 4-D tensor [N, C, H, W] in channels-last memory order when it is on the CPU, else unchanged.
+
+    The same values; PyTorch's CPU convs and GroupNorms run this order faster, with autograd too (2
+    cores, measured: the codec encoder x0.7, the policy's image CNN forward + backward x0.75). Outputs
+    differ from the default order by about 1e-4 (other conv algorithms)."""
+    import torch
+
+    if x.device.type != "cpu" or x.ndim != 4:
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def pick_device(pref: str = "auto") -> str:
     """Resolve a device preference to a torch device string.
 
