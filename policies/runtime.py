@@ -205,9 +205,14 @@ class PolicyRuntime:
         the control thread), then infer."""
         return self._infer(self._assemble(snap))
 
-    def _assemble(self, snap: tuple[list, np.ndarray, np.ndarray]) -> dict:
+    def _assemble(self, snap: tuple[list, np.ndarray, np.ndarray], envs: list[int] | None = None) -> dict:
+        """The model batch of a snapshot, for every environment or only ``envs``."""
         sel, state, frame = snap
-        batch = {"state": torch.from_numpy(state), "instruction": list(self.instructions), "frame": frame}
+        instructions = list(self.instructions)
+        if envs is not None:  # only their memory frames are encoded
+            sel, state, frame = [sel[i] for i in envs], state[envs], frame[envs]
+            instructions = [instructions[i] for i in envs]
+        batch = {"state": torch.from_numpy(state), "instruction": instructions, "frame": frame}
         pos = np.array([[t for t, _ in s] for s in sel]) - np.array([s[-1][0] for s in sel])[:, None]
         batch.update(self.encoder.memory_batch([[it for _, it in s] for s in sel], pos))
         return batch
@@ -273,12 +278,14 @@ class PolicyRuntime:
         return latency_summary(self.latencies_ms)
 
     @torch.no_grad()
-    def imagine(self, steps: int | None = None) -> np.ndarray | None:
-        """With a generator (EnerVerse-A, fused): its imagined next chunk for every env, uint8
-        [B, V, M, R, R, 3]; None for an encoder without one."""
+    def imagine(self, steps: int | None = None, envs: list[int] | None = None) -> np.ndarray | None:
+        """With a generator (EnerVerse-A, fused): its imagined next chunk for every env (or only for
+        ``envs``, in their order), uint8 [B, V, M, R, R, 3]; None for an encoder without one."""
         if self.policy.generator is None:
             return None
-        b = self._inputs()
+        if envs is not None and not envs:
+            raise ValueError("imagine(envs=...) needs at least one environment index")
+        b = self._assemble(self._snapshot(), envs)
         gen = self.policy.generator
         z = gen.sample_chunk(
             b["memory"].to(gen.device),
@@ -315,8 +322,8 @@ class EvalPolicy:
     def act(self, obs: dict) -> np.ndarray:
         return self.runtime.act(obs)
 
-    def imagine(self) -> np.ndarray | None:
-        return self.runtime.imagine()
+    def imagine(self, envs: list[int] | None = None) -> np.ndarray | None:
+        return self.runtime.imagine(envs=envs)
 
 
 def load_for_eval(spec: str, **kw) -> EvalPolicy:

@@ -235,11 +235,12 @@ def _run_batch(policy, venv, seeds: list[int], n: int, show: list[int], imagine:
         chunk = np.asarray(policy.act(obs))
         if chunk.ndim != 3 or chunk.shape[0] != B:
             raise ValueError(f"policy.act must return actions [B={B}, chunk, A], got shape {chunk.shape}")
-        future = imagine_fn() if st.dreams else None  # [B, V, M, H, W, 3] or None (no generator)
+        live = [i for i in st.dreams if not st.done[i]]  # recorded episodes still running
+        future = imagine_fn(live) if live else ()  # [len(live), V, M, H, W, 3]; None: no generator
         if future is None:
             st.dreams = {}
-        for i in st.dreams:
-            st.dreams[i].extend(np.moveaxis(future[i], 1, 0)[: chunk.shape[1]])
+        for j, i in enumerate(live if future is not None else ()):
+            st.dreams[i].extend(np.moveaxis(future[j], 1, 0)[: chunk.shape[1]])
         obs = _step_chunk(venv, policy, chunk, obs, st, bar)
     return st
 

@@ -87,6 +87,36 @@ def test_evaluate_expert_in_process_counts_each_episode_once() -> None:
         assert clip.shape[0] == e["length"] + 1  # reset frame + one per step
 
 
+@pytest.mark.integration
+def test_evaluate_imagines_only_for_recorded_episodes_still_running() -> None:
+    """Imagined views sit beside the real ones of each recorded episode; an env is imagined for only
+    while its recorded episode runs (the generator's sampling is most of an evaluation's cost)."""
+    expert, calls = make_expert("reach"), []
+
+    class Dreamer:
+        def reset(self, instructions: list[str] | None = None) -> None:
+            expert.reset(instructions)
+
+        def act(self, obs: dict) -> np.ndarray:  # env 0 solves reach, env 1 idles to the step limit
+            a = np.array(expert.act(obs))
+            a[1:] = 0.0
+            return a
+
+        def imagine(self, envs: list[int]) -> np.ndarray:  # [len(envs), V, M, H, W, 3]: 100 + env
+            calls.append(list(envs))
+            return np.stack([np.full((1, 4, 16, 16, 3), 100 + i, np.uint8) for i in envs])
+
+    kw = {"views": ["main"], "width": 16, "height": 16, "max_steps": 80}
+    res = evaluate(Dreamer(), "reach", episodes=2, num_envs=2, seed=0, videos=1, env_kwargs=kw,
+                   show_progress=False)  # fmt: skip
+    first, second = res["per_episode"]
+    assert first["success"] and first["length"] < second["length"] == 80
+    assert calls == [[0]] * first["length"]  # one chunk (one step) each, until env 0 ended
+    (clip,) = res["frames"]
+    assert clip.shape == (first["length"] + 1, 2, 16, 16, 3)  # real | imagined, per step
+    assert (clip[1:, 1] == 100).all()
+
+
 def test_evaluate_rejects_badly_shaped_policy_output() -> None:
     class Bad(_Noop):
         def act(self, obs: dict) -> np.ndarray:
