@@ -202,12 +202,14 @@ class FutureSpaceEncoder(ObservationEncoder):
 
     @torch.no_grad()
     def _feature_cache(self, data, seed: int, batch_size: int = 16) -> dict[str, Tensor]:
-        """One generator forward per decision point -> {block: [N, V, T, C, h, w] float16}."""
+        """One generator forward per decision point -> {block: [N, V, T, C, h, w] float16}: only the
+        ``T`` frames the tokens read (every ``token_stride``-th of the window)."""
         feats: dict[str, Tensor] = {}
         bar = progress(total=len(data), desc="generator features", unit="window")
         for s in range(0, len(data), batch_size):
             items = list(range(s, min(len(data), s + batch_size)))
             for block, f in self.features(self._inputs(data, items), seed=seed + s).items():
+                f = self._read(f)
                 if block not in feats:
                     feats[block] = torch.empty((len(data), *f.shape[1:]), dtype=torch.float16)
                 feats[block][s : s + len(items)] = f.cpu().half()
