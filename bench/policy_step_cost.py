@@ -57,14 +57,15 @@ def make_policy(pool: str | None, generator: EnerVerseGenerator, token_stride: i
     return DiffusionPolicy(cfg, spec, None if pool is None else generator).train()
 
 
-def make_batch(generator: EnerVerseGenerator, B: int, horizon: int, action_dim: int) -> dict:
-    """Cached-feature batch for B decision points: first-level features of the whole window
-    [B, V, m+M, C, h, w] (float16, as cached), current frames, state, actions, instructions."""
-    g = generator.cfg
+def make_batch(gen: EnerVerseGenerator, B: int, horizon: int, action_dim: int, token_stride: int) -> dict:
+    """Cached-feature batch for B decision points: first-level features of the window frames the
+    tokens read [B, V, T, C, h, w] (every ``token_stride``-th; float16, as cached), current frames,
+    state, actions, instructions."""
+    g = gen.cfg
     rng = np.random.default_rng(0)
     h = g.resolution // g.codec.factor
     C = g.denoiser.width * g.denoiser.channel_mult[0]  # the first down level's channels
-    T = g.memory.n_memory + g.memory.chunk
+    T = (g.memory.n_memory + g.memory.chunk) // token_stride
     return {
         "features": {"first": torch.randn(B, g.num_views, T, C, h, h).half()},
         "frames": torch.rand(B, g.num_views, 1, 3, g.resolution, g.resolution) * 2 - 1,
@@ -84,7 +85,7 @@ def main() -> None:
     torch.manual_seed(0)
     generator = EnerVerseGenerator(get_preset("small"))
     head = get_policy_preset("small").head
-    batch = make_batch(generator, args.batch, head.horizon, head.action_dim)
+    batch = make_batch(generator, args.batch, head.horizon, head.action_dim, args.token_stride)
     runs = {}
     for name, pool in VARIANTS.items():
         policy = make_policy(pool, generator, args.token_stride)

@@ -162,6 +162,7 @@ class FutureSpaceEncoder(ObservationEncoder):
             data.cache["latents_all"] = finetune
         if not finetune and "features" not in data.cache:
             data.cache["features"] = self._feature_cache(data, seed)
+            data.cache["feature_frames"] = list(self.token_frames)
 
     @staticmethod
     def _frames_read(data, every: bool) -> list[np.ndarray]:
@@ -251,6 +252,11 @@ class FutureSpaceEncoder(ObservationEncoder):
             return self._inputs(data, items, video)
         if "features" not in data.cache:
             raise RuntimeError("call prepare_data(data) before drawing EnerVerse-A batches")
+        if data.cache.get("feature_frames") != list(self.token_frames):
+            raise RuntimeError(
+                f"the feature cache holds window frames {data.cache.get('feature_frames')}, this encoder "
+                f"reads {self.token_frames} (another encoder.token_stride): prepare fresh data"
+            )
         return {"features": {b: self._read(f[items]).float() for b, f in data.cache["features"].items()}}
 
     def features(self, batch: dict, finetune: bool = False, seed: int | None = None) -> dict[str, Tensor]:

@@ -283,8 +283,12 @@ class PolicyRuntime:
         ``envs``, in their order), uint8 [B, V, M, R, R, 3]; None for an encoder without one."""
         if self.policy.generator is None:
             return None
-        if envs is not None and not envs:
-            raise ValueError("imagine(envs=...) needs at least one environment index")
+        if envs is not None:
+            envs = [int(i) for i in envs]
+            if not envs or not all(0 <= i < self.batch_size for i in envs):
+                raise ValueError(
+                    f"imagine(envs=...) expects indices in [0, {self.batch_size}), at least one; got {envs}"
+                )
         b = self._assemble(self._snapshot(), envs)
         gen = self.policy.generator
         z = gen.sample_chunk(

@@ -9,8 +9,9 @@
 Any policy object with ``reset(instructions)`` (one per environment) and
 ``act(obs) -> actions [B, chunk, A]`` (batched observation dict in, batched action chunks out) can be
 evaluated with :func:`evaluate`. Optional methods: ``observe(obs)`` (every observation between
-decisions, for memory) and ``imagine()`` (the imagined future, shown next to the real views in the
-video). Checkpoint folders are loaded through the ``enerverse.policy_loaders`` entry point
+decisions, for memory) and ``imagine(envs)`` (the imagined next chunk [len(envs), V, M, H, W, 3] of
+the listed environments, or None without a generator; shown next to the real views in the video).
+Checkpoint folders are loaded through the ``enerverse.policy_loaders`` entry point
 (``policies`` registers it), so ``sim`` never imports the policy code; the environment then uses
 the checkpoint's views and resolution.
 Episode ``i`` of a task always uses seed ``episode_seed(seed, i)``; evaluation seeds default to a

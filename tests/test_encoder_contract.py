@@ -130,6 +130,12 @@ def test_fused_encoder_reads_future_and_image_tokens(policy_workdir: Path) -> No
     assert rt.act(obs).shape == (1, rt.horizon, 7)
     assert {"memory", "rays", "pos", "frames"} <= batch_keys
     assert rt.imagine() is not None  # it has a generator to imagine with
+    rt.reset(["reach the red sphere", "reach the blue sphere"])  # two envs: imagine a subset
+    rt.observe(random_observation(rt, B=2))
+    assert rt.imagine().shape[0] == 2 and rt.imagine(envs=(1,)).shape[0] == 1
+    for bad in ([], [2], [-1]):
+        with pytest.raises(ValueError, match=r"imagine\(envs=...\) expects indices in \[0, 2\)"):
+            rt.imagine(envs=bad)
 
 
 def test_future_gate_starts_the_fused_policy_as_the_image_baseline_and_opens_in_training(
@@ -222,6 +228,29 @@ def test_future_space_encoder_reads_one_or_several_blocks_at_a_noise_level(
         assert live.shape == tokens[level].shape
     N = gen.diffusion.num_train_timesteps
     assert timesteps == {N - 1, N // 2 - 1}
+
+
+def test_feature_cache_keeps_the_frames_the_tokens_read_and_refuses_another_stride(
+    policy_workdir: Path,
+) -> None:
+    from enerverse.io import load_generator
+
+    gen = load_generator(policy_workdir / "gen" / "checkpoint")
+    assert gen.cfg.memory.chunk % 2 == 0
+    store = EpisodeStore.open(policy_workdir / "store")
+    data = PolicyData(store, store.indices()[:1], None, 32, gen.cfg.memory.n_memory, 4)
+    policies = {}
+    for stride in (2, 1):
+        cfg = get_policy_preset("tiny")
+        cfg.n_memory, cfg.encoder.token_stride = gen.cfg.memory.n_memory, stride
+        policies[stride] = DiffusionPolicy(cfg, _spec(data), gen).eval()
+    enc = policies[2].encoder
+    enc.prepare_data(data)
+    window = gen.cfg.memory.n_memory + gen.cfg.memory.chunk
+    assert data.cache["features"]["first"].shape[2] == enc.frames == window // 2  # only the read frames
+    assert policies[2].observation_tokens(data.batch([0, 1], policies[2])).shape[1] == enc.frames
+    with pytest.raises(RuntimeError, match="another encoder.token_stride"):
+        data.batch([0, 1], policies[1])
 
 
 def test_enerverse_reads_the_latents_a_cache_of_its_codec_holds(

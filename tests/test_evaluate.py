@@ -107,14 +107,16 @@ def test_evaluate_imagines_only_for_recorded_episodes_still_running() -> None:
             return np.stack([np.full((1, 4, 16, 16, 3), 100 + i, np.uint8) for i in envs])
 
     kw = {"views": ["main"], "width": 16, "height": 16, "max_steps": 80}
-    res = evaluate(Dreamer(), "reach", episodes=2, num_envs=2, seed=0, videos=1, env_kwargs=kw,
+    res = evaluate(Dreamer(), "reach", episodes=3, num_envs=2, seed=0, videos=2, env_kwargs=kw,
                    show_progress=False)  # fmt: skip
-    first, second = res["per_episode"]
+    first, second, third = res["per_episode"]
     assert first["success"] and first["length"] < second["length"] == 80
-    assert calls == [[0]] * first["length"]  # one chunk (one step) each, until env 0 ended
-    (clip,) = res["frames"]
-    assert clip.shape == (first["length"] + 1, 2, 16, 16, 3)  # real | imagined, per step
-    assert (clip[1:, 1] == 100).all()
+    n = first["length"]  # one chunk (one step) a decision; env 0's episode ends first
+    assert calls[:80] == [[0, 1]] * n + [[1]] * (80 - n)
+    assert len(calls) == 80 and third["length"] > 0  # the third episode is not recorded: never imagined
+    clip0, clip1 = res["frames"]
+    assert clip0.shape == (n + 1, 2, 16, 16, 3) and clip1.shape == (81, 2, 16, 16, 3)  # real | imagined
+    assert (clip0[1:, 1] == 100).all() and (clip1[1:, 1] == 101).all()  # each env its own imagination
 
 
 def test_evaluate_rejects_badly_shaped_policy_output() -> None:
