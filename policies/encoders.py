@@ -257,7 +257,7 @@ class FutureSpaceEncoder(ObservationEncoder):
                 f"the feature cache holds window frames {data.cache.get('feature_frames')}, this encoder "
                 f"reads {self.token_frames} (another encoder.token_stride): prepare fresh data"
             )
-        return {"features": {b: self._read(f[items]).float() for b, f in data.cache["features"].items()}}
+        return {"features": {b: f[items].float() for b, f in data.cache["features"].items()}}  # read frames
 
     def features(self, batch: dict, finetune: bool = False, seed: int | None = None) -> dict[str, Tensor]:
         """Generator features {block: [B, V, T, C, h, w]} of a generator-input batch (with autograd

@@ -237,11 +237,12 @@ def _run_batch(policy, venv, seeds: list[int], n: int, show: list[int], imagine:
         if chunk.ndim != 3 or chunk.shape[0] != B:
             raise ValueError(f"policy.act must return actions [B={B}, chunk, A], got shape {chunk.shape}")
         live = [i for i in st.dreams if not st.done[i]]  # recorded episodes still running
-        future = imagine_fn(live) if live else ()  # [len(live), V, M, H, W, 3]; None: no generator
-        if future is None:
-            st.dreams = {}
-        for j, i in enumerate(live if future is not None else ()):
-            st.dreams[i].extend(np.moveaxis(future[j], 1, 0)[: chunk.shape[1]])
+        if live:
+            future = imagine_fn(live)  # [len(live), V, M, H, W, 3]; None: no generator
+            if future is None:
+                st.dreams = {}
+            for j, i in enumerate(live if future is not None else []):
+                st.dreams[i].extend(np.moveaxis(future[j], 1, 0)[: chunk.shape[1]])
         obs = _step_chunk(venv, policy, chunk, obs, st, bar)
     return st
 
