@@ -27,8 +27,7 @@ def zeroed_tokens(encoder: FusedEncoder, which: str) -> list[int]:
     future = encoder.future
     if which == "future":
         return list(range(future.frames))
-    current = future.cfg.n_memory - 1  # the newest memory frame of the window
-    return [i for i, frame in enumerate(future.token_frames) if frame > current]
+    return list(range(future.decision_tokens[0] + 1, future.frames))  # token frames ascend past the current
 
 
 @contextmanager
